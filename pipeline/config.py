@@ -1,0 +1,267 @@
+"""Typed configuration: one dataclass section per stage, every value commented.
+
+Defaults suit the bundled sample (`data/sample`) on a 2-core CPU. A TOML file
+(`--config`) and repeatable `--set section.key=value` overrides are applied on
+top, type-checked; unknown keys and bad values are one-line `ConfigError`s.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or a --set override (one line)."""
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # dataset root; "" means the bundled sample (set by --data)
+    format: str = "auto"  # split-list format: auto | arid | arid15 | mmaction | folders
+    train_list: str = "splits/train.txt"  # train split list, relative to root (ignored for folders)
+    test_list: str = "splits/test.txt"  # test split list, relative to root (ignored for folders)
+    test_fraction: float = 0.25  # folders format only: share of each class held out for test
+    frames: int = 16  # T: frames per clip
+    clips_per_video: int = 1  # clips cut from each video by segment-based uniform sampling
+    short_side: int = 64  # frames are resized so their short side is this many pixels
+    max_long_side: int = 0  # also cap the long side (0 = keep aspect ratio only)
+    crop: int = 56  # views are crops resized to crop x crop pixels
+    views: int = 4  # V: view 0 is the centre crop, 1..V-1 seeded random crops and flips
+    min_scale: float = 0.7  # smallest crop side of a random view, as a share of the short side
+    view_seed: int = 0  # seed of the views; any process recomputes the same views from it
+
+
+@dataclass
+class EnhancerConfig:
+    kind: str = "zero_dce++"  # zero_dce | zero_dce++ | gamma | none
+    mode: str = "fit"  # fit (from scratch) | finetune (from weights) | import (weights unchanged)
+    weights: str = ""  # authors'-format .pth for finetune/import (e.g. ZeroDCE_Epoch99.pth)
+    scale_factor: int = 1  # zero_dce++ only: estimate the curve at 1/s resolution
+    gamma: float = 2.2  # gamma only: out = 255 * (in / 255) ** (1 / gamma)
+    steps: int = 300  # fitting steps (Adam) on random crops of training frames
+    batch_size: int = 8  # crops per fitting step
+    crop: int = 64  # side of a fitting crop, pixels
+    frames_per_video: int = 4  # frames taken from each training video for fitting
+    lr: float = 1e-3  # Adam learning rate (authors: 1e-4 over 200 epochs; ours fits in minutes)
+    weight_decay: float = 1e-4  # Adam weight decay (authors' value)
+    grad_clip: float = 0.1  # gradient-norm clip (authors' value)
+    exposure: float = 0.6  # E: target mean brightness of 16x16 patches
+    w_spa: float = 1.0  # weight of the spatial-consistency loss
+    w_exp: float = 10.0  # weight of the exposure loss
+    w_col: float = 5.0  # weight of the colour-constancy loss
+    w_tv: float = 200.0  # weight of illumination smoothness (authors: 200; 1600 for ++)
+    seed: int = 0  # seed of crop sampling and initialisation
+
+
+@dataclass
+class EnhanceConfig:
+    shard_size: int = 256  # clips per HDF5 shard
+    batch_frames: int = 64  # frames per enhancer forward pass
+    workers: int = 1  # dask LocalCluster worker processes
+    threads_per_worker: int = 2  # threads per worker; torch threads are set to this
+    scheduler: str = ""  # address of an existing dask scheduler ("" = start a LocalCluster)
+    compression: str = "none"  # none | lz4 (lz4 needs hdf5plugin); gzip/lzf read 10-20x slower
+    strict: bool = False  # fail on the first unreadable video instead of reporting it
+
+
+@dataclass
+class TrainConfig:
+    model: str = "r2plus1d_small"  # a name from models.build (see `dlkdd models`)
+    pretrained: str = ""  # a torchvision-format state dict to start from ("" = random init)
+    epochs: int = 8  # passes over the train split
+    batch_size: int = 16  # clips per optimisation step
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 3e-3  # peak learning rate, after warm-up
+    weight_decay: float = 1e-4  # decoupled (AdamW) or L2 (SGD) weight decay
+    momentum: float = 0.9  # SGD momentum
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    grad_clip: float = 5.0  # gradient-norm clip (0 = off)
+    num_workers: int = 0  # DataLoader worker processes
+    keep: str = "last"  # last | best (best test-split top-1, evaluated each epoch)
+    seed: int = 0  # seed of initialisation, shuffling and view draws
+
+
+@dataclass
+class TeacherConfig(TrainConfig):
+    model: str = "r2plus1d_small"  # the larger of the two sample models
+
+
+@dataclass
+class SoftLabelsConfig:
+    batch_size: int = 32  # clips per teacher forward pass
+
+
+@dataclass
+class StudentConfig(TrainConfig):
+    model: str = "r3d_tiny"  # the lightweight student
+    alpha: float = 0.5  # weight of the distillation term (0 = plain cross-entropy)
+    temperature: float = 4.0  # T: softmax temperature of the distillation term
+
+
+@dataclass
+class EvaluateConfig:
+    clips: int = 2  # multi-view evaluation: clips per test video
+    crops: int = 3  # multi-view evaluation: spatial crops per clip (left/centre/right)
+    batch_size: int = 32  # clips per forward pass
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    soft_labels: SoftLabelsConfig = field(default_factory=SoftLabelsConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def get(self, dotted: str) -> Any:
+        section, key = _split_key(self, dotted)
+        return getattr(section, key)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = [f.name for f in dataclasses.fields(Config)]
+
+
+def _split_key(cfg: Config, dotted: str):
+    if dotted.count(".") != 1:
+        raise ConfigError(f"config key {dotted!r}: expected section.key (sections: {', '.join(SECTIONS)})")
+    name, key = dotted.split(".")
+    name = name.replace("-", "_")
+    if name not in SECTIONS:
+        raise ConfigError(f"unknown config section {name!r} in {dotted!r} (sections: {', '.join(SECTIONS)})")
+    section = getattr(cfg, name)
+    if key not in {f.name for f in dataclasses.fields(section)}:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    return section, key
+
+
+def _coerce(dotted: str, value: Any, typ: type) -> Any:
+    """Convert a TOML value or a --set string to the field's type, or raise ConfigError."""
+    if isinstance(value, str) and typ is not str:
+        text = value.strip()
+        if typ is bool:
+            low = text.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ConfigError(f"{dotted}: expected true or false, got {value!r}")
+        try:
+            return typ(text)
+        except ValueError:
+            raise ConfigError(f"{dotted}: expected {typ.__name__}, got {value!r}") from None
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool):
+        raise ConfigError(f"{dotted}: expected true or false, got {value!r}")
+    if typ is int and isinstance(value, bool):
+        raise ConfigError(f"{dotted}: expected int, got {value!r}")
+    if not isinstance(value, typ):
+        raise ConfigError(f"{dotted}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def set_value(cfg: Config, dotted: str, value: Any) -> None:
+    section, key = _split_key(cfg, dotted)
+    typ = get_type_hints(type(section))[key]
+    setattr(section, key, _coerce(dotted, value, typ))
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> None:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        set_value(cfg, key.strip(), value)
+
+
+def load_toml(cfg: Config, path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    for name, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level key {name!r} must be a [section] table")
+        for key, value in table.items():
+            try:
+                set_value(cfg, f"{name}.{key}", value)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}") from None
+
+
+CHOICES = {
+    "data.format": ("auto", "arid", "arid15", "mmaction", "folders"),
+    "enhancer.kind": ("zero_dce", "zero_dce++", "gamma", "none"),
+    "enhancer.mode": ("fit", "finetune", "import"),
+    "enhance.compression": ("none", "lz4"),
+    "teacher.optimizer": ("adamw", "sgd"),
+    "student.optimizer": ("adamw", "sgd"),
+    "teacher.keep": ("last", "best"),
+    "student.keep": ("last", "best"),
+}
+POSITIVE = (
+    "data.frames", "data.clips_per_video", "data.short_side", "data.crop", "data.views",
+    "enhancer.steps", "enhancer.batch_size", "enhancer.crop", "enhancer.frames_per_video",
+    "enhancer.scale_factor", "enhancer.gamma", "enhancer.exposure",
+    "enhance.shard_size", "enhance.batch_frames", "enhance.workers", "enhance.threads_per_worker",
+    "teacher.epochs", "teacher.batch_size", "teacher.lr",
+    "soft_labels.batch_size",
+    "student.epochs", "student.batch_size", "student.lr", "student.temperature",
+    "evaluate.clips", "evaluate.crops", "evaluate.batch_size",
+)
+NON_NEGATIVE = (
+    "data.max_long_side", "enhancer.lr", "enhancer.weight_decay", "enhancer.grad_clip",
+    "teacher.weight_decay", "teacher.warmup_epochs", "teacher.grad_clip", "teacher.num_workers",
+    "student.weight_decay", "student.warmup_epochs", "student.grad_clip", "student.num_workers",
+    "teacher.momentum", "student.momentum",
+)
+
+
+def validate(cfg: Config) -> None:
+    """Range and choice checks that types alone cannot express."""
+    for key, choices in CHOICES.items():
+        if cfg.get(key) not in choices:
+            raise ConfigError(f"{key}: {cfg.get(key)!r} is not one of {', '.join(choices)}")
+    for key in POSITIVE:
+        if cfg.get(key) <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {cfg.get(key)!r}")
+    for key in NON_NEGATIVE:
+        if cfg.get(key) < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {cfg.get(key)!r}")
+    if not 0.0 < cfg.data.min_scale <= 1.0:
+        raise ConfigError(f"data.min_scale: must be in (0, 1], got {cfg.data.min_scale!r}")
+    if not 0.0 < cfg.data.test_fraction < 1.0:
+        raise ConfigError(f"data.test_fraction: must be in (0, 1), got {cfg.data.test_fraction!r}")
+    if not 0.0 <= cfg.student.alpha <= 1.0:
+        raise ConfigError(f"student.alpha: must be in [0, 1], got {cfg.student.alpha!r}")
+    if cfg.data.crop > cfg.data.short_side:
+        raise ConfigError(
+            f"data.crop: {cfg.data.crop} is larger than data.short_side {cfg.data.short_side}")
+    if cfg.enhancer.mode in ("finetune", "import") and not cfg.enhancer.weights \
+            and cfg.enhancer.kind in ("zero_dce", "zero_dce++"):
+        raise ConfigError(f"enhancer.mode={cfg.enhancer.mode} needs enhancer.weights = PATH")
+
+
+def build_config(config_file: Path | None = None, overrides: list[str] = ()) -> Config:
+    cfg = Config()
+    if config_file is not None:
+        load_toml(cfg, Path(config_file))
+    apply_overrides(cfg, list(overrides))
+    validate(cfg)
+    return cfg
