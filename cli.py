@@ -1,0 +1,254 @@
+"""`dlkdd`: the command line. Thin: options -> config -> pipeline.
+
+Each stage verb brings its stage and everything upstream of it up to date,
+rerunning only what is stale (like `make target`), and says why it reruns.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+STAGE_VERBS = {
+    "enhancer": "Fit or import the low-light enhancer (Zero-DCE, Zero-DCE++, gamma).",
+    "enhance": "Build the clip caches: original and enhanced clips in HDF5 shards.",
+    "teacher": "Train the teacher on enhanced clips.",
+    "soft-labels": "Dump the teacher's logits for every (clip, view) to the cache.",
+    "baseline": "Train the student without distillation (alpha = 0), for comparison.",
+    "student": "Train the student on original dark clips against the cached teacher logits.",
+    "evaluate": "Score teacher, baseline and student on the test split; write the report.",
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a user mistake or a bad input: one line, no traceback."""
+    from pipeline.config import ConfigError
+    from pipeline.lock import LockError
+    from pipeline.stages import StageError
+    errors: list[type[BaseException]] = [ConfigError, LockError, StageError]
+    for mod, names in (("pipeline.videos", ("DatasetError", "VideoError")),
+                       ("pipeline.shards", ("ShardError",)),
+                       ("pipeline.train", ("CheckpointError",)),
+                       ("models.zero_dce", ("WeightsError",)),
+                       ("pipeline.soft_labels", ("VerifyError",)),
+                       ("pipeline.enhance", ("EnhanceError",))):
+        mod_obj = sys.modules.get(mod)
+        for name in names:
+            if mod_obj is not None and hasattr(mod_obj, name):
+                errors.append(getattr(mod_obj, name))
+    return tuple(errors)
+
+
+class Group(click.Group):
+    """Turns user errors into one-line messages and Ctrl-C into a resumable stop."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: finished shards, checkpoints and records were kept; "
+                       "run the same command again to resume", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - narrowed just below
+            if isinstance(e, _user_errors()):
+                raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            if isinstance(e, OSError) and e.errno in (28, 30, 13):  # ENOSPC, EROFS, EACCES
+                raise click.ClickException(f"{e.filename or ''}: {e.strerror}".lstrip(": ")) from None
+            raise
+
+
+class Settings:
+    """The resolved global options, handed to every verb."""
+
+    def __init__(self, config_file, overrides, data, cache, device, seed, verbose):
+        self.config_file = config_file
+        self.overrides = list(overrides)
+        self.data = data
+        self.cache = Path(cache)
+        self.device_opt = device
+        self.seed = seed
+        self.verbose = verbose
+
+    def config(self):
+        from pipeline.config import build_config, set_value, validate
+        cfg = build_config(self.config_file, self.overrides)
+        if self.data is not None:
+            cfg.data.root = str(Path(self.data).resolve())
+        if self.seed is not None:
+            for key in ("enhancer.seed", "teacher.seed", "student.seed", "data.view_seed"):
+                set_value(cfg, key, self.seed)
+        validate(cfg)
+        return cfg
+
+    def device(self) -> str:
+        if self.device_opt == "cpu":
+            return "cpu"
+        import torch
+        if self.device_opt == "cuda" and not torch.cuda.is_available():
+            raise click.ClickException("--device cuda: no CUDA device is visible to torch")
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def graph(self, checksum: bool = False):
+        from pipeline.stages import Graph
+        return Graph(self.config(), self.cache, checksum=checksum)
+
+
+def console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
+                                          "max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file of config values, one [section] per stage (see README).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config value, e.g. --set student.alpha=0.7 (repeatable).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset root (split lists and videos). Default: the bundled sample in data/sample.")
+@click.option("--cache", default="dlkdd-cache", envvar="DLKDD_CACHE", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Cache folder for clips, logits, checkpoints and reports (env DLKDD_CACHE).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to run models: auto uses CUDA when torch sees a GPU.")
+@click.option("--seed", type=int, default=None,
+              help="Set every seed (enhancer, views, teacher, student) at once.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug output (e.g. videos shorter than a clip).")
+@click.pass_context
+def cli(ctx, config_file, overrides, data, cache, device, seed, verbose):
+    """dlkdd: Dual-Light Knowledge Distillation for action recognition in dark video.
+
+    A teacher learns from Zero-DCE-enhanced clips, a lightweight student learns from the
+    original dark clips and the teacher's cached soft labels; only the student runs at
+    inference. Every stage verb reruns only the stages that are stale.
+    """
+    import logging
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Settings(config_file, overrides, data, cache, device, seed, verbose)
+
+
+def _stage_command(name: str, help_text: str):
+    @click.option("--force", is_flag=True, help=f"Rerun {name} even if it is fresh (upstream only if stale).")
+    @click.option("--dry-run", is_flag=True, help="Say what would run and why; run nothing.")
+    @click.option("--wait", type=float, default=0.0, show_default=True,
+                  help="Seconds to wait for another dlkdd process to release the cache.")
+    @click.option("--checksum", is_flag=True,
+                  help="Fingerprint videos by content (sha256) instead of size and mtime.")
+    @click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+                  help="enhance: address of an existing dask scheduler (env DASK_SCHEDULER_ADDRESS).")
+    @click.option("--strict", is_flag=True, help="enhance: fail on the first unreadable video.")
+    @click.pass_obj
+    def command(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
+        run_target(settings, name, force=force, dry_run=dry_run, wait=wait, checksum=checksum,
+                   options={"scheduler": scheduler, "strict": strict})
+    command.__doc__ = help_text + " Brings every upstream stage up to date first."
+    return cli.command(name=name)(command)
+
+
+def run_target(settings: Settings, target: str, force=False, dry_run=False, wait=0.0,
+               checksum=False, options=None) -> list[str]:
+    from pipeline.lock import CacheLock
+    from pipeline.stages import execute
+    con = console()
+    graph = settings.graph(checksum=checksum)
+    device = settings.device()
+    if dry_run:
+        return execute(graph, target, device, con, force=force, dry_run=True, options=options)
+    with CacheLock(settings.cache, wait=wait):
+        ran = execute(graph, target, device, con, force=force, options=options)
+    if not ran:
+        con.print(f"nothing to do: {target} and everything upstream of it are fresh")
+    return ran
+
+
+for _name, _help in STAGE_VERBS.items():
+    _stage_command(_name, _help)
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Rerun evaluate even if it is fresh.")
+@click.option("--dry-run", is_flag=True, help="Say what would run and why; run nothing.")
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for another dlkdd process to release the cache.")
+@click.option("--checksum", is_flag=True, help="Fingerprint videos by content instead of size and mtime.")
+@click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+              help="Address of an existing dask scheduler for enhance (env DASK_SCHEDULER_ADDRESS).")
+@click.option("--strict", is_flag=True, help="Fail on the first unreadable video.")
+@click.pass_obj
+def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
+    """Run the whole pipeline (enhancer -> enhance -> teacher -> soft-labels -> baseline ->
+    student -> evaluate), only the stale stages, and print the report table."""
+    run_target(settings, "evaluate", force=force, dry_run=dry_run, wait=wait, checksum=checksum,
+               options={"scheduler": scheduler, "strict": strict})
+    if not dry_run:
+        report = settings.cache / "report" / "results.md"
+        if report.exists():
+            from rich.markdown import Markdown
+            console().print(Markdown(report.read_text().split("\n## ", 2)[0]))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--verify", is_flag=True, help="Re-hash every output against its record (slow, thorough).")
+@click.option("--checksum", is_flag=True, help="Fingerprint videos by content instead of size and mtime.")
+@click.pass_obj
+def status(settings: Settings, as_json, verify, checksum):
+    """Show each stage as fresh, stale or missing, with the reason."""
+    from pipeline.stages import STAGES
+    graph = settings.graph(checksum=checksum)
+    states = graph.statuses(verify=verify)
+    rows = []
+    for name, st in states.items():
+        rec = st.record or {}
+        rows.append({"stage": name, "state": st.state, "reasons": st.reasons,
+                     "output": str(graph.out_dir(name).relative_to(graph.cache)),
+                     "finished": rec.get("started"), "seconds": rec.get("seconds"),
+                     "about": STAGES[name].doc})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+    table = Table(title=f"dlkdd cache {settings.cache}")
+    for col in ("stage", "state", "why", "output", "last run"):
+        table.add_column(col)
+    colour = {"fresh": "green", "stale": "yellow", "missing": "red"}
+    for r in rows:
+        when = f"{r['finished']} ({r['seconds']} s)" if r["finished"] else ""
+        table.add_row(r["stage"], f"[{colour[r['state']]}]{r['state']}[/]",
+                      "\n".join(r["reasons"]), r["output"], when)
+    from rich.console import Console
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same bytes.")
+@click.option("--classes", type=int, default=6, show_default=True, help="Number of action classes.")
+@click.option("--videos-per-class", type=int, default=24, show_default=True, help="Videos per class.")
+@click.option("--test-per-class", type=int, default=6, show_default=True,
+              help="Videos per class in the test split.")
+@click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels.")
+def sample(out_dir, seed, classes, videos_per_class, test_per_class, size):
+    """Generate the synthetic dark-action sample dataset (ARID-format lists) into OUT_DIR."""
+    from pipeline.sample import make_sample
+    if test_per_class >= videos_per_class:
+        raise click.BadParameter("must be smaller than --videos-per-class", param_hint="--test-per-class")
+    stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class,
+                        size=size, test_per_class=test_per_class)
+    click.echo(json.dumps(stats, indent=2))
+
+
+def main() -> None:
+    cli(prog_name="dlkdd")
+
+
+if __name__ == "__main__":
+    main()

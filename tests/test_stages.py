@@ -1,0 +1,192 @@
+"""The stage graph: fingerprints, records, staleness reasons, run-only-stale."""
+import importlib
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from pipeline import stages as st
+from pipeline.config import Config, set_value
+
+MODULE = '''
+from pathlib import Path
+# a comment
+def run_stage(ctx):
+    value = ctx.cfg.get("{key}")
+    if value == -1:
+        raise RuntimeError("boom")
+    (ctx.out / "out.txt").write_text(str(value))
+    return {{"value": value}}
+'''
+
+
+@pytest.fixture
+def graph_factory(tmp_path, monkeypatch):
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "fake_up.py").write_text(MODULE.format(key="teacher.epochs"))
+    (mods / "fake_down.py").write_text(MODULE.format(key="student.alpha"))
+    monkeypatch.syspath_prepend(str(mods))
+    for name in ("fake_up", "fake_down"):  # each test imports its own copies
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    stages = {
+        "up": st.Stage("up", (), lambda c: ["teacher.epochs"], ("fake_up",), lambda c: "up",
+                       "fake_up:run_stage"),
+        "down": st.Stage("down", ("up",), lambda c: ["student.alpha"], ("fake_down",),
+                         lambda c: "down", "fake_down:run_stage"),
+    }
+
+    def make(cfg=None):
+        st._AST_CACHE.clear()
+        return st.Graph(cfg or Config(), tmp_path / "cache", stages=stages)
+    make.mods = mods
+    return make
+
+
+def quiet():
+    return Console(quiet=True)
+
+
+def test_empty_cache_is_all_missing(graph_factory):
+    states = graph_factory().statuses()
+    assert [s.state for s in states.values()] == ["missing", "missing"]
+
+
+def test_run_then_fresh_then_nothing_runs(graph_factory):
+    g = graph_factory()
+    assert st.execute(g, "down", "cpu", quiet()) == ["up", "down"]
+    assert all(s.state == "fresh" for s in graph_factory().statuses().values())
+    assert st.execute(graph_factory(), "down", "cpu", quiet()) == []
+    rec = json.loads((g.cache / "stages" / "down.json").read_text())
+    assert rec["outputs"]["down/out.txt"]["sha256"]
+    assert rec["summary"] == {"value": 0.5}
+
+
+def test_read_param_change_is_stale_with_reason(graph_factory):
+    st.execute(graph_factory(), "down", "cpu", quiet())
+    cfg = Config()
+    set_value(cfg, "student.alpha", 0.7)
+    states = graph_factory(cfg).statuses()
+    assert states["up"].state == "fresh"
+    assert states["down"].state == "stale"
+    assert "param student.alpha 0.5 -> 0.7" in states["down"].reasons
+    assert st.execute(graph_factory(cfg), "down", "cpu", quiet()) == ["down"]
+
+
+def test_unread_param_change_keeps_fresh(graph_factory):
+    st.execute(graph_factory(), "down", "cpu", quiet())
+    before = graph_factory().inspect("down").fingerprint
+    cfg = Config()
+    set_value(cfg, "evaluate.crops", 5)
+    set_value(cfg, "student.temperature", 9)
+    assert graph_factory(cfg).inspect("down").fingerprint == before
+    assert all(s.state == "fresh" for s in graph_factory(cfg).statuses().values())
+
+
+def test_upstream_change_propagates(graph_factory):
+    st.execute(graph_factory(), "down", "cpu", quiet())
+    cfg = Config()
+    set_value(cfg, "teacher.epochs", 3)
+    states = graph_factory(cfg).statuses()
+    assert states["up"].state == "stale"
+    assert "upstream up is stale" in states["down"].reasons
+    assert st.execute(graph_factory(cfg), "down", "cpu", quiet()) == ["up", "down"]
+    # the up record changed its outputs digest: an old down record says "upstream up changed"
+    assert graph_factory(cfg).statuses()["down"].state == "fresh"
+
+
+def test_upstream_output_change_is_named(graph_factory):
+    st.execute(graph_factory(), "down", "cpu", quiet())
+    cfg = Config()
+    set_value(cfg, "teacher.epochs", 3)
+    st.execute(graph_factory(cfg), "up", "cpu", quiet())
+    states = graph_factory(cfg).statuses()
+    assert states["up"].state == "fresh"
+    assert states["down"].reasons == ["upstream up changed"]
+
+
+def test_comment_only_change_keeps_fingerprint_code_change_does_not(graph_factory):
+    g = graph_factory()
+    st.execute(g, "down", "cpu", quiet())
+    fp = graph_factory().inspect("up").fingerprint
+    path = graph_factory.mods / "fake_up.py"
+    src = path.read_text()
+    path.write_text("# a new header comment\n" + src.replace("# a comment", "#   reworded comment\n\n"))
+    assert graph_factory().inspect("up").fingerprint == fp
+    path.write_text(src.replace("str(value)", "str(value) + '!'"))
+    states = graph_factory().statuses()
+    assert states["up"].state == "stale"
+    assert states["up"].reasons == ["code of fake_up changed"]
+
+
+def test_missing_and_changed_outputs(graph_factory):
+    g = graph_factory()
+    st.execute(g, "down", "cpu", quiet())
+    (g.cache / "down" / "out.txt").unlink()
+    assert graph_factory().statuses()["down"].reasons == ["output down/out.txt missing"]
+    st.execute(graph_factory(), "down", "cpu", quiet())
+    (g.cache / "down" / "out.txt").write_text("tampered!")
+    assert "output down/out.txt changed since it was written" in graph_factory().statuses()["down"].reasons
+
+
+def test_verify_catches_same_size_same_mtime_corruption(graph_factory):
+    import os
+    g = graph_factory()
+    st.execute(g, "up", "cpu", quiet())
+    p = g.cache / "up" / "out.txt"
+    stat = p.stat()
+    p.write_text("9")  # same size as "8"? default epochs is 8
+    os.utime(p, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert graph_factory().statuses()["up"].state == "fresh"  # size+mtime cannot see it
+    s = graph_factory().statuses(verify=True)["up"]
+    assert s.state == "stale" and "corrupted" in s.reasons[0]
+
+
+def test_failed_run_leaves_no_record_and_reads_missing(graph_factory):
+    g = graph_factory()
+    st.execute(g, "down", "cpu", quiet())
+    cfg = Config()
+    set_value(cfg, "teacher.epochs", -1)  # the fake stage raises on -1
+    with pytest.raises(RuntimeError, match="boom"):
+        st.execute(graph_factory(cfg), "up", "cpu", quiet())
+    assert not (g.cache / "stages" / "up.json").exists()
+    assert graph_factory(cfg).statuses()["up"].state == "missing"
+    assert not list((g.cache / "stages").glob("*.tmp"))
+
+
+def test_dry_run_and_force(graph_factory):
+    g = graph_factory()
+    assert st.execute(g, "down", "cpu", quiet(), dry_run=True) == []
+    assert not (g.cache / "stages").exists()
+    st.execute(graph_factory(), "down", "cpu", quiet())
+    assert st.execute(graph_factory(), "down", "cpu", quiet(), force=True) == ["down"]
+    plan = st.plan(graph_factory(), "down", force=True)
+    assert [(n, will) for n, _, will in plan] == [("up", False), ("down", True)]
+
+
+def test_unavailable_stage_is_a_clear_error(graph_factory, tmp_path):
+    stages = {"x": st.Stage("x", (), lambda c: [], (), lambda c: "x", "no_such_module_here:run")}
+    g = st.Graph(Config(), tmp_path / "c2", stages=stages)
+    with pytest.raises(st.StageUnavailable, match="stage x is not available yet"):
+        st.execute(g, "x", "cpu", quiet())
+
+
+def test_real_graph_is_topological_and_closes_over_upstream():
+    names = list(st.STAGES)
+    for i, name in enumerate(names):
+        for up in st.STAGES[name].upstream:
+            assert names.index(up) < i
+    assert st.upstream_closure("soft-labels") == ["enhancer", "enhance", "teacher", "soft-labels"]
+    assert st.upstream_closure("baseline") == ["enhancer", "enhance", "baseline"]
+
+
+def test_student_variants_have_their_own_folder():
+    a, b = Config(), Config()
+    set_value(b, "student.alpha", 0.3)
+    out_a, out_b = st.STAGES["student"].out(a), st.STAGES["student"].out(b)
+    assert out_a != out_b and out_a.startswith("student/a0.5-T4-") and out_b.startswith("student/a0.3-")
+    # the baseline does not read alpha: one baseline serves every sweep
+    assert st.params_hash(a, st.STAGES["baseline"].params(a)) == st.params_hash(b, st.STAGES["baseline"].params(b))
