@@ -1,0 +1,146 @@
+"""The `enhancer` stage's work: build, fit (zero-reference), save, load and apply an enhancer.
+
+Fitting needs no labels and no bright references: the four zero-reference
+losses of Zero-DCE are minimised on random crops of the dataset's own dark
+training frames. `enhance_frames` is the hot path of the `enhance` stage.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models import zero_dce
+from models.zero_dce import WeightsError
+from pipeline.atomic import atomic_path
+from pipeline.config import EnhancerConfig
+
+LEARNED = ("zero_dce", "zero_dce++")
+
+
+def needs_fit(cfg: EnhancerConfig) -> bool:
+    """Whether the stage trains: learned kinds in mode fit or finetune (import keeps weights as given)."""
+    return cfg.kind in LEARNED and cfg.mode in ("fit", "finetune")
+
+
+def make_enhancer(cfg: EnhancerConfig, weights_override: str | Path | None = None) -> nn.Module:
+    """The enhancer `cfg` asks for: seeded fresh init ("fit") or the weights file ("finetune"/"import")."""
+    if cfg.kind not in LEARNED:
+        return zero_dce.build(cfg.kind, gamma=cfg.gamma).eval()
+    if cfg.mode == "fit":
+        model = zero_dce.build(cfg.kind, cfg.scale_factor)
+        return zero_dce.init_weights(model, cfg.seed).eval()
+    weights = weights_override or cfg.weights
+    if not weights:
+        raise WeightsError(f"enhancer.mode={cfg.mode} needs enhancer.weights = PATH")
+    return zero_dce.from_checkpoint(weights, cfg.scale_factor, kind=cfg.kind)
+
+
+def _random_crops(frames: torch.Tensor, batch: int, crop: int, g: torch.Generator) -> torch.Tensor:
+    """`batch` crops (uint8, B x 3 x c x c) at seeded random frames and offsets of N x 3 x H x W frames."""
+    n, _, h, w = frames.shape
+    ch, cw = min(crop, h), min(crop, w)
+    idx = torch.randint(n, (batch,), generator=g).tolist()
+    ys = torch.randint(h - ch + 1, (batch,), generator=g).tolist()
+    xs = torch.randint(w - cw + 1, (batch,), generator=g).tolist()
+    return torch.stack([frames[i, :, y:y + ch, x:x + cw] for i, y, x in zip(idx, ys, xs)])
+
+
+def fit(model: nn.Module, frames: np.ndarray, cfg: EnhancerConfig,
+        on_step: Callable[[int, dict], None] | None = None, device: str | torch.device = "cpu") -> list[dict]:
+    """Minimise the zero-reference loss on random crops of dark uint8 frames (N, H, W, 3).
+
+    Returns one dict of floats per step (step, loss and the unweighted terms); the
+    model is left in eval mode. Deterministic on the CPU for a given cfg.seed.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"fit: expected uint8 frames of shape (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    device = torch.device(device)
+    data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # uint8 view, no copy
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    weights = {"spa": cfg.w_spa, "exp": cfg.w_exp, "col": cfg.w_col, "tv": cfg.w_tv}
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = []
+    for step in range(cfg.steps):
+        x = _random_crops(data, cfg.batch_size, cfg.crop, g).to(device).float().div_(255.0)
+        enhanced, curves = model(x)
+        loss, terms = zero_dce.zero_reference_loss(enhanced, x, curves, weights, cfg.exposure)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+        history.append(record)
+        if on_step is not None:
+            on_step(step, record)
+    model.eval()
+    return history
+
+
+def save_enhancer(module: nn.Module, path: str | Path, cfg: EnhancerConfig) -> None:
+    """Write {"kind", "scale_factor", "gamma", "state_dict"} atomically (loadable with weights_only)."""
+    kind = getattr(module, "kind", cfg.kind)
+    record = {
+        "kind": kind,
+        "scale_factor": int(getattr(module, "scale_factor", cfg.scale_factor)),
+        "gamma": float(getattr(module, "gamma", cfg.gamma)),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+    }
+    with atomic_path(Path(path)) as tmp:
+        torch.save(record, tmp)
+
+
+def load_enhancer(path: str | Path) -> nn.Module:
+    """The enhancer saved by `save_enhancer`, in eval mode; a bad file is a WeightsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: enhancer weights file not found")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"{path}: cannot load enhancer: {type(e).__name__}") from None
+    if not isinstance(record, dict) or not {"kind", "state_dict"} <= record.keys():
+        raise WeightsError(f"{path}: not an enhancer saved by dlkdd (expected keys kind, state_dict)")
+    kind = record["kind"]
+    if kind not in zero_dce.KINDS:
+        raise WeightsError(f"{path}: unknown enhancer kind {kind!r}")
+    module = zero_dce.build(kind, int(record.get("scale_factor", 1)), float(record.get("gamma", 2.2)))
+    if kind in LEARNED:
+        zero_dce.load_weights(module, dict(record["state_dict"]), path)
+    return module.eval()
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def enhance_frames(module: nn.Module, frames_uint8: np.ndarray, batch: int = 64,
+                   device: str | torch.device = "cpu") -> np.ndarray:
+    """Enhance uint8 frames (N, H, W, 3) in batches; returns uint8 of the same shape."""
+    frames = np.asarray(frames_uint8)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"enhance_frames: expected uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    device = torch.device(device)
+    out = np.empty_like(frames)
+    module.to(device).eval()
+    lut = getattr(module, "enhance_uint8", None)
+    with torch.inference_mode():
+        for start in range(0, len(frames), batch):
+            chunk = torch.from_numpy(np.ascontiguousarray(frames[start:start + batch])).to(device)
+            if lut is not None:  # gamma / identity: a table lookup, no float round trip
+                y = lut(chunk)
+            else:
+                x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
+                with _autocast(device):
+                    e = module.enhance(x)
+                y = e.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            out[start:start + batch] = y.cpu().numpy()
+    return out
