@@ -30,7 +30,8 @@ class DataConfig:
     test_list: str = "splits/test.txt"  # test split list, relative to root (ignored for folders)
     test_fraction: float = 0.25  # folders format only: share of each class held out for test
     frames: int = 16  # T: frames per clip
-    clips_per_video: int = 1  # clips cut from each video by segment-based uniform sampling
+    clips_per_video: int = 1  # train clips cut from each video by segment-based uniform sampling
+    test_clips: int = 2  # clips cut from each test video (multi-view evaluation averages them)
     short_side: int = 64  # frames are resized so their short side is this many pixels
     max_long_side: int = 0  # also cap the long side (0 = keep aspect ratio only)
     crop: int = 56  # views are crops resized to crop x crop pixels
@@ -108,7 +109,6 @@ class StudentConfig(TrainConfig):
 
 @dataclass
 class EvaluateConfig:
-    clips: int = 2  # multi-view evaluation: clips per test video
     crops: int = 3  # multi-view evaluation: spatial crops per clip (left/centre/right)
     batch_size: int = 32  # clips per forward pass
 
@@ -216,14 +216,14 @@ CHOICES = {
     "student.keep": ("last", "best"),
 }
 POSITIVE = (
-    "data.frames", "data.clips_per_video", "data.short_side", "data.crop", "data.views",
+    "data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.crop", "data.views",
     "enhancer.steps", "enhancer.batch_size", "enhancer.crop", "enhancer.frames_per_video",
     "enhancer.scale_factor", "enhancer.gamma", "enhancer.exposure",
     "enhance.shard_size", "enhance.batch_frames", "enhance.workers", "enhance.threads_per_worker",
     "teacher.epochs", "teacher.batch_size", "teacher.lr",
     "soft_labels.batch_size",
     "student.epochs", "student.batch_size", "student.lr", "student.temperature",
-    "evaluate.clips", "evaluate.crops", "evaluate.batch_size",
+    "evaluate.crops", "evaluate.batch_size",
 )
 NON_NEGATIVE = (
     "data.max_long_side", "enhancer.lr", "enhancer.weight_decay", "enhancer.grad_clip",

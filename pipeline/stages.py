@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the source tree that holds pipe
 DEFAULT_SAMPLE = ROOT / "data" / "sample"
 VIEW_KEYS = ("data.crop", "data.views", "data.min_scale", "data.view_seed")
 DATA_KEYS = ("data.root", "data.format", "data.train_list", "data.test_list", "data.test_fraction",
-             "data.frames", "data.clips_per_video", "data.short_side", "data.max_long_side")
+             "data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.max_long_side")
 # Settings that change how fast a stage runs, never what it writes.
 SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict"}
 
