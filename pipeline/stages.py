@@ -99,6 +99,10 @@ def _student_params(cfg: Config) -> list[str]:
     return [*section_keys(cfg, "student"), *VIEW_KEYS]
 
 
+MODEL_MODULES = ("models", "models.video_resnet", "models.bert_head", "models.profile")
+TRAIN_MODULES = ("pipeline.student", "pipeline.distill", "pipeline.teacher", "pipeline.train",
+                 "pipeline.views", "pipeline.shards", "pipeline.data", "pipeline.checkpoints", *MODEL_MODULES)
+
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("enhancer", (), _enhancer_params,
           ("pipeline.enhancer", "models.zero_dce", "pipeline.videos"),
@@ -112,31 +116,29 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "decode, sample, resize and enhance every video into HDF5 clip shards"),
     Stage("teacher", ("enhance",),
           lambda c: [*section_keys(c, "teacher"), *VIEW_KEYS],
-          ("pipeline.teacher", "pipeline.train", "pipeline.views", "pipeline.shards",
-           "models", "models.video_resnet", "models.bert_head"),
+          ("pipeline.teacher", "pipeline.train", "pipeline.views", "pipeline.shards", "pipeline.data",
+           "pipeline.checkpoints", *MODEL_MODULES),
           lambda c: "teacher", "pipeline.teacher:run_stage", None,
           "train the teacher on enhanced clips, views as augmentation"),
     Stage("soft-labels", ("teacher", "enhance"),
           lambda c: list(VIEW_KEYS),
-          ("pipeline.soft_labels", "pipeline.views", "pipeline.shards",
-           "models", "models.video_resnet", "models.bert_head"),
+          ("pipeline.soft_labels", "pipeline.views", "pipeline.shards", "pipeline.data",
+           "pipeline.checkpoints", "pipeline.train", *MODEL_MODULES),
           lambda c: "soft-labels", "pipeline.soft_labels:run_stage", None,
           "run the teacher once over every (clip, view); cache the logits"),
     Stage("baseline", ("enhance",),
           lambda c: [*section_keys(c, "student", exclude=("alpha", "temperature")), *VIEW_KEYS],
-          ("pipeline.student", "pipeline.distill", "pipeline.train", "pipeline.views",
-           "pipeline.shards", "models", "models.video_resnet", "models.bert_head"),
+          TRAIN_MODULES,
           lambda c: "baseline", "pipeline.student:run_baseline", None,
           "the same student trained without distillation (alpha = 0), for comparison"),
     Stage("student", ("soft-labels", "enhance"), _student_params,
-          ("pipeline.student", "pipeline.distill", "pipeline.train", "pipeline.views",
-           "pipeline.shards", "models", "models.video_resnet", "models.bert_head"),
+          TRAIN_MODULES,
           _student_variant, "pipeline.student:run_student", None,
           "train the student on original dark clips against the cached teacher logits"),
     Stage("evaluate", ("teacher", "baseline", "student", "enhance"),
           lambda c: [*section_keys(c, "evaluate", exclude=("batch_size",)), "data.crop"],
-          ("pipeline.evaluate", "pipeline.views", "pipeline.shards", "models",
-           "models.video_resnet", "models.bert_head", "models.profile"),
+          ("pipeline.evaluate", "pipeline.views", "pipeline.shards", "pipeline.data",
+           "pipeline.checkpoints", "pipeline.train", *MODEL_MODULES),
           lambda c: "report", "pipeline.evaluate:run_stage", None,
           "top-1/top-5 of teacher, baseline and student; report/results.md and plots"),
 ]}

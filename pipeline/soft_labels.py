@@ -1,0 +1,232 @@
+"""The `soft-labels` stage: run the teacher once over every (clip, view) and cache the logits.
+
+Every clip of every split is read once and all V views are cut from it
+(`ClipAllViews`); B clips x V views go through the teacher in one forward pass.
+Rows of `logits.h5` follow the clip ids of `clips/index.json` (0..N-1), so the
+student looks up `logits[clip_id, view]` for the view it drew. The file is
+written to a temporary sibling and renamed: it is whole or absent.
+
+Logits are computed in float32 with TF32 off, so `verify` can recompute any
+entry and expect agreement to 1e-4 whatever the batch size.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.atomic import atomic_path
+from pipeline.checkpoints import load_trained
+from pipeline.data import LOGITS_FILE, ClipAllViews, clips_index
+from pipeline.shards import ClipDataset
+from pipeline.stages import StageError
+from pipeline.views import apply_view, view_params
+
+TOLERANCE = 1e-4  # absolute: what batching and kernel choice may change in a float32 logit
+CHUNK_BYTES = 1 << 18  # ~256 KB chunks of rows: small enough for h5py's chunk cache
+
+
+class VerifyError(RuntimeError):
+    """Cached logits that disagree with the teacher, or cannot be read (one line naming the file)."""
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """Turn TF32 off while the teacher labels (CUDA would otherwise round convs to 10-bit mantissas)."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def all_clips(clips_dir: Path) -> tuple[ClipDataset, list[str]]:
+    """Every clip of the cache in clip-id order, enhanced, and each clip's split."""
+    index_path = clips_index(clips_dir)
+    clips = ClipDataset.from_index(index_path, None, "enhanced")
+    if clips.clip_ids != list(range(len(clips))):
+        raise StageError(f"{index_path}: clip ids are not 0..N-1 in index order")
+    splits = [c["split"] for c in json.loads(index_path.read_text())["clips"]]
+    return clips, splits
+
+
+def _progress(console, label: str, unit: str = "clips"):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    return Progress(TextColumn(f"  {label}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn(f"{{task.fields[rate]}} {unit}/s"), TimeRemainingColumn(),
+                    console=console, transient=True, disable=console is None)
+
+
+@torch.inference_mode()
+def teacher_logits(model, clips: ClipDataset, data_cfg, batch_size: int, device="cpu", num_workers: int = 0):
+    """Yield (first clip id, logits (B, V, K) float32 numpy) over all clips, in order."""
+    device = torch.device(device)
+    loader = DataLoader(ClipAllViews(clips, data_cfg), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    with exact_float32():
+        for x, cids in loader:
+            b, v = x.shape[:2]
+            z = model(x.to(device, non_blocking=True).flatten(0, 1)).float()
+            yield int(cids[0]), z.reshape(b, v, -1).cpu().numpy()
+
+
+def write_logits(path: Path, batches, n: int, views: int, classes: int, attrs: dict, on_batch=None) -> None:
+    """Stream (first row, (B, V, K) block) pairs into `path`'s `logits` dataset, atomically."""
+    rows = max(1, min(n, CHUNK_BYTES // (4 * views * classes)))
+    with atomic_path(path) as tmp:
+        # No timestamps or creation order: the same logits give the same bytes (and output digest).
+        with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
+            dset = f.create_dataset("logits", shape=(n, views, classes), dtype="f4",
+                                    chunks=(rows, views, classes) if n else None, fletcher32=bool(n),
+                                    track_times=False, track_order=False)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            filled = 0
+            for start, block in batches:
+                if start != filled:
+                    raise StageError(f"{path}: rows out of order (got clip {start}, expected {filled})")
+                dset[start:start + len(block)] = block
+                filled += len(block)
+                if on_batch is not None:
+                    on_batch(start, block)
+            if filled != n:
+                raise StageError(f"{path}: wrote {filled} of {n} rows")
+
+
+def run_stage(ctx) -> dict:
+    cfg = ctx.cfg
+    model, meta = load_trained(ctx.dir_of("teacher"), ctx.device)
+    clips, splits = all_clips(ctx.dir_of("enhance"))
+    n, V, K = len(clips), cfg.data.views, meta["num_classes"]
+    record = ctx.graph.record("teacher")
+    attrs = {"teacher_fingerprint": (record or {}).get("outputs_digest", "unknown"),
+             "views": V, "view_seed": cfg.data.view_seed, "crop": cfg.data.crop,
+             "min_scale": cfg.data.min_scale, "classes": json.dumps(meta["classes"]), "clip_ids": n,
+             "teacher_model": meta["model"]}
+    test = np.array([s == "test" for s in splits])
+    labels = np.array(clips.labels)
+    agree = [0, 0]  # view-0 top-1 hits and count, on the test split
+    t0 = time.perf_counter()
+    with _progress(ctx.console, "soft-labels") as progress:
+        task = progress.add_task("soft-labels", total=n, rate="-")
+
+        def on_batch(start: int, block: np.ndarray) -> None:
+            sel = test[start:start + len(block)]
+            hits = block[sel, 0].argmax(-1) == labels[start:start + len(block)][sel]
+            agree[0] += int(hits.sum())
+            agree[1] += int(sel.sum())
+            done = start + len(block)
+            progress.update(task, completed=done, rate=f"{done / max(1e-9, time.perf_counter() - t0):.1f}")
+
+        batches = teacher_logits(model, clips, cfg.data, cfg.soft_labels.batch_size, ctx.device,
+                                 cfg.teacher.num_workers)
+        with contextlib.closing(batches):  # restores TF32 settings now, even on an error
+            write_logits(ctx.out / LOGITS_FILE, batches, n, V, K, attrs, on_batch)
+    seconds = time.perf_counter() - t0
+    clips.close()
+    agreement = 100.0 * agree[0] / agree[1] if agree[1] else None
+    summary = {"clips": n, "views": V, "classes": K, "seconds": round(seconds, 2),
+               "clips_per_s": round(n / max(seconds, 1e-9), 2),
+               "teacher_top1_test_view0": None if agreement is None else round(agreement, 2)}
+    ctx.console.print(f"  {n} clips x {V} views -> {ctx.out / LOGITS_FILE} in {seconds:.1f} s "
+                      f"({summary['clips_per_s']:.1f} clips/s); teacher top-1 on test (view 0): "
+                      + ("n/a" if agreement is None else f"{agreement:.1f}%"))
+    return summary
+
+
+# --- verification ---------------------------------------------------------------------------
+
+def _read_entry(dset, path, c: int, v: int) -> np.ndarray:
+    try:
+        return dset[c, v]
+    except OSError as e:
+        raise VerifyError(f"{path}: entry (clip {c}, view {v}) unreadable: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def verify(logits_path: Path, teacher_dir: Path, clips_dir: Path, data_cfg, k: int, device: str = "cpu",
+           seed: int = 0, console=None) -> int:
+    """Recompute `k` random (clip, view) entries with the teacher and compare to the file.
+
+    Views are recomputed from the file's own view attributes. Raises VerifyError on the first
+    entry (in (clip, view) order) that differs by more than 1e-4; returns the number checked.
+    """
+    logits_path = Path(logits_path)
+    model, meta = load_trained(teacher_dir, device)
+    clips, _ = all_clips(clips_dir)
+    try:
+        return _verify(model, meta, clips, logits_path, data_cfg, k, device, seed, console)
+    finally:
+        clips.close()
+
+
+def _verify(model, meta, clips, logits_path, data_cfg, k, device, seed, console) -> int:
+    try:
+        f = h5py.File(logits_path, "r")
+    except FileNotFoundError:
+        raise VerifyError(f"{logits_path}: missing; run `dlkdd soft-labels`") from None
+    except OSError as e:
+        raise VerifyError(f"{logits_path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+    with f, exact_float32(), torch.inference_mode():
+        if "logits" not in f:
+            raise VerifyError(f"{logits_path}: no dataset 'logits'")
+        dset = f["logits"]
+        if dset.ndim != 3:
+            raise VerifyError(f"{logits_path}: logits of shape {dset.shape}, expected (N, V, K)")
+        n, V, K = dset.shape
+        if (n, K) != (len(clips), meta["num_classes"]):
+            raise VerifyError(f"{logits_path}: shape {dset.shape} does not fit {len(clips)} clips and "
+                              f"a {meta['num_classes']}-class teacher")
+        views_cfg = dataclasses.replace(data_cfg, **{key: type(getattr(data_cfg, key))(f.attrs[key])
+                                                     for key in ("views", "view_seed", "crop", "min_scale")
+                                                     if key in f.attrs})
+        if views_cfg.views != V:
+            raise VerifyError(f"{logits_path}: attribute views = {views_cfg.views} but {V} views stored")
+        total = n * V
+        picks = np.random.default_rng(seed).choice(total, size=min(max(k, 0), total), replace=False)
+        by_clip: dict[int, list[int]] = {}
+        for e in sorted(int(p) for p in picks):
+            by_clip.setdefault(e // V, []).append(e % V)
+        _, H, W = clips.shape
+        t0, done = time.perf_counter(), 0
+        with _progress(console, "verify", "entries") as progress:
+            task = progress.add_task("verify", total=len(picks), rate="-")
+            for c, vs in by_clip.items():
+                clip, _, _ = clips[c]
+                x = torch.stack([apply_view(clip, view_params(c, v, H, W, views_cfg), views_cfg.crop)
+                                 for v in vs])
+                z = model(x.to(device)).float().cpu().numpy()
+                for v, fresh in zip(vs, z):
+                    d = float(np.abs(_read_entry(dset, logits_path, c, v) - fresh).max())
+                    if not d <= TOLERANCE:  # NaN counts as a mismatch
+                        raise VerifyError(f"{logits_path}: entry (clip {c}, view {v}) differs from the "
+                                          f"teacher by {d:.2e} > 1e-4")
+                done += len(vs)
+                progress.update(task, completed=done,
+                                rate=f"{done / max(1e-9, time.perf_counter() - t0):.1f}")
+    return len(picks)
+
+
+def verify_cache(graph, device: str, k: int, console=None) -> int:
+    """`verify` on a cache's soft labels, teacher and clips; also checks which teacher made them."""
+    path = graph.out_dir("soft-labels") / LOGITS_FILE
+    record = graph.record("teacher")
+    if record and "outputs_digest" in record and path.exists():
+        try:
+            with h5py.File(path, "r") as f:
+                made_by = f.attrs.get("teacher_fingerprint", "unknown")
+        except OSError as e:
+            raise VerifyError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+        if made_by not in ("unknown", record["outputs_digest"]):
+            raise VerifyError(f"{path}: made by another teacher than {graph.out_dir('teacher')} holds "
+                              f"now; run `dlkdd soft-labels`")
+    return verify(path, graph.out_dir("teacher"), graph.out_dir("enhance"), graph.cfg.data, k,
+                  device=device, console=console)
