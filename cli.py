@@ -33,6 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
                        ("pipeline.shards", ("ShardError",)),
                        ("pipeline.train", ("CheckpointError",)),
                        ("models.zero_dce", ("WeightsError",)),
+                       ("models", ("PretrainedWeightsError",)),
                        ("pipeline.soft_labels", ("VerifyError",)),
                        ("pipeline.enhance", ("EnhanceError",))):
         mod_obj = sys.modules.get(mod)
@@ -135,21 +136,39 @@ def cli(ctx, config_file, overrides, data, cache, device, seed, verbose):
     ctx.obj = Settings(config_file, overrides, data, cache, device, seed, verbose)
 
 
+def _stage_options(func):
+    """The options every stage verb (and `run`) shares."""
+    for opt in reversed([
+        click.option("--force", is_flag=True, help="Rerun the named stage even if it is fresh "
+                     "(upstream stages only if they are stale)."),
+        click.option("--dry-run", is_flag=True, help="Say what would run and why; run nothing."),
+        click.option("--wait", type=float, default=0.0, show_default=True,
+                     help="Seconds to wait for another dlkdd process to release the cache."),
+        click.option("--checksum", is_flag=True,
+                     help="Fingerprint videos by content (sha256) instead of size and mtime."),
+        click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+                     help="enhance: address of an existing dask scheduler (env DASK_SCHEDULER_ADDRESS)."),
+        click.option("--strict", is_flag=True, help="enhance: fail on the first unreadable video."),
+    ]):
+        func = opt(func)
+    return func
+
+
 def _stage_command(name: str, help_text: str):
-    @click.option("--force", is_flag=True, help=f"Rerun {name} even if it is fresh (upstream only if stale).")
-    @click.option("--dry-run", is_flag=True, help="Say what would run and why; run nothing.")
-    @click.option("--wait", type=float, default=0.0, show_default=True,
-                  help="Seconds to wait for another dlkdd process to release the cache.")
-    @click.option("--checksum", is_flag=True,
-                  help="Fingerprint videos by content (sha256) instead of size and mtime.")
-    @click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
-                  help="enhance: address of an existing dask scheduler (env DASK_SCHEDULER_ADDRESS).")
-    @click.option("--strict", is_flag=True, help="enhance: fail on the first unreadable video.")
+    @_stage_options
     @click.pass_obj
-    def command(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
+    def command(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, **extra):
         run_target(settings, name, force=force, dry_run=dry_run, wait=wait, checksum=checksum,
                    options={"scheduler": scheduler, "strict": strict})
+        if extra.get("verify") and not dry_run:
+            from pipeline.soft_labels import verify_cache
+            n = verify_cache(settings.graph(), settings.device(), extra["verify"], console=console())
+            click.echo(f"verified {n} cached (clip, view) logits against the teacher: all within 1e-4")
     command.__doc__ = help_text + " Brings every upstream stage up to date first."
+    if name == "soft-labels":
+        command = click.option("--verify", type=int, default=0, metavar="K",
+                               help="Afterwards recompute K random (clip, view) entries with the "
+                                    "teacher; fail if any differs by more than 1e-4.")(command)
     return cli.command(name=name)(command)
 
 
@@ -174,14 +193,7 @@ for _name, _help in STAGE_VERBS.items():
 
 
 @cli.command()
-@click.option("--force", is_flag=True, help="Rerun evaluate even if it is fresh.")
-@click.option("--dry-run", is_flag=True, help="Say what would run and why; run nothing.")
-@click.option("--wait", type=float, default=0.0, show_default=True,
-              help="Seconds to wait for another dlkdd process to release the cache.")
-@click.option("--checksum", is_flag=True, help="Fingerprint videos by content instead of size and mtime.")
-@click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
-              help="Address of an existing dask scheduler for enhance (env DASK_SCHEDULER_ADDRESS).")
-@click.option("--strict", is_flag=True, help="Fail on the first unreadable video.")
+@_stage_options
 @click.pass_obj
 def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
     """Run the whole pipeline (enhancer -> enhance -> teacher -> soft-labels -> baseline ->
@@ -212,8 +224,10 @@ def status(settings: Settings, as_json, verify, checksum):
                      "output": str(graph.out_dir(name).relative_to(graph.cache)),
                      "finished": rec.get("started"), "seconds": rec.get("seconds"),
                      "about": STAGES[name].doc})
+    from pipeline.student import list_variants
+    variants = list_variants(settings.cache)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"stages": rows, "student_variants": variants}, indent=2))
         return
     from rich.table import Table
     table = Table(title=f"dlkdd cache {settings.cache}")
@@ -226,6 +240,14 @@ def status(settings: Settings, as_json, verify, checksum):
                       "\n".join(r["reasons"]), r["output"], when)
     from rich.console import Console
     Console().print(table)
+    if variants:
+        vt = Table(title="student variants in this cache (each in its own folder)")
+        for col in ("variant", "alpha", "T", "top-1", "top-5", "trained"):
+            vt.add_column(col)
+        for v in variants:
+            vt.add_row(v["variant"], f"{v['alpha']}", f"{v['temperature']}", f"{v['top1']}", f"{v['top5']}",
+                       f"{v['started']}")
+        Console().print(vt)
 
 
 @cli.command()
@@ -244,6 +266,73 @@ def sample(out_dir, seed, classes, videos_per_class, test_per_class, size):
     stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class,
                         size=size, test_per_class=test_per_class)
     click.echo(json.dumps(stats, indent=2))
+
+
+@cli.command()
+@click.argument("videos", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--clips", type=int, default=4, show_default=True, help="Clips shown (from the cache: one per class).")
+@click.option("--frames", type=int, default=6, show_default=True, help="Frames shown per clip.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write. Default: <cache>/preview.png.")
+@click.pass_obj
+def preview(settings: Settings, videos, clips, frames, out):
+    """PNG grid of original (top) and enhanced (bottom) frames, for VIDEOS or for cached clips.
+
+    With VIDEOS, they are enhanced with the cache's enhancer (fitted first if needed);
+    without, clips are read from the cache (built first if needed).
+    """
+    from pipeline import preview as pv
+    cfg = settings.config()
+    graph = settings.graph()
+    if videos:
+        run_target(settings, "enhancer")
+        from pipeline.enhancer import load_enhancer
+        enhancer = load_enhancer(graph.out_dir("enhancer") / "weights.pt")
+        pairs = pv.video_pairs(list(videos)[:clips], enhancer, frames, cfg.data.short_side, settings.device())
+    else:
+        run_target(settings, "enhance")
+        pairs = pv.cache_pairs(graph.out_dir("enhance"), clips)
+    out = out or settings.cache / "preview.png"
+    title = f"{cfg.enhancer.kind} enhancer — {pv.describe(pairs)}"
+    pv.save_png(pv.grid(pairs, frames), pairs, out, title)
+    click.echo(f"wrote {out} ({len(pairs)} clips: {', '.join(p[0] for p in pairs)})")
+
+
+@cli.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--clips", type=int, default=2, show_default=True, help="Temporal clips per video.")
+@click.option("--crops", type=int, default=3, show_default=True, help="Spatial crops per clip.")
+@click.option("--top", "topk", type=int, default=5, show_default=True, help="Classes to print.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_obj
+def predict(settings: Settings, videos, clips, crops, topk, as_json):
+    """Classify VIDEOS with the trained student alone, on original frames (no enhancer)."""
+    from pipeline.predict import predict_videos
+    graph = settings.graph()
+    results = predict_videos(graph.out_dir("student"), list(videos), device=settings.device(),
+                             clips=clips, crops=crops, topk=topk)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                click.echo(f"{r['video']}: error: {r['error']}", err=True)
+                continue
+            ranked = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"])
+            click.echo(f"{r['video']}: {ranked}")
+    if any("error" in r for r in results):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def export(settings: Settings, out):
+    """Write the trained student as a TorchScript file OUT that runs without dlkdd
+    (torch.jit.load; class names and input size in its meta.json extra file)."""
+    from pipeline.predict import export_student
+    path = export_student(settings.graph().out_dir("student"), out)
+    click.echo(f"wrote {path}")
 
 
 def main() -> None:

@@ -144,3 +144,70 @@ def enhance_frames(module: nn.Module, frames_uint8: np.ndarray, batch: int = 64,
                 y = e.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             out[start:start + batch] = y.cpu().numpy()
     return out
+
+
+# --- the `enhancer` stage ------------------------------------------------------------------
+
+MAX_FIT_VIDEOS = 512  # fitting needs variety, not every video: a spread of at most this many
+
+
+def training_frames(cfg, frames_per_video: int) -> tuple[np.ndarray, list[str]]:
+    """`frames_per_video` uniformly spaced frames from (a spread of) the training videos."""
+    from pipeline.stages import dataset_root
+    from pipeline.videos import VideoError, decode_clips, read_dataset
+    entries = read_dataset(cfg.data, dataset_root(cfg)).entries("train")
+    if len(entries) > MAX_FIT_VIDEOS:
+        entries = [entries[i] for i in np.linspace(0, len(entries) - 1, MAX_FIT_VIDEOS).astype(int)]
+    frames, failed = [], []
+    for e in entries:
+        try:
+            clip, _ = decode_clips(e.path, frames_per_video, 1, cfg.data.short_side, cfg.data.max_long_side)
+        except VideoError as err:
+            failed.append(str(err))
+            continue
+        frames.extend(list(clip[0]))
+    if not frames:
+        raise WeightsError(f"no training video could be read to fit the enhancer "
+                           f"({len(failed)} failed; first: {failed[0] if failed else 'none listed'})")
+    h = min(f.shape[0] for f in frames)
+    w = min(f.shape[1] for f in frames)
+    return np.stack([f[:h, :w] for f in frames]), failed
+
+
+def run_stage(ctx) -> dict:
+    """Write `enhancer/weights.pt`: fitted, fine-tuned, imported, or a parameter-free gamma."""
+    import json
+    cfg = ctx.cfg.enhancer
+    model = make_enhancer(cfg)
+    summary: dict = {"kind": cfg.kind, "mode": cfg.mode if cfg.kind in LEARNED else "none"}
+    if needs_fit(cfg):
+        frames, failed = training_frames(ctx.cfg, cfg.frames_per_video)
+        ctx.console.print(f"  fitting {cfg.kind} ({cfg.mode}) on {len(frames)} dark training frames, "
+                          f"{cfg.steps} steps")
+        history = _fit_with_progress(ctx, model, frames, cfg)
+        with atomic_path(ctx.out / "fit.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+        sample = frames[:: max(1, len(frames) // 64)]
+        after = enhance_frames(model, sample, device=ctx.device)
+        summary.update(steps=cfg.steps, frames=len(frames), unreadable=len(failed),
+                       final_loss={k: round(v, 5) for k, v in history[-1].items() if k != "step"},
+                       mean_before=round(float(sample.mean()) / 255, 4),
+                       mean_after=round(float(after.mean()) / 255, 4))
+        ctx.console.print(f"  mean brightness of training frames {summary['mean_before']:.3f} -> "
+                          f"{summary['mean_after']:.3f} (target E = {cfg.exposure})")
+    save_enhancer(model.cpu(), ctx.out / "weights.pt", cfg)
+    return summary
+
+
+def _fit_with_progress(ctx, model, frames, cfg) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    cols = (TextColumn("  fit"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[terms]}"),
+            TimeRemainingColumn())
+    with Progress(*cols, console=ctx.console, transient=True) as progress:
+        task = progress.add_task("fit", total=cfg.steps, terms="")
+
+        def on_step(step: int, rec: dict) -> None:
+            if step % 5 == 0 or step == cfg.steps - 1:
+                terms = " ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "spa", "exp", "col", "tv"))
+                progress.update(task, completed=step + 1, terms=terms)
+        return fit(model, frames, cfg, on_step=on_step, device=ctx.device)

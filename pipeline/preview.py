@@ -1,0 +1,70 @@
+"""`dlkdd preview`: a PNG grid, original above enhanced, to judge the enhancer at a glance."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def grid(pairs: list[tuple[str, np.ndarray, np.ndarray]], frames: int) -> np.ndarray:
+    """uint8 image: for each (name, original (T,H,W,3), enhanced) two rows of `frames` frames."""
+    rows = []
+    for _, orig, enh in pairs:
+        pick = np.linspace(0, len(orig) - 1, min(frames, len(orig))).round().astype(int)
+        for clip in (orig, enh):
+            tiles = [np.pad(clip[t], ((1, 1), (1, 1), (0, 0)), constant_values=255) for t in pick]
+            rows.append(np.concatenate(tiles, axis=1))
+        rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def save_png(image: np.ndarray, pairs, out: Path, title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pipeline.atomic import atomic_path
+    h, w = image.shape[:2]
+    scale = max(1.0, 640 / w)
+    fig = plt.figure(figsize=(w * scale / 100, h * scale / 100 + 0.4), dpi=100)
+    ax = fig.add_axes([0, 0, 1, h * scale / (h * scale + 40)])
+    ax.imshow(image, interpolation="nearest")
+    ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
+def cache_pairs(clips_dir: Path, n: int, split: str = "test") -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The first clip of `n` videos spread over the cache (one per class first)."""
+    from pipeline.shards import read_clip
+    index = json.loads((clips_dir / "index.json").read_text())
+    chosen, seen = [], set()
+    for c in index["clips"]:
+        if c["split"] == split and c["clip"] == 0 and c["label"] not in seen:
+            chosen.append(c)
+            seen.add(c["label"])
+    chosen = chosen[:n]
+    return [(c["video"], *read_clip(clips_dir / c["shard"], c["row"], "both")) for c in chosen]
+
+
+def video_pairs(paths: list[str], enhancer, T: int, short_side: int, device: str = "cpu"):
+    from pipeline.enhancer import enhance_frames
+    from pipeline.videos import decode_clips
+    pairs = []
+    for p in paths:
+        frames, _ = decode_clips(p, T, 1, short_side)
+        clip = frames[0]
+        pairs.append((p, clip, enhance_frames(enhancer, clip, device=device)))
+    return pairs
+
+
+def describe(pairs) -> str:
+    o = np.mean([p[1].mean() for p in pairs]) / 255
+    e = np.mean([p[2].mean() for p in pairs]) / 255
+    return f"top: original (mean {o:.3f})   bottom: enhanced (mean {e:.3f})"

@@ -1,0 +1,171 @@
+"""The enhance stage: shards match the index, broken videos are reported, resume equals a clean run."""
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from rich.console import Console
+
+from pipeline import enhance
+from pipeline.config import Config, set_value
+from pipeline.shards import read_clip
+from pipeline.stages import Graph, execute
+from videofix import make_video_dataset
+
+
+def small_config(root: Path, **overrides) -> Config:
+    cfg = Config()
+    values = {"data.root": str(root), "data.frames": 6, "data.short_side": 32, "data.crop": 24,
+              "data.test_clips": 2, "enhancer.kind": "gamma", "enhance.workers": 0, "enhance.shard_size": 4}
+    values.update(overrides)
+    for k, v in values.items():
+        set_value(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    return make_video_dataset(tmp_path_factory.mktemp("videos"), classes=2, train=3, test=1, frames=10)
+
+
+def run(cfg, cache, target="enhance", **kw):
+    return execute(Graph(cfg, cache), target, "cpu", Console(quiet=True), **kw)
+
+
+def test_shards_hold_what_the_index_says(videos, tmp_path):
+    cfg = small_config(videos)
+    assert run(cfg, tmp_path) == ["enhancer", "enhance"]
+    index = json.loads((tmp_path / "clips" / "index.json").read_text())
+    assert (index["T"], index["H"], index["W"]) == (6, 32, 43)
+    assert index["classes"] == ["C0", "C1"]
+    clips = index["clips"]
+    assert [c["id"] for c in clips] == list(range(len(clips)))
+    assert len(clips) == 6 * 1 + 2 * 2  # 6 train videos x 1 clip + 2 test videos x 2 clips
+    assert [c["video"] for c in clips[:3]] == ["C0/C0_0.mp4", "C0/C0_1.mp4", "C0/C0_2.mp4"]
+    for c in clips:
+        orig, enh = read_clip(tmp_path / "clips" / c["shard"], c["row"], "both")
+        assert orig.shape == (6, 32, 43, 3) and enh.dtype == np.uint8
+        assert abs(orig.mean() / 255 - c["mean_original"]) < 1e-4
+        assert enh.mean() > 2 * orig.mean()  # gamma brightens
+        with h5py.File(tmp_path / "clips" / c["shard"], "r") as f:
+            assert f["video"][c["row"]].decode() == c["video"]
+            assert f["label"][c["row"]] == c["label"]
+            assert list(f["frames"][c["row"]]) == c["frames"]
+    test = [c for c in clips if c["split"] == "test"]
+    assert {c["clip"] for c in test} == {0, 1} and test[0]["frames"] != test[1]["frames"]
+    assert json.loads((tmp_path / "clips" / "errors.json").read_text()) == []
+    assert run(cfg, tmp_path) == []  # fresh: nothing reruns
+
+
+def test_broken_videos_are_reported_and_the_rest_complete(videos, tmp_path):
+    root = tmp_path / "data"
+    make_video_dataset(root, classes=2, train=3, test=1, frames=10)
+    (root / "C0" / "C0_1.mp4").write_bytes(b"")  # zero bytes
+    (root / "C1" / "C1_0.mp4").write_text("not a video at all\n")
+    good = (root / "C1" / "C1_2.mp4").read_bytes()
+    (root / "C1" / "C1_2.mp4").write_bytes(good[: len(good) // 3])  # truncated
+    cache = tmp_path / "cache"
+    run(small_config(root), cache)
+    errors = json.loads((cache / "clips" / "errors.json").read_text())
+    assert sorted(e["video"] for e in errors) == ["C0/C0_1.mp4", "C1/C1_0.mp4", "C1/C1_2.mp4"]
+    assert all(e["reason"] and e["path"] in e["reason"] for e in errors)
+    index = json.loads((cache / "clips" / "index.json").read_text())
+    assert {c["video"] for c in index["clips"]}.isdisjoint(e["video"] for e in errors)
+    assert json.loads((cache / "stages" / "enhance.json").read_text())["summary"]["failed"] == 3
+    with pytest.raises(enhance.EnhanceError, match=r"C0_1.mp4.*--strict"):
+        run(small_config(root, **{"enhance.strict": True}), tmp_path / "strict")
+
+
+def test_no_readable_video_is_a_clear_failure(tmp_path):
+    root = make_video_dataset(tmp_path / "data", classes=1, train=1, test=1, frames=8)
+    for p in root.rglob("*.mp4"):
+        p.write_bytes(b"garbage")
+    with pytest.raises(Exception, match="no (training )?video could be read"):
+        run(small_config(root), tmp_path / "cache")
+    assert not (tmp_path / "cache" / "stages" / "enhance.json").exists()
+
+
+def _datasets(cache):
+    out = {}
+    for p in sorted((cache / "clips").glob("shard-*.h5")):
+        with h5py.File(p, "r") as f:
+            out[p.name] = {k: f[k][...] for k in f}
+    return out
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(videos, tmp_path, monkeypatch):
+    cfg = small_config(videos)
+    run(cfg, tmp_path / "clean")
+    real_write, calls = enhance.ShardWriter.write, []
+
+    def write_then_die(self, i, results):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C / kill arrived after two shards
+        calls.append(i)
+        real_write(self, i, results)
+    monkeypatch.setattr(enhance.ShardWriter, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "resumed")
+    assert len(list((tmp_path / "resumed" / "clips").glob("shard-*.h5"))) == 2
+    assert not (tmp_path / "resumed" / "stages" / "enhance.json").exists()
+    monkeypatch.setattr(enhance.ShardWriter, "write", real_write)
+    made = []
+    monkeypatch.setattr(enhance, "process_video", lambda job, **kw: made.append(job.vid) or
+                        real_process(job, **kw))
+    run(cfg, tmp_path / "resumed")
+    assert len(made) == 8 - 4  # two shards of two videos were kept
+    clean, resumed = _datasets(tmp_path / "clean"), _datasets(tmp_path / "resumed")
+    assert clean.keys() == resumed.keys() and len(clean) == 4
+    for name in clean:
+        for k in clean[name]:
+            assert np.array_equal(clean[name][k], resumed[name][k]), (name, k)
+    for name in clean:  # byte-identical files, not just equal datasets
+        assert (tmp_path / "clean" / "clips" / name).read_bytes() == \
+               (tmp_path / "resumed" / "clips" / name).read_bytes()
+    a = json.loads((tmp_path / "clean" / "clips" / "index.json").read_text())
+    b = json.loads((tmp_path / "resumed" / "clips" / "index.json").read_text())
+    assert a == b
+
+
+real_process = enhance.process_video
+
+
+def test_shards_from_another_config_are_not_reused(videos, tmp_path):
+    run(small_config(videos), tmp_path)
+    cfg = small_config(videos, **{"data.frames": 4})
+    run(cfg, tmp_path)
+    index = json.loads((tmp_path / "clips" / "index.json").read_text())
+    assert index["T"] == 4
+    orig = read_clip(tmp_path / "clips" / index["clips"][0]["shard"], 0, "original")
+    assert orig.shape[0] == 4
+
+
+def test_free_space_is_checked_before_starting(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10, 10, 1000))
+    with pytest.raises(enhance.EnhanceError, match=r"not enough free space.*need about .* GB, 0.00 GB free"):
+        enhance.check_free_space(tmp_path, 100, 16, (64, 64))
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_same_shards(videos, tmp_path):
+    run(small_config(videos), tmp_path / "inproc")
+    run(small_config(videos, **{"enhance.workers": 2, "enhance.threads_per_worker": 1}), tmp_path / "dask")
+    a, b = _datasets(tmp_path / "inproc"), _datasets(tmp_path / "dask")
+    assert a.keys() == b.keys()
+    for name in a:
+        for k in a[name]:
+            assert np.array_equal(a[name][k], b[name][k])
+
+
+@pytest.mark.slow
+def test_fitted_zero_dce_pp_brightens_the_cache(videos, tmp_path):
+    cfg = small_config(videos, **{"enhancer.kind": "zero_dce++", "enhancer.steps": 40})
+    run(cfg, tmp_path)
+    rec = json.loads((tmp_path / "stages" / "enhancer.json").read_text())["summary"]
+    assert rec["mean_after"] > 3 * rec["mean_before"]
+    summary = json.loads((tmp_path / "stages" / "enhance.json").read_text())["summary"]
+    assert summary["mean_brightness_after"] > 3 * summary["mean_brightness_before"]
