@@ -1,0 +1,158 @@
+"""Inference with the student alone: `dlkdd predict` and `dlkdd export`.
+
+The point of DL-KDD is that only the student runs at inference, on original
+video with no enhancement cost, so nothing here imports the enhancer
+(`pipeline.enhancer`, `models.zero_dce`). A video is decoded into `clips`
+temporal clips the way the enhance stage cut the cache (segment-based uniform
+sampling, short side resized, resized to the cache's H x W when the aspect
+differs), each cut into `crops` spatial crops; softmax probabilities are averaged.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline import atomic
+from pipeline.checkpoints import load_trained
+from pipeline.videos import VideoError, decode_clips
+from pipeline.views import apply_view, multi_view_crops
+
+EXPORT_META = "meta.json"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fit_size(frames, size: tuple[int, int]) -> torch.Tensor:
+    """(clips, T, h, w, 3) uint8 -> (clips, T, H, W, 3) uint8, resized as the enhance stage does."""
+    x = torch.as_tensor(frames)
+    if tuple(x.shape[2:4]) == tuple(size):
+        return x
+    c, t, h, w, _ = x.shape
+    y = x.reshape(c * t, h, w, 3).permute(0, 3, 1, 2).float()
+    y = F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    y = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return y.reshape(c, t, *size, 3)
+
+
+def _reason(error: Exception, path: str) -> str:
+    """The error text without the leading "<path>: " (the result names the video already)."""
+    text = str(error)
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
+
+
+def video_inputs(path, meta: dict, clips: int, crops: int) -> torch.Tensor:
+    """(clips x crops, 3, T, crop, crop) float network inputs of one video; VideoError if unreadable."""
+    H, W = int(meta["H"]), int(meta["W"])
+    # Decode as the enhance stage did: short side at the cache's short side, then fit to (H, W).
+    frames, _ = decode_clips(path, int(meta["frames"]), clips, min(H, W), 0)
+    frames = fit_size(frames, (H, W))
+    views = multi_view_crops(H, W, crops)
+    return torch.stack([apply_view(clip, v, int(meta["crop"])) for clip in frames for v in views])
+
+
+@torch.inference_mode()
+def predict_videos(student_dir, paths, device="cpu", clips: int | None = None, crops: int | None = None,
+                   topk: int = 5) -> list[dict]:
+    """Top-k classes of each video by the student: [{"video", "top": [{"class", "prob"}, ...]}],
+    or {"video", "error"} for a video that cannot be decoded."""
+    device = _device(str(device))
+    model, meta = load_trained(Path(student_dir), str(device))
+    classes = list(meta["classes"])
+    k = max(1, min(int(topk), len(classes)))
+    out = []
+    for path in paths:
+        name = str(path)
+        try:
+            x = video_inputs(name, meta, clips or 2, crops or 3)
+        except VideoError as e:
+            out.append({"video": name, "error": _reason(e, name)})
+            continue
+        probs = torch.softmax(model(x.to(device)).float(), dim=1).mean(dim=0).cpu()
+        p, idx = probs.topk(k)
+        out.append({"video": name, "top": [{"class": classes[i], "prob": float(q)}
+                                           for q, i in zip(p.tolist(), idx.tolist())]})
+    return out
+
+
+# ----------------------------------------------------------------------------------- export
+
+def export_meta(meta: dict, T: int) -> dict:
+    """What a user of the TorchScript file needs to know, stored in it as meta.json."""
+    crop = int(meta["crop"])
+    return {
+        "model": meta["model"], "num_classes": meta["num_classes"], "classes": list(meta["classes"]),
+        "trained_on": meta.get("input", "original"),
+        "input": {"shape": [-1, 3, T, crop, crop], "layout": "N, C=RGB, T, H, W", "dtype": "float32",
+                  "range": [0.0, 1.0], "normalization": "none (pixel / 255)", "frames": T, "crop": crop,
+                  "clip_size": [int(meta["H"]), int(meta["W"])], "short_side": meta.get("short_side"),
+                  "max_long_side": meta.get("max_long_side"),
+                  "sampling": "segment-based uniform: T equal segments, one frame per segment",
+                  "crops": "short-side squares resized to crop x crop (centre for one view)"},
+        "output": "logits (N, num_classes); softmax and average over clips and crops",
+        "params": meta.get("params"), "gflops_per_clip": meta.get("gflops_per_clip"),
+        **{k: meta[k] for k in ("alpha", "temperature", "variant") if k in meta},
+    }
+
+
+@contextmanager
+def _quiet_jit():
+    """torch >= 2.9 flags TorchScript as deprecated; it is still the format that loads with torch alone."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        yield
+
+
+def _to_torchscript(model: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """Scripted (any batch and T); traced if scripting fails (then fixed to the example's T)."""
+    with _quiet_jit():
+        try:
+            return torch.jit.script(model)
+        except Exception:
+            with torch.no_grad():
+                return torch.jit.trace(model, example, check_trace=False)
+
+
+def check_export(out_path, model: torch.nn.Module, example: torch.Tensor) -> float:
+    """Max |logits difference| between the TorchScript file and `model` on `example`."""
+    with _quiet_jit():
+        loaded = torch.jit.load(str(out_path), map_location="cpu")
+    loaded.eval()
+    model = model.eval()
+    with torch.inference_mode():
+        return float((loaded(example) - model(example)).abs().max())
+
+
+def export_student(student_dir, out_path, example_T: int | None = None) -> Path:
+    """Write the student as TorchScript that needs only `torch.jit.load`; class names and the input
+    spec are in the file's extra file meta.json. Checked against the model before it replaces `out_path`."""
+    model, meta = load_trained(Path(student_dir), "cpu")
+    T = int(example_T or meta["frames"])
+    crop = int(meta["crop"])
+    example = torch.rand(2, 3, T, crop, crop, generator=torch.Generator().manual_seed(0))
+    scripted = _to_torchscript(model, example)
+    extra = {EXPORT_META: json.dumps(export_meta(meta, T), indent=2)}
+    out_path = Path(out_path)
+    with atomic.atomic_path(out_path) as tmp:
+        with _quiet_jit():
+            torch.jit.save(scripted, str(tmp), _extra_files=extra)
+        diff = check_export(tmp, model, example)
+        if not diff <= 1e-4:
+            raise RuntimeError(f"{out_path}: exported model differs from the student by {diff:.3g}; not written")
+    return out_path
+
+
+def read_export_meta(path) -> dict:
+    """The meta.json stored in an exported file (needs only torch)."""
+    files = {EXPORT_META: ""}
+    with _quiet_jit():
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    return json.loads(files[EXPORT_META])
