@@ -101,6 +101,10 @@ class Settings:
         return Graph(self.config(), self.cache, checksum=checksum)
 
 
+def _pct(x) -> str:
+    return f"{x:.1f}" if isinstance(x, (int, float)) else "-"
+
+
 def console():
     from rich.console import Console
     return Console(stderr=True)
@@ -202,9 +206,9 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
                options={"scheduler": scheduler, "strict": strict})
     if not dry_run:
         report = settings.cache / "report" / "results.md"
-        if report.exists():
-            from rich.markdown import Markdown
-            console().print(Markdown(report.read_text().split("\n## ", 2)[0]))
+        if report.exists():  # the table as plain markdown: it reads the same in a log or a pipe
+            click.echo(report.read_text().split("\n## ", 1)[0].rstrip())
+            click.echo(f"\nfull report: {report}")
 
 
 @cli.command()
@@ -235,7 +239,7 @@ def status(settings: Settings, as_json, verify, checksum):
         table.add_column(col)
     colour = {"fresh": "green", "stale": "yellow", "missing": "red"}
     for r in rows:
-        when = f"{r['finished']} ({r['seconds']} s)" if r["finished"] else ""
+        when = f"{r['finished'][:16].replace('T', ' ')} ({r['seconds']:.0f} s)" if r["finished"] else ""
         table.add_row(r["stage"], f"[{colour[r['state']]}]{r['state']}[/]",
                       "\n".join(r["reasons"]), r["output"], when)
     from rich.console import Console
@@ -245,8 +249,8 @@ def status(settings: Settings, as_json, verify, checksum):
         for col in ("variant", "alpha", "T", "top-1", "top-5", "trained"):
             vt.add_column(col)
         for v in variants:
-            vt.add_row(v["variant"], f"{v['alpha']}", f"{v['temperature']}", f"{v['top1']}", f"{v['top5']}",
-                       f"{v['started']}")
+            vt.add_row(v["variant"], f"{v['alpha']}", f"{v['temperature']}", _pct(v["top1"]), _pct(v["top5"]),
+                       f"{v['started'] or ''}"[:16].replace("T", " "))
         Console().print(vt)
 
 

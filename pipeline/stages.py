@@ -313,7 +313,9 @@ class Graph:
             if st is not None and st.state != "fresh":
                 reasons.append(f"upstream {up} is {st.state}")
         if rec.get("fingerprint") != insp.fingerprint:
-            reasons += explain_difference(rec.get("components", {}), insp)
+            not_fresh = {r.split()[1] for r in reasons}
+            reasons += [r for r in explain_difference(rec.get("components", {}), insp)
+                        if not (r.startswith("upstream ") and r.split()[1] in not_fresh)]
             if not reasons:
                 reasons.append("fingerprint changed")
         reasons += self.check_outputs(rec, verify)
