@@ -1,0 +1,107 @@
+"""The command line: help texts, status on an empty cache, one-line errors, a tiny end-to-end run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import STAGE_VERBS, cli
+from videofix import make_video_dataset
+
+VERBS = [*STAGE_VERBS, "run", "status", "preview", "predict", "export", "sample"]
+TINY = ["--set", "data.frames=4", "--set", "data.short_side=32", "--set", "data.crop=24",
+        "--set", "enhancer.kind=gamma", "--set", "enhance.workers=0",
+        "--set", "teacher.model=r3d_tiny", "--set", "teacher.epochs=1", "--set", "teacher.batch_size=4",
+        "--set", "student.epochs=1", "--set", "student.batch_size=4", "--set", "data.views=2"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_help_explains_every_option():
+    top = invoke("--help")
+    assert top.exit_code == 0
+    for verb in VERBS:
+        assert verb in top.output
+        result = invoke(verb, "--help")
+        assert result.exit_code == 0, verb
+        options = [line.split()[0] for line in result.output.splitlines() if line.strip().startswith("-")]
+        assert options, verb
+        for line in result.output.split("Options:")[1].splitlines():
+            if line.strip().startswith("--") and len(line.split()) < 2:
+                pytest.fail(f"{verb}: option without help: {line!r}")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    return make_video_dataset(tmp_path_factory.mktemp("videos"), classes=2, train=3, test=1, frames=10)
+
+
+def test_status_on_an_empty_cache_lists_every_stage_missing(videos, tmp_path):
+    result = invoke("--data", str(videos), "--cache", str(tmp_path / "c"), "status", "--json")
+    assert result.exit_code == 0
+    rows = json.loads(result.output)["stages"]
+    assert [r["stage"] for r in rows] == ["enhancer", "enhance", "teacher", "soft-labels", "baseline",
+                                         "student", "evaluate"]
+    assert {r["state"] for r in rows} == {"missing"}
+    assert not (tmp_path / "c").exists()  # status writes nothing
+
+
+def test_status_on_the_bundled_sample_needs_no_options(tmp_path):
+    if not (Path(__file__).resolve().parents[1] / "data" / "sample" / "splits").exists():
+        pytest.skip("bundled sample not generated")
+    result = invoke("--cache", str(tmp_path / "c"), "status")
+    assert result.exit_code == 0 and "missing" in result.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "student.alpha=2", "status"], "student.alpha: must be in [0, 1], got 2.0"),
+    (["--set", "student.nope=1", "status"], "unknown config key 'student.nope'"),
+    (["--data", "/nonexistent/dlkdd", "status"], "/nonexistent/dlkdd"),
+])
+def test_user_mistakes_are_one_line_errors(args, needle, tmp_path):
+    result = CliRunner().invoke(cli, ["--cache", str(tmp_path), *args])
+    assert result.exit_code != 0
+    assert needle in result.output
+    assert "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_dry_run_says_what_would_run_and_writes_nothing(videos, tmp_path):
+    result = CliRunner().invoke(cli, ["--data", str(videos), "--cache", str(tmp_path / "c"), *TINY,
+                                      "soft-labels", "--dry-run"])
+    assert result.exit_code == 0
+    assert not (tmp_path / "c" / "stages").exists()
+
+
+@pytest.mark.slow
+def test_soft_labels_brings_upstream_up_to_date_then_nothing_reruns(videos, tmp_path):
+    base = [sys.executable, "-m", "cli", "--data", str(videos), "--cache", str(tmp_path / "c"), *TINY]
+    env = {**os.environ, "COLUMNS": "200"}
+    repo = Path(__file__).resolve().parents[1]
+    first = subprocess.run([*base, "soft-labels", "--verify", "5"], capture_output=True, text=True,
+                           cwd=repo, env=env)
+    assert first.returncode == 0, first.stderr
+    for stage in ("enhancer", "enhance", "teacher", "soft-labels"):
+        assert f"{stage}: running" in first.stderr
+    assert "verified 5 cached" in first.stdout
+    second = subprocess.run([*base, "soft-labels"], capture_output=True, text=True, cwd=repo, env=env)
+    assert second.returncode == 0
+    assert "running" not in second.stderr
+    assert "nothing to do: soft-labels and everything upstream of it are fresh" in second.stderr
+    # a sweep trains a new student only
+    sweep = subprocess.run([*base, "--set", "student.alpha=0.3", "student"], capture_output=True,
+                           text=True, cwd=repo, env=env)
+    assert sweep.returncode == 0, sweep.stderr
+    assert "student: running" in sweep.stderr and "teacher: running" not in sweep.stderr
+    # preview of cached clips writes a PNG
+    out = tmp_path / "p.png"
+    prev = subprocess.run([*base, "preview", "--out", str(out)], capture_output=True, text=True, cwd=repo,
+                          env=env)
+    assert prev.returncode == 0, prev.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(out) in prev.stdout
