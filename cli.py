@@ -5,8 +5,10 @@ rerunning only what is stale (like `make target`), and says why it reruns.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -59,10 +61,38 @@ class Group(click.Group):
             raise
         except Exception as e:  # noqa: BLE001 - narrowed just below
             if isinstance(e, _user_errors()):
-                raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-            if isinstance(e, OSError) and e.errno in (28, 30, 13):  # ENOSPC, EROFS, EACCES
-                raise click.ClickException(f"{e.filename or ''}: {e.strerror}".lstrip(": ")) from None
+                raise click.ClickException(_one_line(e)) from None
+            if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:
+                raise click.ClickException(_os_error_line(e)) from None
             raise
+
+
+# A full or read-only disk, a missing permission: the machine's state, not a bug in dlkdd.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                       errno.ENOTDIR, errno.EISDIR, errno.EIO}
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of a user error; for one re-raised from a DataLoader worker, the original's."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    if lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        last = lines[-1].strip()  # "pipeline.shards.ShardError: <path>: ..."
+        prefix = f"{type(e).__module__}.{type(e).__name__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last
+    return lines[0]
+
+
+def _os_error_line(e: OSError) -> str:
+    reason = os.strerror(e.errno)
+    where = e.filename
+    if where is None:  # h5py puts the file name inside its long message
+        m = re.search(r"filename = '([^']*)'", str(e))
+        where = m.group(1) if m else None
+    if e.strerror and e.strerror.splitlines()[0] != reason and "\n" not in e.strerror and len(e.strerror) < 200:
+        reason = f"{reason} ({e.strerror})"
+    return f"{where}: {reason}" if where else reason
 
 
 class Settings:
@@ -137,6 +167,8 @@ def cli(ctx, config_file, overrides, data, cache, device, seed, verbose):
     import logging
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # matplotlib (plots, previews) keeps a font cache; in the cache, not in the user's home
+    os.environ.setdefault("MPLCONFIGDIR", str(Path(cache).absolute() / ".matplotlib"))
     ctx.obj = Settings(config_file, overrides, data, cache, device, seed, verbose)
 
 
@@ -179,10 +211,17 @@ def _stage_command(name: str, help_text: str):
 def run_target(settings: Settings, target: str, force=False, dry_run=False, wait=0.0,
                checksum=False, options=None) -> list[str]:
     from pipeline.lock import CacheLock
-    from pipeline.stages import execute
+    from pipeline.stages import execute, execute_distributed
     con = console()
     graph = settings.graph(checksum=checksum)
     device = settings.device()
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dry_run:  # launched by torchrun: rank 0 holds the lock for all
+        if rank != 0:
+            con.quiet = True
+            return execute_distributed(graph, target, device, con, rank, force=force)
+        with CacheLock(settings.cache, wait=wait):
+            return execute_distributed(graph, target, device, con, rank, force=force)
     if dry_run:
         return execute(graph, target, device, con, force=force, dry_run=True, options=options)
     with CacheLock(settings.cache, wait=wait):

@@ -304,7 +304,10 @@ class Graph:
         insp = self.inspect(name)
         rec = self.record(name)
         if rec is None:
-            return StageStatus(name, "missing", ["never run in this cache"], insp)
+            out = self.out_dir(name)
+            started = out.is_dir() and any(out.iterdir())
+            return StageStatus(name, "missing", ["not finished: an earlier run stopped before writing its record"
+                                                 if started else "never run in this cache"], insp)
         if rec.get("corrupt"):
             return StageStatus(name, "stale", [f"record {self.record_path(name)} is unreadable"], insp)
         reasons = []
@@ -492,12 +495,56 @@ def execute(graph: Graph, target: str, device: str, console, force: bool = False
         graph.forget(name)
         out = graph.out_dir(name)
         out.mkdir(parents=True, exist_ok=True)
+        atomic.remove_orphans(out)
         started = time.time()
         ctx = Context(graph, name, out, device, console, dict(options or {}))
-        summary = runner(ctx)
+        try:
+            summary = runner(ctx)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]■[/] {name}: interrupted before it finished; no record was written, "
+                          f"so it reads as missing until it is rerun")
+            raise
         insp = graph.inspect(name)  # after upstream records were written
         graph.write_record(name, insp, started, summary)
         console.print(f"[green]✓[/] {name}: done in {time.time() - started:.1f} s")
         states[name] = graph.status(name, states)
         ran.append(name)
     return ran
+
+
+TRAINING_STAGES = ("teacher", "baseline", "student")
+
+
+def execute_distributed(graph: Graph, target: str, device: str, console, rank: int,
+                        force: bool = False) -> list[str]:
+    """Under torchrun: every rank runs the training stage `target`; rank 0 alone writes its record.
+
+    Upstream stages must already be fresh: decoding and enhancing belong to dask, not to
+    each of N training processes.
+    """
+    if target not in TRAINING_STAGES:
+        raise StageError(f"under torchrun only the training stages run ({', '.join(TRAINING_STAGES)}); "
+                         f"run `dlkdd {target}` without torchrun")
+    states: dict[str, StageStatus] = {}
+    for name in upstream_closure(target, graph.stages)[:-1]:
+        states[name] = graph.status(name, states)
+        if states[name].state != "fresh":
+            raise StageError(f"under torchrun, upstream stages must be fresh: {name} is "
+                             f"{states[name].state}; run `dlkdd {name}` first (without torchrun)")
+    st = graph.status(target, states)
+    if st.state == "fresh" and not force:
+        console.print(f"[green]✓[/] {target}: fresh")
+        return []
+    runner = load_runner(graph.stages[target])
+    if rank == 0:
+        console.print(f"[cyan]▶[/] {target}: running on {os.environ.get('WORLD_SIZE')} processes "
+                      f"({'; '.join(st.reasons) if st.state != 'fresh' else '--force'})")
+        graph.forget(target)
+    out = graph.out_dir(target)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    summary = runner(Context(graph, target, out, device, console, {}))
+    if rank == 0:
+        graph.write_record(target, graph.inspect(target), started, summary)
+        console.print(f"[green]✓[/] {target}: done in {time.time() - started:.1f} s")
+    return [target]

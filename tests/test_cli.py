@@ -105,3 +105,22 @@ def test_soft_labels_brings_upstream_up_to_date_then_nothing_reruns(videos, tmp_
     assert prev.returncode == 0, prev.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out) in prev.stdout
+
+
+@pytest.mark.slow
+def test_teacher_under_torchrun_two_processes(videos, tmp_path):
+    base = ["--data", str(videos), "--cache", str(tmp_path / "c"), *TINY, "--set", "teacher.epochs=2"]
+    assert CliRunner().invoke(cli, [*base, "enhance"]).exit_code == 0
+    torchrun = Path(sys.executable).with_name("torchrun")
+    repo = Path(__file__).resolve().parents[1]
+    early = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "cli", *base, "student"],
+                           capture_output=True, text=True, cwd=repo)
+    assert early.returncode != 0 and "upstream stages must be fresh: teacher is missing" in early.stderr
+    done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "cli", *base, "teacher"],
+                          capture_output=True, text=True, cwd=repo)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "running on 2 processes" in done.stderr
+    metrics = (tmp_path / "c" / "teacher" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 2
+    status = json.loads(invoke(*base, "status", "--json").output)["stages"]
+    assert {r["stage"]: r["state"] for r in status}["teacher"] == "fresh"
