@@ -85,13 +85,14 @@ def _one_line(e: BaseException) -> str:
 
 
 def _os_error_line(e: OSError) -> str:
+    """One line, `<file>: No space left on device`, whoever raised it (h5py's messages run long)."""
     reason = os.strerror(e.errno)
     where = e.filename
     if where is None:  # h5py puts the file name inside its long message
         m = re.search(r"filename = '([^']*)'", str(e))
         where = m.group(1) if m else None
-    if e.strerror and e.strerror.splitlines()[0] != reason and "\n" not in e.strerror and len(e.strerror) < 200:
-        reason = f"{reason} ({e.strerror})"
+    if e.strerror and e.strerror != reason and "\n" not in e.strerror and len(e.strerror) < 200:
+        reason = f"{reason} ({e.strerror})"  # our own short detail, e.g. "cannot write (...)"
     return f"{where}: {reason}" if where else reason
 
 
@@ -167,8 +168,10 @@ def cli(ctx, config_file, overrides, data, cache, device, seed, verbose):
     import logging
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    # matplotlib (plots, previews) keeps a font cache; in the cache, not in the user's home
-    os.environ.setdefault("MPLCONFIGDIR", str(Path(cache).absolute() / ".matplotlib"))
+    # matplotlib (plots, previews) keeps a font cache: in the cache, not in the user's home
+    if "MPLCONFIGDIR" not in os.environ:
+        os.environ["MPLCONFIGDIR"] = str(Path(cache).absolute() / ".matplotlib")
+        ctx.call_on_close(lambda: os.environ.pop("MPLCONFIGDIR", None))  # for in-process callers
     ctx.obj = Settings(config_file, overrides, data, cache, device, seed, verbose)
 
 
@@ -376,6 +379,23 @@ def export(settings: Settings, out):
     from pipeline.predict import export_student
     path = export_student(settings.graph().out_dir("student"), out)
     click.echo(f"wrote {path}")
+
+
+@cli.command(name="models")
+@click.option("--classes", type=int, default=11, show_default=True, help="Class count to size the classifier.")
+@click.pass_obj
+def list_models(settings: Settings, classes):
+    """List the registered video models with parameters and GFLOPs per clip at the configured size."""
+    import torch
+    import models
+    from models.profile import count_params, gflops_per_clip
+    cfg = settings.config()
+    for name in models.names():
+        with torch.device("meta"):
+            m = models.build(name, classes)
+        g = gflops_per_clip(m, cfg.data.frames, cfg.data.crop, cfg.data.crop)
+        click.echo(f"{name:22s} {count_params(m) / 1e6:8.3f} M params  {g:8.3f} GFLOPs/clip "
+                   f"({cfg.data.frames}x{cfg.data.crop}x{cfg.data.crop})")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ outputs r = -alpha, so a negative r brightens.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -150,7 +151,9 @@ class GammaEnhancer(nn.Module):
 
     def enhance_uint8(self, frames: torch.Tensor) -> torch.Tensor:
         """Any-shape uint8 tensor -> the same shape, looked up."""
-        return self.lut[frames.long()]
+        if frames.device.type == "cpu":  # numpy's uint8 fancy indexing is ~5x faster than int64 torch
+            return torch.from_numpy(self.lut.numpy()[frames.numpy()])
+        return self.lut.to(frames.device)[frames.long()]
 
     def enhance(self, x: torch.Tensor) -> torch.Tensor:
         index = torch.round(x.clamp(0.0, 1.0) * 255.0).long()
@@ -208,6 +211,9 @@ def init_weights(model: nn.Module, seed: int = 0) -> nn.Module:
 def _load_failure(e: BaseException) -> str:
     """A short reason from torch.load's long, multi-paragraph messages."""
     text = str(e)
+    blocked = re.search(r"GLOBAL ([\w.]+)", text)  # worded differently across torch versions
+    if blocked:
+        return f"it needs code execution to load (global {blocked.group(1)}), which weights_only refuses"
     if "WeightsUnpickler error:" in text:
         detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].strip()
         if detail.startswith("Unsupported global:"):
@@ -219,6 +225,9 @@ def _load_failure(e: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = lines[0].split(". ")[0].rstrip(".") if lines else ""
     return f"not a torch checkpoint ({type(e).__name__}{': ' + first if first else ''})"
+
+
+load_failure = _load_failure  # the same wording for pipeline.enhancer's loader
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

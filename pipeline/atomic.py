@@ -56,3 +56,30 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def remove_orphans(directory: Path) -> list[Path]:
+    """Delete `*.<pid>.tmp` files under `directory` whose writer is dead (left by kill -9 or a crash).
+
+    Files of live processes (other ranks of a torchrun job) are left alone.
+    """
+    removed = []
+    for path in Path(directory).rglob("*.tmp"):
+        parts = path.name.rsplit(".", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

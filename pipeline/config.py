@@ -34,7 +34,7 @@ class DataConfig:
     test_clips: int = 2  # clips cut from each test video (multi-view evaluation averages them)
     short_side: int = 64  # frames are resized so their short side is this many pixels
     max_long_side: int = 0  # also cap the long side (0 = keep aspect ratio only)
-    crop: int = 56  # views are crops resized to crop x crop pixels
+    crop: int = 32  # views are crops resized to crop x crop pixels (the sample: 64 -> 32 keeps motion, 3x cheaper)
     views: int = 4  # V: view 0 is the centre crop, 1..V-1 seeded random crops and flips
     min_scale: float = 0.7  # smallest crop side of a random view, as a share of the short side
     view_seed: int = 0  # seed of the views; any process recomputes the same views from it
@@ -65,7 +65,7 @@ class EnhancerConfig:
 @dataclass
 class EnhanceConfig:
     shard_size: int = 256  # clips per HDF5 shard
-    batch_frames: int = 64  # frames per enhancer forward pass
+    batch_frames: int = 8  # frames per enhancer forward pass (larger thrashes memory on CPU: measured)
     workers: int = 1  # dask LocalCluster worker processes (0 = decode in this process, no dask)
     threads_per_worker: int = 2  # threads per worker; torch threads are set to this
     scheduler: str = ""  # address of an existing dask scheduler ("" = start a LocalCluster)
@@ -77,8 +77,8 @@ class EnhanceConfig:
 class TrainConfig:
     model: str = "r2plus1d_small"  # a name from models.build (see `dlkdd models`)
     pretrained: str = ""  # a torchvision-format state dict to start from ("" = random init)
-    epochs: int = 8  # passes over the train split
-    batch_size: int = 16  # clips per optimisation step
+    epochs: int = 15  # passes over the train split
+    batch_size: int = 8  # clips per optimisation step (small data: more steps per epoch)
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-3  # peak learning rate, after warm-up
     weight_decay: float = 1e-4  # decoupled (AdamW) or L2 (SGD) weight decay

@@ -11,6 +11,7 @@ run. Memory stays bounded: at most one shard plus a window of in-flight videos.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import atomic
-from pipeline.stages import StageError, dataset_root
+from pipeline.stages import StageError, dataset_root, file_digest
 
 ENHANCER_FILE = "weights.pt"
 
@@ -59,15 +60,23 @@ def process_video(job: Job, T: int, clips: dict, size: tuple[int, int], enhancer
     import torch
     from pipeline.enhancer import enhance_frames
     from pipeline.videos import VideoError, decode_clips
-    torch.set_num_threads(threads)
     try:
         frames, indices = decode_clips(job.path, T, clips[job.split], min(size), max_long_side=0)
     except VideoError as e:
         return {"job": job, "error": str(e)}
-    frames = _fit_size(frames, size)
-    flat = frames.reshape(-1, *frames.shape[2:])
-    enhanced = enhance_frames(_enhancer(enhancer_path, device), flat, batch=batch_frames,
-                              device=device).reshape(frames.shape)
+    # In-process (workers = 0) the thread count must not outlive the video: training later in the
+    # same run would otherwise use it, and its float sums (so its weights) depend on it.
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        frames = _fit_size(frames, size)
+        flat = frames.reshape(-1, *frames.shape[2:])
+        # clips of one video share frames (and short videos repeat them): enhance each once
+        _, first, inverse = np.unique(indices.ravel(), return_index=True, return_inverse=True)
+        enhanced = enhance_frames(_enhancer(enhancer_path, device), flat[first], batch=batch_frames,
+                                  device=device)[inverse.ravel()].reshape(frames.shape)
+    finally:
+        torch.set_num_threads(before)
     st = os.stat(job.path)
     return {"job": job, "original": frames, "enhanced": enhanced, "indices": indices,
             "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -151,10 +160,15 @@ def run_stage(ctx) -> dict:
                 device=ctx.device)
     writer = ShardWriter(out, plan, fingerprint, cfg.enhance.compression, ctx.options.get("strict")
                          or cfg.enhance.strict)
-    with _progress(ctx.console, sum(len(plan[i]) for i in todo)) as advance:
-        for result in _map(ctx, [j for i in todo for j in plan[i]], args):
-            writer.add(result)
-            advance()
+    try:
+        with _progress(ctx.console, sum(len(plan[i]) for i in todo)) as advance:
+            for result in _map(ctx, [j for i in todo for j in plan[i]], args):
+                writer.add(result)
+                advance()
+    except KeyboardInterrupt:
+        ctx.console.print(f"  enhance interrupted: {len(done) + writer.written} of {len(plan)} shard(s) "
+                          f"finished and kept; the rerun enhances only the others")
+        raise
     return finish(ctx, plan, classes, size, time.time() - t0, todo)
 
 
@@ -167,11 +181,19 @@ def _shard_name(i: int) -> str:
 
 
 def _part_is_done(out: Path, i: int, fingerprint: str) -> bool:
+    """Shard i was finished under this fingerprint and is still byte for byte what was written."""
     try:
         part = json.loads(_part_path(out, i).read_text())
     except (FileNotFoundError, ValueError):
         return False
-    return part.get("fingerprint") == fingerprint and (not part["rows"] or (out / _shard_name(i)).exists())
+    if part.get("fingerprint") != fingerprint or not isinstance(part.get("rows"), list):
+        return False
+    if not part["rows"]:
+        return True
+    shard = out / _shard_name(i)
+    # A shard damaged since (bit rot, a stray write) is redone, never kept: size, then content.
+    return (shard.exists() and shard.stat().st_size == part.get("size")
+            and file_digest(shard, checksum=True) == part.get("sha256"))
 
 
 def _remove_stale_shards(out: Path, keep: set[int], total: int) -> None:
@@ -192,6 +214,7 @@ class ShardWriter:
     def __init__(self, out: Path, plan: list[list[Job]], fingerprint: str, compression: str, strict: bool):
         self.out, self.plan, self.fingerprint = out, plan, fingerprint
         self.compression, self.strict = compression, strict
+        self.written = 0  # shards finished by this run
         self.shard_of = {job.vid: i for i, jobs in enumerate(plan) for job in jobs}
         self.pending: dict[int, dict[int, dict]] = {}
 
@@ -221,16 +244,18 @@ class ShardWriter:
                              "source_mtime_ns": r["mtime_ns"],
                              "mean_original": round(float(r["original"][c].mean()) / 255, 5),
                              "mean_enhanced": round(float(r["enhanced"][c].mean()) / 255, 5)})
+        part = {"fingerprint": self.fingerprint, "rows": rows, "errors": errors}
         if ok:
             original = np.concatenate([r["original"] for r in ok])
             enhanced = np.concatenate([r["enhanced"] for r in ok])
-            write_shard(self.out / _shard_name(i), original, enhanced,
-                        np.array([row["label"] for row in rows], dtype=np.int64),
-                        [row["video"] for row in rows],
-                        np.array([row["frames"] for row in rows], dtype=np.int32),
-                        compression=self.compression)
-        atomic.write_json(_part_path(self.out, i),
-                          {"fingerprint": self.fingerprint, "rows": rows, "errors": errors})
+            path = write_shard(self.out / _shard_name(i), original, enhanced,
+                               np.array([row["label"] for row in rows], dtype=np.int64),
+                               [row["video"] for row in rows],
+                               np.array([row["frames"] for row in rows], dtype=np.int32),
+                               compression=self.compression)
+            part.update(size=path.stat().st_size, sha256=file_digest(path, checksum=True))
+        atomic.write_json(_part_path(self.out, i), part)  # after the shard: the part file marks it whole
+        self.written += 1
 
 
 def _map(ctx, jobs: list[Job], args: dict):
@@ -243,11 +268,18 @@ def _map(ctx, jobs: list[Job], args: dict):
             yield process_video(job, **args)
         return
     from distributed import Client, LocalCluster, as_completed
+    # distributed logs at INFO on its own (and tracebacks of closed comms at INFO when a run is
+    # interrupted): noise under our own messages, so WARNING while we use it.
+    log = logging.getLogger("distributed")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
     if scheduler:
         client, cluster = Client(scheduler), None
     else:
+        # passive OpenMP waits: spinning threads starve each other on a busy machine (measured)
         cluster = LocalCluster(n_workers=ctx.cfg.enhance.workers, threads_per_worker=1,
-                               processes=True, dashboard_address=None, silence_logs=40)
+                               processes=True, dashboard_address=None, silence_logs=40,
+                               env={"OMP_WAIT_POLICY": "PASSIVE"})
         client = Client(cluster)
     try:
         window = max(4, 4 * sum(client.nthreads().values()))  # bounded: memory does not grow with N
@@ -263,6 +295,7 @@ def _map(ctx, jobs: list[Job], args: dict):
         client.close()
         if cluster is not None:
             cluster.close()
+        log.setLevel(level)
 
 
 def _take(it, n):

@@ -104,7 +104,7 @@ def load_enhancer(path: str | Path) -> nn.Module:
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"{path}: cannot load enhancer: {type(e).__name__}") from None
+        raise WeightsError(f"{path}: cannot load enhancer: {zero_dce.load_failure(e)}") from None
     if not isinstance(record, dict) or not {"kind", "state_dict"} <= record.keys():
         raise WeightsError(f"{path}: not an enhancer saved by dlkdd (expected keys kind, state_dict)")
     kind = record["kind"]

@@ -104,7 +104,7 @@ def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extr
                       + f"), {len(val_set)} test clips (view 0)", markup=False, highlight=False)
     loss_fn = make_loss_fn(alpha, s.temperature if alpha > 0 else 1.0)  # T is unused at alpha = 0
     summary = train(model, train_set, val_set, s, ctx.out, fingerprint, loss_fn=loss_fn, device=ctx.device,
-                    console=ctx.console, desc=desc)
+                    console=ctx.console, desc=desc, restart_on_corrupt=True)  # unreadable: retrain
     meta = {}
     if _is_main_process():
         meta = write_meta(ctx.out, model_name=s.model, num_classes=len(classes), classes=classes,

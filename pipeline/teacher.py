@@ -66,7 +66,7 @@ def run_stage(ctx) -> dict:
     ctx.console.print(f"  teacher {cfg.teacher.model}: {len(train_set)} train clips (enhanced, "
                       f"{cfg.data.views} views), {len(val_set)} test clips (view 0)")
     summary = train(model, train_set, val_set, cfg.teacher, ctx.out, fingerprint, device=ctx.device,
-                    console=ctx.console, desc="teacher")
+                    console=ctx.console, desc="teacher", restart_on_corrupt=True)
     meta = {}
     if is_main_process():
         meta = write_meta(ctx.out, model_name=cfg.teacher.model, num_classes=len(classes), classes=classes,

@@ -17,10 +17,13 @@ Accuracies (top1, top5) are percentages, as in the papers' tables.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
 import random
+import re
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -173,8 +176,14 @@ def amp_dtype(device: torch.device):
 
 
 def save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as e:  # torch reports a failed write (a full disk, say) as RuntimeError
+        full = shutil.disk_usage(Path(path).parent).free < (64 << 20)
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      os.strerror(errno.ENOSPC) if full else f"cannot write ({_first_line(e)})",
+                      str(path)) from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -182,12 +191,22 @@ def _first_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:200]
 
 
+def _load_reason(e: BaseException) -> str:
+    """Why torch.load failed, in a few words (torch's own text advises turning weights_only off)."""
+    blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if blocked:
+        return f"it needs code execution to load (global {blocked.group(1)}), which weights_only refuses"
+    return f"{type(e).__name__}: {_first_line(e)}"
+
+
 def load_checkpoint(path: Path) -> dict:
     """torch.load with weights_only=True; any failure is one CheckpointError line naming the file."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint missing") from None
     except Exception as e:  # truncated zip, bad pickle, disallowed global, I/O error...
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint: {_load_reason(e)}") from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(f"{path}: unreadable checkpoint (not a training checkpoint)")
     return state
@@ -393,13 +412,30 @@ def _best_record(out_dir: Path, state: dict) -> dict:
     return best
 
 
+def _load_final(model, out_dir: Path, console: Console, say: bool) -> bool:
+    """Load model.pt into `model`; False when it is missing, or unreadable (then rewritten from the checkpoint)."""
+    path = out_dir / MODEL
+    if not path.exists():
+        return False
+    try:
+        model.load_state_dict(load_checkpoint(path)["model"])
+        return True
+    except CheckpointError as e:
+        reason = str(e)
+    except (RuntimeError, ValueError, KeyError) as e:
+        reason = f"{path}: does not fit the model ({_first_line(e)})"
+    if say:
+        _say(console, f"warning: {reason}; rewriting it from {out_dir / CHECKPOINT}", "yellow")
+    return False
+
+
 def _finish(model, out_dir: Path, cfg: TrainConfig, fingerprint: str, history: list[dict],
             best: dict, rank: _Dist) -> None:
     """Write model.pt: the best epoch's weights (keep=best) or the last; the in-memory model matches it."""
     rank.barrier()  # best.pt is whole before any rank reads it
     epoch, weights = cfg.epochs, None
     if cfg.keep == "best" and (out_dir / BEST).exists():
-        saved = torch.load(out_dir / BEST, map_location="cpu", weights_only=True)
+        saved = load_checkpoint(out_dir / BEST)
         epoch, weights = saved["epoch"], saved["model"]
         model.load_state_dict(weights)
     if rank.main:
@@ -427,9 +463,24 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, cfg: Tra
     try:
         return _train(model, train_set, val_set, cfg, out_dir, fingerprint, loss_fn, device, console,
                       desc, restart_on_corrupt, rank)
+    except KeyboardInterrupt:
+        if rank.main and not console.quiet:
+            _say(console, f"{desc} interrupted: {_kept(out_dir, cfg.epochs, fingerprint)}", "yellow")
+        raise
     finally:
         if rank.owned:
             dist.destroy_process_group()
+
+
+def _kept(out_dir: Path, epochs: int, fingerprint: str) -> str:
+    """What an interrupted run leaves for the next one to resume from."""
+    try:
+        state = load_checkpoint(out_dir / CHECKPOINT)
+    except CheckpointError:
+        state = None
+    if state is None or state.get("fingerprint") != fingerprint:
+        return "no epoch had finished; the rerun starts over"
+    return f"checkpoint of epoch {state['epoch']}/{epochs} kept; the rerun resumes from it"
 
 
 def _train(model, train_set, val_set, cfg, out_dir, fingerprint, loss_fn, device, console, desc,
@@ -447,8 +498,7 @@ def _train(model, train_set, val_set, cfg, out_dir, fingerprint, loss_fn, device
     else:
         history = read_metrics(out_dir / METRICS, upto=start_epoch)
     rank.barrier()
-    if state and start_epoch >= cfg.epochs and (out_dir / MODEL).exists():
-        model.load_state_dict(torch.load(out_dir / MODEL, map_location="cpu", weights_only=True)["model"])
+    if state and start_epoch >= cfg.epochs and _load_final(model, out_dir, console, say):
         if say:
             _say(console, f"{desc}: already trained ({start_epoch}/{cfg.epochs} epochs); nothing to do")
         return summarize(history, cfg.epochs, 0, start_epoch)

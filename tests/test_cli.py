@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from cli import STAGE_VERBS, cli
 from videofix import make_video_dataset
 
-VERBS = [*STAGE_VERBS, "run", "status", "preview", "predict", "export", "sample"]
+VERBS = [*STAGE_VERBS, "run", "status", "preview", "predict", "export", "sample", "models"]
 TINY = ["--set", "data.frames=4", "--set", "data.short_side=32", "--set", "data.crop=24",
         "--set", "enhancer.kind=gamma", "--set", "enhance.workers=0",
         "--set", "teacher.model=r3d_tiny", "--set", "teacher.epochs=1", "--set", "teacher.batch_size=4",
