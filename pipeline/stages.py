@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -494,6 +495,8 @@ def execute(graph: Graph, target: str, device: str, console, force: bool = False
         console.print(f"[cyan]▶[/] {name}: running ({why})")
         graph.forget(name)
         out = graph.out_dir(name)
+        if st.state == "fresh":  # --force on a fresh stage: start from nothing, not from a checkpoint
+            shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         atomic.remove_orphans(out)
         started = time.time()

@@ -190,3 +190,12 @@ def test_student_variants_have_their_own_folder():
     assert out_a != out_b and out_a.startswith("student/a0.5-T4-") and out_b.startswith("student/a0.3-")
     # the baseline does not read alpha: one baseline serves every sweep
     assert st.params_hash(a, st.STAGES["baseline"].params(a)) == st.params_hash(b, st.STAGES["baseline"].params(b))
+
+
+def test_force_on_a_fresh_stage_starts_from_an_empty_folder(graph_factory):
+    g = graph_factory()
+    st.execute(g, "up", "cpu", quiet())
+    (g.cache / "up" / "checkpoint-like.bin").write_text("left from the last run")
+    st.execute(graph_factory(), "up", "cpu", quiet(), force=True)
+    assert not (g.cache / "up" / "checkpoint-like.bin").exists()
+    assert (g.cache / "up" / "out.txt").exists()
