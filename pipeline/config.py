@@ -77,7 +77,7 @@ class EnhanceConfig:
 class TrainConfig:
     model: str = "r2plus1d_small"  # a name from models.build (see `dlkdd models`)
     pretrained: str = ""  # a torchvision-format state dict to start from ("" = random init)
-    epochs: int = 15  # passes over the train split
+    epochs: int = 30  # passes over the train split
     batch_size: int = 8  # clips per optimisation step (small data: more steps per epoch)
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-3  # peak learning rate, after warm-up
