@@ -145,6 +145,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "top-1/top-5 of teacher, baseline and student; report/results.md and plots"),
 ]}
 ORDER = list(STAGES)  # already topological
+TRAINING_STAGES = ("teacher", "baseline", "student")
 
 
 def upstream_closure(target: str, stages: dict[str, Stage] = STAGES) -> list[str]:
@@ -495,7 +496,9 @@ def execute(graph: Graph, target: str, device: str, console, force: bool = False
         console.print(f"[cyan]▶[/] {name}: running ({why})")
         graph.forget(name)
         out = graph.out_dir(name)
-        if st.state == "fresh":  # --force on a fresh stage: start from nothing, not from a checkpoint
+        if st.state == "fresh" and name in TRAINING_STAGES:
+            # --force retrains from nothing; a finished checkpoint would otherwise just be reloaded.
+            # (enhance keeps shards whose sha256 its part files confirm: --force re-verifies them.)
             shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         atomic.remove_orphans(out)
@@ -514,8 +517,6 @@ def execute(graph: Graph, target: str, device: str, console, force: bool = False
         ran.append(name)
     return ran
 
-
-TRAINING_STAGES = ("teacher", "baseline", "student")
 
 
 def execute_distributed(graph: Graph, target: str, device: str, console, rank: int,
