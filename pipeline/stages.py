@@ -357,7 +357,8 @@ class Graph:
             "stage": name,
             "fingerprint": insp.fingerprint,
             "components": {"params": insp.params, "inputs": _digest_inputs(insp.inputs),
-                           "input_names": _input_summary(insp.inputs), "upstream": insp.upstream,
+                           # per-input digests, so a rerun can say which input changed
+                           "input_names": insp.inputs, "upstream": insp.upstream,
                            "code": insp.code, "versions": insp.versions},
             "params": self.cfg.to_dict(),
             "outputs": outputs,
@@ -379,11 +380,6 @@ class Graph:
 
 def _digest_inputs(inputs: dict) -> str:
     return _hash(inputs)
-
-
-def _input_summary(inputs: dict) -> dict:
-    """Per-input digests, kept so a rerun can say which input changed (a few MB for 100k videos)."""
-    return inputs
 
 
 def explain_difference(old: dict, new: Inspection) -> list[str]:

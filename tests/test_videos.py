@@ -11,6 +11,7 @@ from pipeline.config import DataConfig
 from pipeline.videos import (DatasetError, DatasetIndex, VideoEntry, VideoError, decode_clips,
                              decord_reason, detect_format, held_out_count, parse_list, probe,
                              read_dataset, read_folders, resize_shape, sample_indices, video_stat)
+from videofix import write_video
 
 
 # ------------------------------------------------------------------ helpers
@@ -27,20 +28,6 @@ def write_list(path, text, encoding="utf-8", newline="\n"):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.replace("\n", newline).encode(encoding))
     return path
-
-
-def write_video(path, frames, codec="libx264", fps=10, pix_fmt="yuv420p"):
-    import av
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = pix_fmt
-        stream.codec_context.thread_count = 1
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 def one_line_error(exc_info, *parts):
