@@ -27,17 +27,17 @@ STAGE_VERBS = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean a user mistake or a bad input: one line, no traceback."""
-    from pipeline.config import ConfigError
-    from pipeline.lock import LockError
-    from pipeline.stages import StageError
+    from .pipeline.config import ConfigError
+    from .pipeline.lock import LockError
+    from .pipeline.stages import StageError
     errors: list[type[BaseException]] = [ConfigError, LockError, StageError]
-    for mod, names in (("pipeline.videos", ("DatasetError", "VideoError")),
-                       ("pipeline.shards", ("ShardError",)),
-                       ("pipeline.train", ("CheckpointError",)),
-                       ("models.zero_dce", ("WeightsError",)),
-                       ("models", ("PretrainedWeightsError",)),
-                       ("pipeline.soft_labels", ("VerifyError",)),
-                       ("pipeline.enhance", ("EnhanceError",))):
+    for mod, names in (("dlkdd.pipeline.videos", ("DatasetError", "VideoError")),
+                       ("dlkdd.pipeline.shards", ("ShardError",)),
+                       ("dlkdd.pipeline.train", ("CheckpointError",)),
+                       ("dlkdd.models.zero_dce", ("WeightsError",)),
+                       ("dlkdd.models", ("PretrainedWeightsError",)),
+                       ("dlkdd.pipeline.soft_labels", ("VerifyError",)),
+                       ("dlkdd.pipeline.enhance", ("EnhanceError",))):
         mod_obj = sys.modules.get(mod)
         for name in names:
             if mod_obj is not None and hasattr(mod_obj, name):
@@ -109,7 +109,7 @@ class Settings:
         self.verbose = verbose
 
     def config(self):
-        from pipeline.config import build_config, set_value, validate
+        from .pipeline.config import build_config, set_value, validate
         cfg = build_config(self.config_file, self.overrides)
         if self.data is not None:
             cfg.data.root = str(Path(self.data).resolve())
@@ -128,7 +128,7 @@ class Settings:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def graph(self, checksum: bool = False):
-        from pipeline.stages import Graph
+        from .pipeline.stages import Graph
         return Graph(self.config(), self.cache, checksum=checksum)
 
 
@@ -200,7 +200,7 @@ def _stage_command(name: str, help_text: str):
         run_target(settings, name, force=force, dry_run=dry_run, wait=wait, checksum=checksum,
                    options={"scheduler": scheduler, "strict": strict})
         if extra.get("verify") and not dry_run:
-            from pipeline.soft_labels import verify_cache
+            from .pipeline.soft_labels import verify_cache
             n = verify_cache(settings.graph(), settings.device(), extra["verify"], console=console())
             click.echo(f"verified {n} cached (clip, view) logits against the teacher: all within 1e-4")
     command.__doc__ = help_text + " Brings every upstream stage up to date first."
@@ -213,8 +213,8 @@ def _stage_command(name: str, help_text: str):
 
 def run_target(settings: Settings, target: str, force=False, dry_run=False, wait=0.0,
                checksum=False, options=None) -> list[str]:
-    from pipeline.lock import CacheLock
-    from pipeline.stages import execute, execute_distributed
+    from .pipeline.lock import CacheLock
+    from .pipeline.stages import execute, execute_distributed
     con = console()
     graph = settings.graph(checksum=checksum)
     device = settings.device()
@@ -260,7 +260,7 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
 @click.pass_obj
 def status(settings: Settings, as_json, verify, checksum):
     """Show each stage as fresh, stale or missing, with the reason."""
-    from pipeline.stages import STAGES
+    from .pipeline.stages import STAGES
     graph = settings.graph(checksum=checksum)
     states = graph.statuses(verify=verify)
     rows = []
@@ -270,7 +270,7 @@ def status(settings: Settings, as_json, verify, checksum):
                      "output": str(graph.out_dir(name).relative_to(graph.cache)),
                      "finished": rec.get("started"), "seconds": rec.get("seconds"),
                      "about": STAGES[name].doc})
-    from pipeline.student import list_variants
+    from .pipeline.student import list_variants
     variants = list_variants(settings.cache)
     if as_json:
         click.echo(json.dumps({"stages": rows, "student_variants": variants}, indent=2))
@@ -306,7 +306,7 @@ def status(settings: Settings, as_json, verify, checksum):
 @click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels.")
 def sample(out_dir, seed, classes, videos_per_class, test_per_class, size):
     """Generate the synthetic dark-action sample dataset (ARID-format lists) into OUT_DIR."""
-    from pipeline.sample import make_sample
+    from .pipeline.sample import make_sample
     if test_per_class >= videos_per_class:
         raise click.BadParameter("must be smaller than --videos-per-class", param_hint="--test-per-class")
     stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class,
@@ -327,12 +327,12 @@ def preview(settings: Settings, videos, clips, frames, out):
     With VIDEOS, they are enhanced with the cache's enhancer (fitted first if needed);
     without, clips are read from the cache (built first if needed).
     """
-    from pipeline import preview as pv
+    from .pipeline import preview as pv
     cfg = settings.config()
     graph = settings.graph()
     if videos:
         run_target(settings, "enhancer")
-        from pipeline.enhancer import load_enhancer
+        from .pipeline.enhancer import load_enhancer
         enhancer = load_enhancer(graph.out_dir("enhancer") / "weights.pt")
         pairs = pv.video_pairs(list(videos)[:clips], enhancer, frames, cfg.data.short_side, settings.device())
     else:
@@ -353,7 +353,7 @@ def preview(settings: Settings, videos, clips, frames, out):
 @click.pass_obj
 def predict(settings: Settings, videos, clips, crops, topk, as_json):
     """Classify VIDEOS with the trained student alone, on original frames (no enhancer)."""
-    from pipeline.predict import predict_videos
+    from .pipeline.predict import predict_videos
     graph = settings.graph()
     results = predict_videos(graph.out_dir("student"), list(videos), device=settings.device(),
                              clips=clips, crops=crops, topk=topk)
@@ -376,7 +376,7 @@ def predict(settings: Settings, videos, clips, crops, topk, as_json):
 def export(settings: Settings, out):
     """Write the trained student as a TorchScript file OUT that runs without dlkdd
     (torch.jit.load; class names and input size in its meta.json extra file)."""
-    from pipeline.predict import export_student
+    from .pipeline.predict import export_student
     path = export_student(settings.graph().out_dir("student"), out)
     click.echo(f"wrote {path}")
 
@@ -387,8 +387,8 @@ def export(settings: Settings, out):
 def list_models(settings: Settings, classes):
     """List the registered video models with parameters and GFLOPs per clip at the configured size."""
     import torch
-    import models
-    from models.profile import count_params, gflops_per_clip
+    from . import models
+    from .models.profile import count_params, gflops_per_clip
     cfg = settings.config()
     for name in models.names():
         with torch.device("meta"):

@@ -28,14 +28,14 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import models  # noqa: E402
-from pipeline.config import Config  # noqa: E402
-from pipeline.data import ViewDataset, clips_index, draw_view, read_logits  # noqa: E402
-from pipeline.distill import distillation_loss, make_loss_fn  # noqa: E402
-from pipeline.shards import ClipDataset  # noqa: E402
-from pipeline.soft_labels import teacher_logits, write_logits  # noqa: E402
-from pipeline.train import EpochDataset, EpochSampler, lr_at, make_optimizer, train_one_epoch  # noqa: E402
-from pipeline.views import apply_view, view_params  # noqa: E402
+from dlkdd import models  # noqa: E402
+from dlkdd.pipeline.config import Config  # noqa: E402
+from dlkdd.pipeline.data import ViewDataset, clips_index, draw_view, read_logits  # noqa: E402
+from dlkdd.pipeline.distill import distillation_loss, make_loss_fn  # noqa: E402
+from dlkdd.pipeline.shards import ClipDataset  # noqa: E402
+from dlkdd.pipeline.soft_labels import teacher_logits, write_logits  # noqa: E402
+from dlkdd.pipeline.train import EpochDataset, EpochSampler, lr_at, make_optimizer, train_one_epoch  # noqa: E402
+from dlkdd.pipeline.views import apply_view, view_params  # noqa: E402
 
 
 def _cachefix():

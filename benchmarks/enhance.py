@@ -49,9 +49,9 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from _common import interleaved, markdown_table, speedup, verdict  # noqa: E402
-from models import zero_dce  # noqa: E402
-from pipeline.config import Config, EnhanceConfig, validate  # noqa: E402
-from pipeline.enhancer import enhance_frames  # noqa: E402
+from dlkdd.models import zero_dce  # noqa: E402
+from dlkdd.pipeline.config import Config, EnhanceConfig, validate  # noqa: E402
+from dlkdd.pipeline.enhancer import enhance_frames  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
 WEIGHTS = ROOT.parent / "shared" / "weights" / "zero-dce"
@@ -240,7 +240,7 @@ import numpy as np, torch
 torch.set_num_threads(int(sys.argv[2]))
 from enhance import load_model, naive_enhance
 from _common import interleaved
-from pipeline.enhancer import enhance_frames
+from dlkdd.pipeline.enhancer import enhance_frames
 frames = np.random.default_rng(0).integers(0, 40, size=(64, 64, 64, 3), dtype=np.uint8)
 m, _ = load_model("zero_dce++")
 t = interleaved({"ours": lambda: enhance_frames(m, frames, batch=int(sys.argv[3])),
@@ -312,8 +312,8 @@ def report_throughput(res: dict, batch: int, threads: int, passive: dict | None)
 
 def pick_dataset(n: int, work: Path) -> tuple[Path, str]:
     """A dataset of about n videos: a spread of data/sample's (copied), else generated ones."""
-    from pipeline.config import DataConfig
-    from pipeline.videos import DatasetError, read_dataset
+    from dlkdd.pipeline.config import DataConfig
+    from dlkdd.pipeline.videos import DatasetError, read_dataset
     if (SAMPLE / "splits" / "train.txt").is_file():
         try:
             index = read_dataset(DataConfig(), SAMPLE)
@@ -352,9 +352,9 @@ def _spread(entries: list, k: int) -> list:
 def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int) -> dict:
     from rich.console import Console
     from torch.utils.data import DataLoader
-    from pipeline.enhance import clip_size, list_jobs, process_video
-    from pipeline.shards import ClipDataset
-    from pipeline.stages import Graph, execute
+    from dlkdd.pipeline.enhance import clip_size, list_jobs, process_video
+    from dlkdd.pipeline.shards import ClipDataset
+    from dlkdd.pipeline.stages import Graph, execute
     cfg = Config()
     cfg.data.root = str(root)
     cfg.enhancer.kind = "zero_dce++"
@@ -483,7 +483,7 @@ def watch():  # a child's own peak (VmHWM), read until it exits: dask's worker p
         time.sleep(0.05)
 
 threading.Thread(target=watch, daemon=True).start()
-from cli import cli
+from dlkdd.cli import cli
 t0 = time.time()
 try:
     cli.main(args=sys.argv[2:], prog_name="dlkdd", standalone_mode=False)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline import atomic
-from pipeline.train import MODEL, CheckpointError, load_checkpoint
+from . import atomic
+from .train import MODEL, CheckpointError, load_checkpoint
 
 META = "meta.json"
 
@@ -19,8 +19,8 @@ META = "meta.json"
 def write_meta(out_dir: Path, *, model_name: str, num_classes: int, classes: list[str], input: str,
                data_cfg, H: int, W: int, extra: dict | None = None) -> dict:
     """Describe a trained model: architecture, classes, the input it was trained on, its cost."""
-    import models
-    from models.profile import count_params, gflops_per_clip
+    from .. import models
+    from ..models.profile import count_params, gflops_per_clip
     with torch.device("meta"):
         probe = models.build(model_name, num_classes)
     meta = {"model": model_name, "num_classes": num_classes, "classes": list(classes), "input": input,
@@ -35,7 +35,7 @@ def write_meta(out_dir: Path, *, model_name: str, num_classes: int, classes: lis
 
 def load_trained(out_dir: Path, device: str = "cpu"):
     """(model in eval mode on `device`, meta) from a stage folder; one-line CheckpointError if absent/bad."""
-    import models
+    from .. import models
     out_dir = Path(out_dir)
     try:
         meta = json.loads((out_dir / META).read_text())

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.shards import ClipDataset
-from pipeline.views import apply_view, clip_views, multi_view_crops, view_params
+from .shards import ClipDataset
+from .views import apply_view, clip_views, multi_view_crops, view_params
 
 LOGITS_FILE = "logits.h5"
 
@@ -115,7 +115,7 @@ class CropsDataset(Dataset):
 
 def read_logits(path: Path) -> tuple[np.ndarray, dict]:
     """The whole (N, V, K) logits array (small: N x V x K floats) and its attrs."""
-    from pipeline.shards import ShardError
+    from .shards import ShardError
     try:
         with h5py.File(path, "r") as f:
             return f["logits"][...], dict(f.attrs)

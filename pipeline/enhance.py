@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import atomic
-from pipeline.stages import StageError, dataset_root, file_digest
+from . import atomic
+from .stages import StageError, dataset_root, file_digest
 
 ENHANCER_FILE = "weights.pt"
 
@@ -48,7 +48,7 @@ _ENHANCERS: dict[str, object] = {}
 def _enhancer(path: str, device: str):
     key = f"{path}:{os.stat(path).st_mtime_ns}:{device}"
     if key not in _ENHANCERS:
-        from pipeline.enhancer import load_enhancer
+        from .enhancer import load_enhancer
         _ENHANCERS.clear()
         _ENHANCERS[key] = load_enhancer(path).to(device)
     return _ENHANCERS[key]
@@ -58,8 +58,8 @@ def process_video(job: Job, T: int, clips: dict, size: tuple[int, int], enhancer
                   batch_frames: int, threads: int, device: str) -> dict:
     """Decode, sample, resize and enhance one video. Failures come back as {"error": reason}."""
     import torch
-    from pipeline.enhancer import enhance_frames
-    from pipeline.videos import VideoError, decode_clips
+    from .enhancer import enhance_frames
+    from .videos import VideoError, decode_clips
     try:
         frames, indices = decode_clips(job.path, T, clips[job.split], min(size), max_long_side=0)
     except VideoError as e:
@@ -98,7 +98,7 @@ def _fit_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # --- planning ------------------------------------------------------------------------------
 
 def list_jobs(cfg) -> tuple[list[Job], list[str]]:
-    from pipeline.videos import read_dataset
+    from .videos import read_dataset
     index = read_dataset(cfg.data, dataset_root(cfg))
     jobs = [Job(i, e.path, e.rel, e.split, e.label)
             for i, e in enumerate([*index.entries("train"), *index.entries("test")])]
@@ -107,7 +107,7 @@ def list_jobs(cfg) -> tuple[list[Job], list[str]]:
 
 def clip_size(cfg, jobs: list[Job]) -> tuple[int, int]:
     """(H, W) of every cached clip: the first readable video's frame size, short side resized."""
-    from pipeline.videos import VideoError, probe, resize_shape
+    from .videos import VideoError, probe, resize_shape
     for job in jobs:
         try:
             _, h, w, _ = probe(job.path)
@@ -230,7 +230,7 @@ class ShardWriter:
             del self.pending[i]
 
     def write(self, i: int, results: list[dict]) -> None:
-        from pipeline.shards import write_shard
+        from .shards import write_shard
         ok = [r for r in results if "error" not in r]
         rows, errors = [], []
         for r in results:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models import zero_dce
-from models.zero_dce import WeightsError
-from pipeline.atomic import atomic_path
-from pipeline.config import EnhancerConfig
+from ..models import zero_dce
+from ..models.zero_dce import WeightsError
+from .atomic import atomic_path
+from .config import EnhancerConfig
 
 LEARNED = ("zero_dce", "zero_dce++")
 
@@ -153,8 +153,8 @@ MAX_FIT_VIDEOS = 512  # fitting needs variety, not every video: a spread of at m
 
 def training_frames(cfg, frames_per_video: int) -> tuple[np.ndarray, list[str]]:
     """`frames_per_video` uniformly spaced frames from (a spread of) the training videos."""
-    from pipeline.stages import dataset_root
-    from pipeline.videos import VideoError, decode_clips, read_dataset
+    from .stages import dataset_root
+    from .videos import VideoError, decode_clips, read_dataset
     entries = read_dataset(cfg.data, dataset_root(cfg)).entries("train")
     if len(entries) > MAX_FIT_VIDEOS:
         entries = [entries[i] for i in np.linspace(0, len(entries) - 1, MAX_FIT_VIDEOS).astype(int)]

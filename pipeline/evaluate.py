@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline import atomic
-from pipeline.checkpoints import load_trained
-from pipeline.data import CropsDataset, clips_index
-from pipeline.shards import ClipDataset
-from pipeline.stages import StageError
-from pipeline.train import METRICS, amp_dtype, autocast, read_metrics
-from pipeline.views import apply_view, multi_view_crops
+from . import atomic
+from .checkpoints import load_trained
+from .data import CropsDataset, clips_index
+from .shards import ClipDataset
+from .stages import StageError
+from .train import METRICS, amp_dtype, autocast, read_metrics
+from .views import apply_view, multi_view_crops
 
 ROWS = ("teacher", "teacher_on_original", "baseline", "student")
 RESULTS_JSON, RESULTS_MD, CURVES_PNG, CONFUSION_PNG = "results.json", "results.md", "curves.png", "confusion.png"

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline import atomic
-from pipeline.checkpoints import load_trained
-from pipeline.videos import VideoError, decode_clips
-from pipeline.views import apply_view, multi_view_crops
+from . import atomic
+from .checkpoints import load_trained
+from .videos import VideoError, decode_clips
+from .views import apply_view, multi_view_crops
 
 EXPORT_META = "meta.json"
 

@@ -25,7 +25,7 @@ def save_png(image: np.ndarray, pairs, out: Path, title: str) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pipeline.atomic import atomic_path
+    from .atomic import atomic_path
     h, w = image.shape[:2]
     scale = max(1.0, 640 / w)
     fig = plt.figure(figsize=(w * scale / 100, h * scale / 100 + 0.4), dpi=100)
@@ -42,7 +42,7 @@ def save_png(image: np.ndarray, pairs, out: Path, title: str) -> Path:
 
 def cache_pairs(clips_dir: Path, n: int, split: str = "test") -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The first clip of `n` videos spread over the cache (one per class first)."""
-    from pipeline.shards import read_clip
+    from .shards import read_clip
     index = json.loads((clips_dir / "index.json").read_text())
     chosen, seen = [], set()
     for c in index["clips"]:
@@ -54,8 +54,8 @@ def cache_pairs(clips_dir: Path, n: int, split: str = "test") -> list[tuple[str,
 
 
 def video_pairs(paths: list[str], enhancer, T: int, short_side: int, device: str = "cpu"):
-    from pipeline.enhancer import enhance_frames
-    from pipeline.videos import decode_clips
+    from .enhancer import enhance_frames
+    from .videos import decode_clips
     pairs = []
     for p in paths:
         frames, _ = decode_clips(p, T, 1, short_side)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline import atomic
+from . import atomic
 
 FORMAT_VERSION = 1
 CLIP_DATASETS = ("original", "enhanced")

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.atomic import atomic_path
-from pipeline.checkpoints import load_trained
-from pipeline.data import LOGITS_FILE, ClipAllViews, clips_index
-from pipeline.shards import ClipDataset
-from pipeline.stages import StageError
-from pipeline.views import apply_view, view_params
+from .atomic import atomic_path
+from .checkpoints import load_trained
+from .data import LOGITS_FILE, ClipAllViews, clips_index
+from .shards import ClipDataset
+from .stages import StageError
+from .views import apply_view, view_params
 
 TOLERANCE = 1e-4  # absolute: what batching and kernel choice may change in a float32 logit
 CHUNK_BYTES = 1 << 18  # ~256 KB chunks of rows: small enough for h5py's chunk cache

@@ -24,8 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from pipeline import atomic
-from pipeline.config import Config
+from . import atomic
+from .config import Config
 
 ROOT = Path(__file__).resolve().parent.parent  # the source tree that holds pipeline/ and models/
 DEFAULT_SAMPLE = ROOT / "data" / "sample"
@@ -101,47 +101,47 @@ def _student_params(cfg: Config) -> list[str]:
     return [*section_keys(cfg, "student"), *VIEW_KEYS]
 
 
-MODEL_MODULES = ("models", "models.video_resnet", "models.bert_head", "models.profile")
-TRAIN_MODULES = ("pipeline.student", "pipeline.distill", "pipeline.teacher", "pipeline.train",
-                 "pipeline.views", "pipeline.shards", "pipeline.data", "pipeline.checkpoints", *MODEL_MODULES)
+MODEL_MODULES = ("dlkdd.models", "dlkdd.models.video_resnet", "dlkdd.models.bert_head", "dlkdd.models.profile")
+TRAIN_MODULES = ("dlkdd.pipeline.student", "dlkdd.pipeline.distill", "dlkdd.pipeline.teacher", "dlkdd.pipeline.train",
+                 "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data", "dlkdd.pipeline.checkpoints", *MODEL_MODULES)
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("enhancer", (), _enhancer_params,
-          ("pipeline.enhancer", "models.zero_dce", "pipeline.videos"),
-          lambda c: "enhancer", "pipeline.enhancer:run_stage", _enhancer_inputs,
+          ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.pipeline.videos"),
+          lambda c: "enhancer", "dlkdd.pipeline.enhancer:run_stage", _enhancer_inputs,
           "fit Zero-DCE on the dataset's own dark training frames, import weights, or gamma"),
     Stage("enhance", ("enhancer",),
           lambda c: [*DATA_KEYS, "enhance.shard_size", "enhance.compression"],
-          ("pipeline.enhance", "pipeline.shards", "pipeline.videos", "pipeline.enhancer",
-           "models.zero_dce"),
-          lambda c: "clips", "pipeline.enhance:run_stage", _dataset_inputs_all,
+          ("dlkdd.pipeline.enhance", "dlkdd.pipeline.shards", "dlkdd.pipeline.videos", "dlkdd.pipeline.enhancer",
+           "dlkdd.models.zero_dce"),
+          lambda c: "clips", "dlkdd.pipeline.enhance:run_stage", _dataset_inputs_all,
           "decode, sample, resize and enhance every video into HDF5 clip shards"),
     Stage("teacher", ("enhance",),
           lambda c: [*section_keys(c, "teacher"), *VIEW_KEYS],
-          ("pipeline.teacher", "pipeline.train", "pipeline.views", "pipeline.shards", "pipeline.data",
-           "pipeline.checkpoints", *MODEL_MODULES),
-          lambda c: "teacher", "pipeline.teacher:run_stage", None,
+          ("dlkdd.pipeline.teacher", "dlkdd.pipeline.train", "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data",
+           "dlkdd.pipeline.checkpoints", *MODEL_MODULES),
+          lambda c: "teacher", "dlkdd.pipeline.teacher:run_stage", None,
           "train the teacher on enhanced clips, views as augmentation"),
     Stage("soft-labels", ("teacher", "enhance"),
           lambda c: list(VIEW_KEYS),
-          ("pipeline.soft_labels", "pipeline.views", "pipeline.shards", "pipeline.data",
-           "pipeline.checkpoints", "pipeline.train", *MODEL_MODULES),
-          lambda c: "soft-labels", "pipeline.soft_labels:run_stage", None,
+          ("dlkdd.pipeline.soft_labels", "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data",
+           "dlkdd.pipeline.checkpoints", "dlkdd.pipeline.train", *MODEL_MODULES),
+          lambda c: "soft-labels", "dlkdd.pipeline.soft_labels:run_stage", None,
           "run the teacher once over every (clip, view); cache the logits"),
     Stage("baseline", ("enhance",),
           lambda c: [*section_keys(c, "student", exclude=("alpha", "temperature")), *VIEW_KEYS],
           TRAIN_MODULES,
-          lambda c: "baseline", "pipeline.student:run_baseline", None,
+          lambda c: "baseline", "dlkdd.pipeline.student:run_baseline", None,
           "the same student trained without distillation (alpha = 0), for comparison"),
     Stage("student", ("soft-labels", "enhance"), _student_params,
           TRAIN_MODULES,
-          _student_variant, "pipeline.student:run_student", None,
+          _student_variant, "dlkdd.pipeline.student:run_student", None,
           "train the student on original dark clips against the cached teacher logits"),
     Stage("evaluate", ("teacher", "baseline", "student", "enhance"),
           lambda c: [*section_keys(c, "evaluate", exclude=("batch_size",)), "data.crop"],
-          ("pipeline.evaluate", "pipeline.views", "pipeline.shards", "pipeline.data",
-           "pipeline.checkpoints", "pipeline.train", *MODEL_MODULES),
-          lambda c: "report", "pipeline.evaluate:run_stage", None,
+          ("dlkdd.pipeline.evaluate", "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data",
+           "dlkdd.pipeline.checkpoints", "dlkdd.pipeline.train", *MODEL_MODULES),
+          lambda c: "report", "dlkdd.pipeline.evaluate:run_stage", None,
           "top-1/top-5 of teacher, baseline and student; report/results.md and plots"),
 ]}
 ORDER = list(STAGES)  # already topological
@@ -222,7 +222,7 @@ def dataset_root(cfg: Config) -> Path:
 
 def dataset_inputs(cfg: Config, checksum: bool, splits=("train", "test")) -> dict:
     """Every listed video and the split lists, as {relative path: digest}."""
-    from pipeline.videos import read_dataset
+    from .videos import read_dataset
     root = dataset_root(cfg)
     index = read_dataset(cfg.data, root)
     ins = {}

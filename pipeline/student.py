@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import models
-from pipeline.checkpoints import write_meta
-from pipeline.data import LOGITS_FILE, ViewDataset, clips_index, read_logits
-from pipeline.distill import make_loss_fn
-from pipeline.shards import ClipDataset, ShardError
-from pipeline.stages import StageError
-from pipeline.train import train
+from .. import models
+from .checkpoints import write_meta
+from .data import LOGITS_FILE, ViewDataset, clips_index, read_logits
+from .distill import make_loss_fn
+from .shards import ClipDataset, ShardError
+from .stages import StageError
+from .train import train
 
 # logits.h5 attrs that must equal the config's view settings when soft-labels wrote them
 VIEW_ATTRS = ("views", "view_seed", "crop", "min_scale")

@@ -12,12 +12,12 @@ import os
 
 import torch
 
-import models
-from pipeline.checkpoints import write_meta
-from pipeline.data import ViewDataset, clips_index
-from pipeline.shards import ClipDataset
-from pipeline.stages import StageError
-from pipeline.train import train
+from .. import models
+from .checkpoints import write_meta
+from .data import ViewDataset, clips_index
+from .shards import ClipDataset
+from .stages import StageError
+from .train import train
 
 
 def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset, ViewDataset]:

@@ -37,8 +37,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
 
-from pipeline.atomic import atomic_path
-from pipeline.config import TrainConfig
+from .atomic import atomic_path
+from .config import TrainConfig
 
 CHECKPOINT, BEST, MODEL, METRICS = "checkpoint.pt", "best.pt", "model.pt", "metrics.jsonl"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.shards import write_shard
+from dlkdd.pipeline.shards import write_shard
 
 
 def make_clip_cache(clips_dir: Path, classes: int = 3, train_per_class: int = 6, test_per_class: int = 2,

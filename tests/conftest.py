@@ -8,7 +8,6 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(autouse=True, scope="session")

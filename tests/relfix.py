@@ -47,7 +47,7 @@ class Proc:
     """`python -m cli ARGS` in the background; its output lines are collected as they come."""
 
     def __init__(self, args: list[str], cwd=None, env=None, sig_ok=False):
-        self.p = subprocess.Popen([sys.executable, "-m", "cli", *map(str, args)], cwd=cwd or REPO,
+        self.p = subprocess.Popen([sys.executable, "-m", "dlkdd.cli", *map(str, args)], cwd=cwd or REPO,
                                   env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, bufsize=1)
         self.lines: list[str] = []
@@ -108,7 +108,7 @@ def invoke(args: list[str]):
     Any exception the CLI did not turn into a message is re-raised, so a traceback fails the test.
     """
     from click.testing import CliRunner
-    import cli
+    from dlkdd import cli
     before = os.environ.get("MPLCONFIGDIR")
     # wide lines: rich would wrap messages at 80 columns off a terminal
     result = CliRunner(env={"COLUMNS": "400"}).invoke(cli.cli, [str(a) for a in args], catch_exceptions=True)
@@ -142,7 +142,7 @@ def assert_one_line_error_text(rc: int, output: str, *needles: str) -> str:
 # ----------------------------------------------------------------------------- caches
 
 def settings_for(data: Path, cache: Path, **extra):
-    import cli
+    from dlkdd import cli
     return cli.Settings(None, [f"{k}={v}" for k, v in {**SETTINGS, **extra}.items()], data, cache, "cpu",
                         None, False)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pipeline.config import DataConfig
-from pipeline.videos import DatasetError, parse_list, read_dataset
+from dlkdd.pipeline.config import DataConfig
+from dlkdd.pipeline.videos import DatasetError, parse_list, read_dataset
 from relfix import assert_one_line_error, base_args, graph_for, invoke
 from videofix import dark_clip, make_video_dataset, write_video
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli import STAGE_VERBS, cli
+from dlkdd.cli import STAGE_VERBS, cli
 from videofix import make_video_dataset
 
 VERBS = [*STAGE_VERBS, "run", "status", "preview", "predict", "export", "sample", "models"]
@@ -80,7 +80,7 @@ def test_dry_run_says_what_would_run_and_writes_nothing(videos, tmp_path):
 
 @pytest.mark.slow
 def test_soft_labels_brings_upstream_up_to_date_then_nothing_reruns(videos, tmp_path):
-    base = [sys.executable, "-m", "cli", "--data", str(videos), "--cache", str(tmp_path / "c"), *TINY]
+    base = [sys.executable, "-m", "dlkdd.cli", "--data", str(videos), "--cache", str(tmp_path / "c"), *TINY]
     env = {**os.environ, "COLUMNS": "200"}
     repo = Path(__file__).resolve().parents[1]
     first = subprocess.run([*base, "soft-labels", "--verify", "5"], capture_output=True, text=True,
@@ -113,10 +113,10 @@ def test_teacher_under_torchrun_two_processes(videos, tmp_path):
     assert CliRunner().invoke(cli, [*base, "enhance"]).exit_code == 0
     torchrun = Path(sys.executable).with_name("torchrun")
     repo = Path(__file__).resolve().parents[1]
-    early = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "cli", *base, "student"],
+    early = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "dlkdd.cli", *base, "student"],
                            capture_output=True, text=True, cwd=repo)
     assert early.returncode != 0 and "upstream stages must be fresh: teacher is missing" in early.stderr
-    done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "cli", *base, "teacher"],
+    done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "dlkdd.cli", *base, "teacher"],
                           capture_output=True, text=True, cwd=repo)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "running on 2 processes" in done.stderr

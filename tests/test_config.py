@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, ConfigError, apply_overrides, build_config, load_toml, validate
+from dlkdd.pipeline.config import Config, ConfigError, apply_overrides, build_config, load_toml, validate
 
 
 def test_defaults_are_valid_and_every_field_commented():

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from pipeline import enhance
-from pipeline.config import Config, set_value
-from pipeline.shards import read_clip
-from pipeline.stages import Graph, execute
+from dlkdd.pipeline import enhance
+from dlkdd.pipeline.config import Config, set_value
+from dlkdd.pipeline.shards import read_clip
+from dlkdd.pipeline.stages import Graph, execute
 from videofix import make_video_dataset
 
 

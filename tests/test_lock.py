@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from pipeline.lock import CacheLock, LockError
+from dlkdd.pipeline.lock import CacheLock, LockError
 
 HOLD = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from pipeline.lock import CacheLock
+from dlkdd.pipeline.lock import CacheLock
 with CacheLock({cache!r}, command="dlkdd run --fake"):
     print("held", flush=True)
     time.sleep(60)

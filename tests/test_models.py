@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import models
-from models.bert_head import TemporalBERTHead
-from models.profile import count_params, gflops_per_clip
+from dlkdd import models
+from dlkdd.models.bert_head import TemporalBERTHead
+from dlkdd.models.profile import count_params, gflops_per_clip
 
 FIXTURE = "torchvision_video_resnet_state_dicts.json"
 TORCHVISION_NAMES = ("r2plus1d_18", "r3d_18", "mc3_18")

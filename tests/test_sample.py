@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("av")
 decord = pytest.importorskip("decord")
 
-from pipeline.sample import CLASS_ORDER, read_split, make_sample, sample_stats  # noqa: E402
+from dlkdd.pipeline.sample import CLASS_ORDER, read_split, make_sample, sample_stats  # noqa: E402
 
 SMALL = dict(classes=3, videos_per_class=4, test_per_class=1, size=32, frames=(8, 12))
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline import atomic
-from pipeline.shards import ClipDataset, ShardError, read_clip, read_meta, verify_shard, write_shard
+from dlkdd.pipeline import atomic
+from dlkdd.pipeline.shards import ClipDataset, ShardError, read_clip, read_meta, verify_shard, write_shard
 
 N, T, H, W = 3, 4, 8, 10
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from pipeline import stages as st
-from pipeline.config import Config, set_value
+from dlkdd.pipeline import stages as st
+from dlkdd.pipeline.config import Config, set_value
 
 MODULE = '''
 from pathlib import Path

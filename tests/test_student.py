@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-import pipeline.stages as st
-from pipeline.checkpoints import load_trained
-from pipeline.config import Config
-from pipeline.data import draw_view
-from pipeline.distill import distillation_loss, make_loss_fn
-from pipeline.shards import ShardError, read_clip
-from pipeline.student import list_variants, run_baseline, run_student, student_datasets
-from pipeline.views import apply_view, view_params
+from dlkdd.pipeline import stages as st
+from dlkdd.pipeline.checkpoints import load_trained
+from dlkdd.pipeline.config import Config
+from dlkdd.pipeline.data import draw_view
+from dlkdd.pipeline.distill import distillation_loss, make_loss_fn
+from dlkdd.pipeline.shards import ShardError, read_clip
+from dlkdd.pipeline.student import list_variants, run_baseline, run_student, student_datasets
+from dlkdd.pipeline.views import apply_view, view_params
 from tests.cachefix import make_clip_cache
 
 V, K = 3, 3

@@ -10,13 +10,13 @@ import pytest
 import torch
 from rich.console import Console
 
-from pipeline import soft_labels, teacher
-from pipeline.checkpoints import load_trained
-from pipeline.config import Config
-from pipeline.data import LOGITS_FILE
-from pipeline.shards import ClipDataset
-from pipeline.stages import Context, Graph
-from pipeline.views import apply_view, view_params
+from dlkdd.pipeline import soft_labels, teacher
+from dlkdd.pipeline.checkpoints import load_trained
+from dlkdd.pipeline.config import Config
+from dlkdd.pipeline.data import LOGITS_FILE
+from dlkdd.pipeline.shards import ClipDataset
+from dlkdd.pipeline.stages import Context, Graph
+from dlkdd.pipeline.views import apply_view, view_params
 from tests.cachefix import make_clip_cache
 
 EPOCHS, V = 2, 3

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipeline.config import DataConfig
-from pipeline.videos import (DatasetError, DatasetIndex, VideoEntry, VideoError, decode_clips,
+from dlkdd.pipeline.config import DataConfig
+from dlkdd.pipeline.videos import (DatasetError, DatasetIndex, VideoEntry, VideoError, decode_clips,
                              decord_reason, detect_format, held_out_count, parse_list, probe,
                              read_dataset, read_folders, resize_shape, sample_indices, video_stat)
 from videofix import write_video

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import DataConfig
-from pipeline.views import View, apply_view, clip_views, multi_view_crops, view_params
+from dlkdd.pipeline.config import DataConfig
+from dlkdd.pipeline.views import View, apply_view, clip_views, multi_view_crops, view_params
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W = 3, 12, 16
@@ -26,7 +26,7 @@ def test_reproducible_in_this_and_another_process():
     c = cfg(view_seed=7)
     here = all_views(c)
     assert here == all_views(c)
-    code = ("import json; from pipeline.config import DataConfig; from pipeline.views import view_params;"
+    code = ("import json; from dlkdd.pipeline.config import DataConfig; from dlkdd.pipeline.views import view_params;"
             "c = DataConfig(crop=8, views=6, min_scale=0.5, view_seed=7);"
             f"print(json.dumps([list(view_params(k, v, {H}, {W}, c).__dict__.values())"
             " for k in range(20) for v in range(6)]))")

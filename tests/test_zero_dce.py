@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from models import zero_dce as zd
-from models.zero_dce import WeightsError
-from pipeline import enhancer as en
-from pipeline.config import EnhancerConfig
+from dlkdd.models import zero_dce as zd
+from dlkdd.models.zero_dce import WeightsError
+from dlkdd.pipeline import enhancer as en
+from dlkdd.pipeline.config import EnhancerConfig
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared/weights/zero-dce"
 DCE = WEIGHTS / "ZeroDCE_Epoch99.pth"
