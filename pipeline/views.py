@@ -86,3 +86,18 @@ def multi_view_crops(H: int, W: int, crops: int, crop: int | None = None) -> lis
     if W >= H:
         return [View((H - side) // 2, s, side, side, False) for s in starts]
     return [View(s, (W - side) // 2, side, side, False) for s in starts]
+
+
+def normalize(x: torch.Tensor, stats: dict | None) -> torch.Tensor:
+    """Standardise network inputs with the statistics a model was trained with.
+
+    `x`: float in [0, 1], channels at dim -4 ((3, T, H, W) or (N, 3, T, H, W)). `stats`: the
+    `normalize` entry of a model's meta.json, {"mean": [r, g, b], "std": [r, g, b]} in [0, 1]
+    pixel units, or None for a model trained on pixel / 255 (returned unchanged).
+    """
+    if not stats:
+        return x
+    shape = (3, 1, 1, 1)
+    mean = torch.as_tensor(stats["mean"], dtype=x.dtype, device=x.device).reshape(shape)
+    std = torch.as_tensor(stats["std"], dtype=x.dtype, device=x.device).reshape(shape)
+    return (x - mean) / std
