@@ -374,9 +374,11 @@ def sample_stats(root, decode: bool = True) -> dict:
 
 # ---------------------------------------------------------------- long videos
 
-def write_long_video(out: Path, clips: list, seconds: float | None = None, fps: int | None = None) -> dict:
+def write_long_video(out: Path, clips: list, seconds: float | None = None, fps: int | None = None,
+                     size: tuple[int, int] | None = None) -> dict:
     """Concatenate `clips` (video files of one frame size), looping over them until `seconds`
-    (default: once through), into one H.264 mp4 at `fps` (default: the first clip's rate).
+    (default: once through), into one H.264 mp4 at `fps` (default: the first clip's rate),
+    its frames scaled to `size` = (width, height) if given.
 
     Streams frame by frame (never the whole video in memory), so an hour-long test video is
     as cheap to hold as a short one. Returns {"frames", "fps", "seconds", "parts": [(clip,
@@ -394,7 +396,8 @@ def write_long_video(out: Path, clips: list, seconds: float | None = None, fps: 
     with av.open(str(tmp), "w", format="mp4") as dst:
         stream = dst.add_stream("libx264", rate=rate, options={"crf": str(CRF), "preset": "veryfast",
                                                                "threads": "1"})
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height = size or (w, h)
+        stream.pix_fmt = "yuv420p"
         k = 0
         while (limit is None and k < len(clips)) or (limit is not None and n < limit):
             clip = clips[k % len(clips)]
@@ -403,11 +406,11 @@ def write_long_video(out: Path, clips: list, seconds: float | None = None, fps: 
                 for frame in src.decode(video=0):
                     if limit is not None and n >= limit:
                         break
-                    image = frame.to_ndarray(format="rgb24")
-                    if image.shape[:2] != (h, w):
-                        raise ValueError(f"{clip}: frames are {image.shape[1]}x{image.shape[0]}, "
+                    if (frame.width, frame.height) != (w, h):
+                        raise ValueError(f"{clip}: frames are {frame.width}x{frame.height}, "
                                          f"the first clip's are {w}x{h}")
-                    for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    image = frame.reformat(*size, format="rgb24") if size else frame.reformat(format="rgb24")
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(image.to_ndarray(), format="rgb24")):
                         dst.mux(packet)
                     n += 1
             parts.append((str(clip), start, n))
