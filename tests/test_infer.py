@@ -264,10 +264,10 @@ def test_text_timeline_and_usage_errors(two_actions, untrained, tmp_path):
 # ---------------------------------------------------------------------------------- the enhancer
 
 def _run(code: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO.parent)!r})\n" + code],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    """`code` in a fresh interpreter (dlkdd importable as in this one), so sys.modules starts empty."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", "import sys\n" + code], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -275,31 +275,33 @@ def _run(code: str) -> str:
 ENHANCER_MODULES = ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.pipeline.enhance")
 
 
-def _predict_then_modules(cache, args) -> str:
+def _predict_then_modules(cache, runs) -> str:
+    """Code that runs `dlkdd predict` with each argument list in turn, printing after each the
+    enhancer modules imported so far."""
     return (f"from click.testing import CliRunner\nfrom dlkdd.cli import cli\n"
-            f"r = CliRunner().invoke(cli, ['--cache', {str(cache)!r}, '--device', 'cpu', "
-            f"'--set', 'enhancer.kind=gamma', 'predict', *{list(args)!r}])\n"
-            f"assert r.exit_code == 0, r.output\n"
-            f"print([m for m in {ENHANCER_MODULES!r} if m in sys.modules])\n")
+            f"for args in {list(runs)!r}:\n"
+            f"    r = CliRunner().invoke(cli, ['--cache', {str(cache)!r}, '--device', 'cpu', "
+            f"'--set', 'enhancer.kind=gamma', 'predict', *args])\n"
+            f"    assert r.exit_code == 0, r.output\n"
+            f"    print([m for m in {ENHANCER_MODULES!r} if m in sys.modules])\n")
 
 
 @pytest.mark.slow
 def test_enhancer_is_loaded_only_for_timeline_thumbnails(two_actions, untrained, tmp_path):
     """The prediction path is the student alone; only --timeline's thumbnails bring in the enhancer."""
+    from dlkdd.cli import Settings
     video = str(two_actions["path"])
     cache = tmp_path / "cache"
-    _cli(["predict", video], cache, untrained)  # links the student into the cache
-    cache_gamma = tmp_path / "cache-gamma"
-    from dlkdd.cli import Settings
-    s = Settings(None, ["enhancer.kind=gamma"], None, cache_gamma, "cpu", None, False)
-    s.graph().out_dir("student").parent.mkdir(parents=True)
-    s.graph().out_dir("student").symlink_to(untrained, target_is_directory=True)
-    for args in ([video], [video, "--window", "0.5", "--json"], [video, "--window", "0.5", "--csv"],
-                 [str(two_actions["path"].parent), "--window", "1", "--min-prob", "0.3"]):
-        assert _run(_predict_then_modules(cache_gamma, args)).strip() == "[]", args
+    student = Settings(None, ["enhancer.kind=gamma"], None, cache, "cpu", None, False).graph().out_dir("student")
+    student.parent.mkdir(parents=True)
+    student.symlink_to(untrained, target_is_directory=True)
     png = tmp_path / "t.png"
-    loaded = _run(_predict_then_modules(cache_gamma, [video, "--window", "0.5", "--timeline", str(png)]))
-    assert "dlkdd.pipeline.enhancer" in loaded and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = ([video], [video, "--window", "0.5", "--json"], [video, "--window", "0.5", "--csv"],
+            [str(two_actions["path"].parent), "--window", "1", "--min-prob", "0.3"],
+            [video, "--window", "0.5", "--timeline", str(png)])
+    printed = _run(_predict_then_modules(cache, runs)).strip().splitlines()
+    assert printed[:4] == ["[]"] * 4
+    assert "dlkdd.pipeline.enhancer" in printed[4] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------------------- timeline picture
