@@ -350,9 +350,9 @@ def preview(settings: Settings, videos, clips, frames, out):
 @click.argument("videos", nargs=-1, type=click.Path(path_type=str))
 @click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Text file of videos, one path per line (relative to the file's folder).")
-@click.option("--window", type=float, default=None, metavar="SECONDS",
+@click.option("--window", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="Classify every window of this many seconds (a timeline) instead of whole videos.")
-@click.option("--stride", type=float, default=None, metavar="SECONDS",
+@click.option("--stride", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="Seconds between window starts (default: --window, no overlap).")
 @click.option("--min-prob", type=click.FloatRange(0, 1), default=None, metavar="P",
               help="With --window: merge consecutive windows of the same top class at probability "
@@ -360,8 +360,9 @@ def preview(settings: Settings, videos, clips, frames, out):
 @click.option("--timeline", "timeline_png", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --window: write a PNG of enhanced thumbnails above per-class probability curves "
                    "(one file per video: OUT-<video>.png when there are several).")
-@click.option("--clips", type=int, default=2, show_default=True, help="Temporal clips per whole video.")
-@click.option("--crops", type=int, default=None,
+@click.option("--clips", type=click.IntRange(1), default=2, show_default=True,
+              help="Temporal clips per whole video.")
+@click.option("--crops", type=click.IntRange(1), default=None,
               help="Spatial crops per clip. Default: 3 per whole video, 1 per window.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--top", "topk", type=int, default=5, show_default=True, help="Classes to print (whole videos).")
@@ -389,7 +390,7 @@ def predict(settings: Settings, videos, list_file, window, stride, min_prob, tim
                                  topk=topk)
         _print_results(results, as_json, as_csv, "videos")
     else:
-        results = _predict_windows(settings, student, paths, window, stride or window, min_prob, crops or 1,
+        results = _predict_windows(settings, student, paths, window, window if stride is None else stride, min_prob, crops or 1,
                                    batch, timeline_png)
         _print_results(results, as_json, as_csv, "segments" if min_prob is not None else "windows")
     if any("error" in r for r in results):
