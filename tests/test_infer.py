@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -390,3 +391,20 @@ def test_readme_onnx_snippet_runs_with_onnxruntime_alone(untrained, two_actions,
     assert proc.returncode == 0, proc.stderr[-2000:]
     name, prob = proc.stdout.split()
     assert name in CLASSES and 0 < float(prob) <= 1
+
+
+def test_progress_bar_shows_frames_per_second_and_eta_on_a_terminal_only():
+    from rich.console import Console
+    tty = io.StringIO()
+    with infer.Progress(Console(file=tty, force_terminal=True, width=120)) as progress:
+        advance = progress.start("night.mp4", 300)
+        for _ in range(3):
+            time.sleep(0.02)  # rich estimates the speed from timed samples
+            advance(100)
+        progress.bar.refresh()
+    shown = tty.getvalue()
+    assert "night.mp4" in shown and "frames/s" in shown and "ETA" in shown and "300/300 frames" in shown
+    pipe = io.StringIO()
+    with infer.Progress(Console(file=pipe, force_terminal=False)) as progress:
+        progress.start("night.mp4", 10)(10)
+    assert pipe.getvalue() == ""  # logs and pipes get no bar
