@@ -39,8 +39,8 @@ def save_timeline(result: dict, out: Path, thumbnails: dict[int, np.ndarray], ti
     colours = {k: plt.get_cmap("tab10")(i % 10) for i, k in enumerate(shown)}
 
     fig = plt.figure(figsize=(10, 4.6), dpi=100)
-    strip = fig.add_axes([0.07, 0.66, 0.72, 0.26])
-    curves = fig.add_axes([0.07, 0.12, 0.72, 0.5], sharex=strip)
+    strip = fig.add_axes([0.07, 0.72, 0.72, 0.17])
+    curves = fig.add_axes([0.07, 0.12, 0.72, 0.56], sharex=strip)
     for i, frame in sorted(thumbnails.items()):
         _place_thumbnail(strip, frame, centres[i], duration, len(thumbnails))
     strip.set_ylim(0, 1)
