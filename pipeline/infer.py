@@ -205,8 +205,8 @@ def predict_video_windows(model, meta: dict, path: str, window_s: float, stride_
                           min_prob: float = 0.0, crops: int = 1, batch: int = 8, device="cpu",
                           thumbnails: int = 0, progress=None) -> dict:
     """The timeline of one video: {"video", "fps", "frames", "duration", "window", "stride",
-    "classes", "windows": [...], "segments": [...]} (plus "_probs" and "_thumbnails" for the
-    picture; callers drop keys starting with "_" before printing). VideoError if unreadable."""
+    "classes", "windows": [...], "segments": [...]}, plus "_thumbnails" ({window: frame}) for the
+    picture (`public` drops it before printing). VideoError if unreadable."""
     H, W = int(meta["H"]), int(meta["W"])
     stream = VideoStream(path, min(H, W), (H, W))  # decoded as predict_videos decodes a whole video
     windows = plan_windows(stream.num_frames, stream.fps, window_s, stride_s)
