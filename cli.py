@@ -33,7 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConfigError, LockError, StageError]
     for mod, names in (("dlkdd.pipeline.videos", ("DatasetError", "VideoError")),
                        ("dlkdd.pipeline.shards", ("ShardError",)),
-                       ("dlkdd.pipeline.train", ("CheckpointError",)),
+                       ("dlkdd.pipeline.checkpoints", ("CheckpointError",)),
                        ("dlkdd.models.zero_dce", ("WeightsError",)),
                        ("dlkdd.models", ("PretrainedWeightsError",)),
                        ("dlkdd.pipeline.soft_labels", ("VerifyError",)),
@@ -137,8 +137,8 @@ def _pct(x) -> str:
 
 
 def console():
-    from rich.console import Console
-    return Console(stderr=True)
+    from .pipeline.progress import make_console
+    return make_console()
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],

@@ -10,13 +10,13 @@ outputs r = -alpha, so a negative r brightens.
 """
 from __future__ import annotations
 
-import re
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .torchfile import safe_load
 
 KINDS = ("zero_dce", "zero_dce++", "gamma", "none")
 ITERATIONS = 8  # curve applications, as the authors
@@ -208,39 +208,12 @@ def init_weights(model: nn.Module, seed: int = 0) -> nn.Module:
 
 # -- loading ---------------------------------------------------------------------------------------
 
-def _load_failure(e: BaseException) -> str:
-    """A short reason from torch.load's long, multi-paragraph messages."""
-    text = str(e)
-    blocked = re.search(r"GLOBAL ([\w.]+)", text)  # worded differently across torch versions
-    if blocked:
-        return f"it needs code execution to load (global {blocked.group(1)}), which weights_only refuses"
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].strip()
-        if detail.startswith("Unsupported global:"):
-            name = detail.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
-            return f"it needs code execution to load (global {name}), which weights_only refuses"
-        return f"not a torch checkpoint ({detail})"
-    if isinstance(e, EOFError):
-        return "file is empty or truncated"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
-    return f"not a torch checkpoint ({type(e).__name__}{': ' + first if first else ''})"
-
-
-load_failure = _load_failure  # the same wording for pipeline.enhancer's loader
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file (authors' bare state dict, or one under "state_dict"/"model")."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: enhancer weights file not found")
-    try:
-        with warnings.catch_warnings():  # plain pickles draw a protocol warning before failing
-            warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for non-checkpoints; all mean "not usable"
-        raise WeightsError(f"{path}: cannot load enhancer weights: {_load_failure(e)}") from None
+    obj = safe_load(path, WeightsError, "cannot load enhancer weights")
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):

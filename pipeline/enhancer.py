@@ -6,7 +6,6 @@ training frames. `enhance_frames` is the hot path of the `enhance` stage.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -15,9 +14,12 @@ import torch
 import torch.nn as nn
 
 from ..models import zero_dce
+from ..models.torchfile import safe_load
 from ..models.zero_dce import WeightsError
 from .atomic import atomic_path
 from .config import EnhancerConfig
+from .device import autocast
+from .progress import progress_bar
 
 LEARNED = ("zero_dce", "zero_dce++")
 
@@ -101,10 +103,7 @@ def load_enhancer(path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: enhancer weights file not found")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{path}: cannot load enhancer: {zero_dce.load_failure(e)}") from None
+    record = safe_load(path, WeightsError, "cannot load enhancer")
     if not isinstance(record, dict) or not {"kind", "state_dict"} <= record.keys():
         raise WeightsError(f"{path}: not an enhancer saved by dlkdd (expected keys kind, state_dict)")
     kind = record["kind"]
@@ -114,12 +113,6 @@ def load_enhancer(path: str | Path) -> nn.Module:
     if kind in LEARNED:
         zero_dce.load_weights(module, dict(record["state_dict"]), path)
     return module.eval()
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def enhance_frames(module: nn.Module, frames_uint8: np.ndarray, batch: int = 64,
@@ -139,7 +132,7 @@ def enhance_frames(module: nn.Module, frames_uint8: np.ndarray, batch: int = 64,
                 y = lut(chunk)
             else:
                 x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
-                with _autocast(device):
+                with autocast(device, torch.float16):
                     e = module.enhance(x)
                 y = e.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             out[start:start + batch] = y.cpu().numpy()
@@ -200,14 +193,8 @@ def run_stage(ctx) -> dict:
 
 
 def _fit_with_progress(ctx, model, frames, cfg) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    cols = (TextColumn("  fit"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[terms]}"),
-            TimeRemainingColumn())
-    with Progress(*cols, console=ctx.console, transient=True) as progress:
-        task = progress.add_task("fit", total=cfg.steps, terms="")
-
+    with progress_bar(ctx.console, "  fit", cfg.steps) as update:
         def on_step(step: int, rec: dict) -> None:
             if step % 5 == 0 or step == cfg.steps - 1:
-                terms = " ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "spa", "exp", "col", "tv"))
-                progress.update(task, completed=step + 1, terms=terms)
+                update(step + 1, " ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "spa", "exp", "col", "tv")))
         return fit(model, frames, cfg, on_step=on_step, device=ctx.device)
