@@ -32,7 +32,23 @@ def apply_curves(x: torch.Tensor, curves: list[torch.Tensor]) -> torch.Tensor:
     return x
 
 
-class DCENet(nn.Module):
+class _CurveNet(nn.Module):
+    """What Zero-DCE and Zero-DCE++ share: seven layers e_conv1..7 with symmetric skips, tanh curve maps."""
+
+    def curve_maps(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = F.relu(self.e_conv1(x))
+        x2 = F.relu(self.e_conv2(x1))
+        x3 = F.relu(self.e_conv3(x2))
+        x4 = F.relu(self.e_conv4(x3))
+        x5 = F.relu(self.e_conv5(torch.cat([x3, x4], 1)))
+        x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
+        return torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+
+    def enhance(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x)[0].clamp_(0.0, 1.0)
+
+
+class DCENet(_CurveNet):
     """Zero-DCE: seven 3x3 convolutions with symmetric skips; 24 output channels = 8 RGB curve maps."""
 
     kind = "zero_dce"
@@ -52,20 +68,11 @@ class DCENet(nn.Module):
         return 1
 
     def curves(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = F.relu(self.e_conv1(x))
-        x2 = F.relu(self.e_conv2(x1))
-        x3 = F.relu(self.e_conv3(x2))
-        x4 = F.relu(self.e_conv4(x3))
-        x5 = F.relu(self.e_conv5(torch.cat([x3, x4], 1)))
-        x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
-        return torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+        return self.curve_maps(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.curves(x)
         return apply_curves(x, list(torch.split(r, 3, dim=1))), r
-
-    def enhance(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)[0].clamp_(0.0, 1.0)
 
 
 class SeparableConv(nn.Module):
@@ -80,7 +87,7 @@ class SeparableConv(nn.Module):
         return self.point_conv(self.depth_conv(x))
 
 
-class DCENetPP(nn.Module):
+class DCENetPP(_CurveNet):
     """Zero-DCE++: separable convolutions, one 3-channel curve map, optionally estimated at 1/s size."""
 
     kind = "zero_dce++"
@@ -108,14 +115,7 @@ class DCENetPP(nn.Module):
         return F.interpolate(x, size=(max(1, h // s), max(1, w // s)), mode="bilinear", align_corners=False)
 
     def curves(self, x: torch.Tensor) -> torch.Tensor:
-        xd = self._downsample(x)
-        x1 = F.relu(self.e_conv1(xd))
-        x2 = F.relu(self.e_conv2(x1))
-        x3 = F.relu(self.e_conv3(x2))
-        x4 = F.relu(self.e_conv4(x3))
-        x5 = F.relu(self.e_conv5(torch.cat([x3, x4], 1)))
-        x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
-        r = torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+        r = self.curve_maps(self._downsample(x))
         if r.shape[-2:] != x.shape[-2:]:
             # align_corners=True, as the authors' UpsamplingBilinear2d; size= also covers sizes not divisible by s
             r = F.interpolate(r, size=x.shape[-2:], mode="bilinear", align_corners=True)
@@ -124,9 +124,6 @@ class DCENetPP(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.curves(x)
         return apply_curves(x, [r] * ITERATIONS), r
-
-    def enhance(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)[0].clamp_(0.0, 1.0)
 
 
 def gamma_lut(gamma: float) -> torch.Tensor:
@@ -210,9 +207,6 @@ def init_weights(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file (authors' bare state dict, or one under "state_dict"/"model")."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: enhancer weights file not found")
     obj = safe_load(path, WeightsError, "cannot load enhancer weights")
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):

@@ -40,8 +40,6 @@ def save_checkpoint(obj: dict, path: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     """A training checkpoint (or model.pt); any failure is one CheckpointError line naming the file."""
-    if not Path(path).exists():
-        raise CheckpointError(f"{path}: checkpoint missing")
     state = safe_load(path, CheckpointError, "unreadable checkpoint")
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(f"{path}: unreadable checkpoint (not a training checkpoint)")

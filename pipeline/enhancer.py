@@ -100,9 +100,6 @@ def save_enhancer(module: nn.Module, path: str | Path, cfg: EnhancerConfig) -> N
 
 def load_enhancer(path: str | Path) -> nn.Module:
     """The enhancer saved by `save_enhancer`, in eval mode; a bad file is a WeightsError."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: enhancer weights file not found")
     record = safe_load(path, WeightsError, "cannot load enhancer")
     if not isinstance(record, dict) or not {"kind", "state_dict"} <= record.keys():
         raise WeightsError(f"{path}: not an enhancer saved by dlkdd (expected keys kind, state_dict)")
