@@ -189,17 +189,35 @@ def build(kind: str, scale_factor: int = 1, gamma: float = 2.2) -> nn.Module:
     raise ValueError(f"unknown enhancer kind {kind!r} (choose from {', '.join(KINDS)})")
 
 
-def init_weights(model: nn.Module, seed: int = 0) -> nn.Module:
-    """The authors' initialisation, seeded: conv weights ~ N(0, 0.02); biases as PyTorch's default."""
+INITS = ("he", "authors")
+
+
+def init_weights(model: nn.Module, seed: int = 0, scheme: str = "he") -> nn.Module:
+    """Seeded initialisation of the convolutions.
+
+    "authors": weights ~ N(0, 0.02), the authors' choice for their 200-epoch schedule. With the
+    network's 3x3x32 fan-in that shrinks activations ~3x per layer, so a fit of a few hundred steps
+    leaves every layer but the last bias dead and the curve one global lookup table (measured on the
+    sample: curve maps varied by 2e-4 across pixels). "he": N(0, 2 / fan_in) keeps the activations'
+    scale through the ReLUs, so the whole curve network trains and the curve adapts per pixel.
+    Biases: PyTorch's default for "authors" (as their code), zero for "he".
+    """
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r} (choose from {', '.join(INITS)})")
     g = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.02)
-                if m.bias is not None:
-                    fan_in = m.weight[0].numel()
+                fan_in = m.weight[0].numel()
+                std = 0.02 if scheme == "authors" else (2.0 / fan_in) ** 0.5
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+                if m.bias is None:
+                    continue
+                if scheme == "authors":  # their code keeps PyTorch's default bias initialisation
                     bound = 1.0 / fan_in ** 0.5
                     m.bias.copy_((torch.rand(m.bias.shape, generator=g) * 2 - 1) * bound)
+                else:
+                    m.bias.zero_()
     return model
 
 

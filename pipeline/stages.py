@@ -85,6 +85,8 @@ def _enhancer_inputs(cfg: Config, checksum: bool) -> dict:
         ins["weights"] = file_digest(Path(cfg.enhancer.weights), checksum=True)
     if cfg.enhancer.kind in ("zero_dce", "zero_dce++") and cfg.enhancer.mode != "import":
         ins.update(dataset_inputs(cfg, checksum, splits=("train",)))
+        if cfg.enhancer.reference:  # the quality report's reference weights
+            ins["reference"] = file_digest(Path(cfg.enhancer.reference), checksum=True)
     return ins
 
 
