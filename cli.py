@@ -33,7 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConfigError, LockError, StageError]
     for mod, names in (("dlkdd.pipeline.videos", ("DatasetError", "VideoError")),
                        ("dlkdd.pipeline.shards", ("ShardError",)),
-                       ("dlkdd.pipeline.train", ("CheckpointError",)),
+                       ("dlkdd.pipeline.checkpoints", ("CheckpointError",)),
                        ("dlkdd.models.zero_dce", ("WeightsError",)),
                        ("dlkdd.models", ("PretrainedWeightsError",)),
                        ("dlkdd.pipeline.soft_labels", ("VerifyError",)),
@@ -139,8 +139,8 @@ def _pct(x) -> str:
 
 
 def console():
-    from rich.console import Console
-    return Console(stderr=True)
+    from .pipeline.progress import make_console
+    return make_console()
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -324,7 +324,8 @@ def sample(out_dir, seed, classes, videos_per_class, test_per_class, size):
               help="PNG to write. Default: <cache>/preview.png.")
 @click.pass_obj
 def preview(settings: Settings, videos, clips, frames, out):
-    """PNG grid of original (top) and enhanced (bottom) frames, for VIDEOS or for cached clips.
+    """PNG grid of original (top), enhanced (middle) frames and the enhancer's curve map (bottom;
+    learned enhancers), for VIDEOS or for cached clips.
 
     With VIDEOS, they are enhanced with the cache's enhancer (fitted first if needed);
     without, clips are read from the cache (built first if needed).
@@ -332,14 +333,16 @@ def preview(settings: Settings, videos, clips, frames, out):
     from .pipeline import preview as pv
     cfg = settings.config()
     graph = settings.graph()
+    from .pipeline.enhancer import load_enhancer
     if videos:
         run_target(settings, "enhancer")
-        from .pipeline.enhancer import load_enhancer
         enhancer = load_enhancer(graph.out_dir("enhancer") / "weights.pt")
         pairs = pv.video_pairs(list(videos)[:clips], enhancer, frames, cfg.data.short_side, settings.device())
     else:
         run_target(settings, "enhance")
+        enhancer = load_enhancer(graph.out_dir("enhancer") / "weights.pt")
         pairs = pv.cache_pairs(graph.out_dir("enhance"), clips)
+    pairs = pv.with_curves(pairs, enhancer)
     out = out or settings.cache / "preview.png"
     title = f"{cfg.enhancer.kind} enhancer — {pv.describe(pairs)}"
     pv.save_png(pv.grid(pairs, frames), pairs, out, title)
@@ -404,19 +407,18 @@ def _predict_windows(settings, student, paths, window, stride, min_prob, crops, 
     enhance = _thumbnail_enhancer(settings) if timeline_png is not None else None
     pictures = iter(infer.timeline_paths(timeline_png, paths)) if timeline_png is not None else None
     results = []
-    with infer.Progress(console()) as progress:
-        for r in infer.predict_many_windows(student, paths, window, stride, min_prob or 0.0, crops, batch,
-                                            settings.device(), 12 if enhance else 0, progress):
-            png = next(pictures) if pictures is not None else None
-            if "error" in r:
-                click.echo(f"{r['video']}: error: {r['error']}", err=True)
-            elif png is not None:
-                from .pipeline.timeline import save_timeline
-                shots = r["_thumbnails"]
-                frames = enhance(np.stack(list(shots.values()))) if shots else []
-                save_timeline(r, png, dict(zip(shots, frames)))
-                click.echo(f"wrote {png}", err=True)
-            results.append(infer.public(r))
+    for r in infer.predict_many_windows(student, paths, window, stride, min_prob or 0.0, crops, batch,
+                                        settings.device(), 12 if enhance else 0, console()):
+        png = next(pictures) if pictures is not None else None
+        if "error" in r:
+            click.echo(f"{r['video']}: error: {r['error']}", err=True)
+        elif png is not None:
+            from .pipeline.timeline import save_timeline
+            shots = r["_thumbnails"]
+            frames = enhance(np.stack(list(shots.values()))) if shots else []
+            save_timeline(r, png, dict(zip(shots, frames)))
+            click.echo(f"wrote {png}", err=True)
+        results.append(infer.public(r))
     return results
 
 

@@ -20,9 +20,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .predict import _device, _reason, clip_inputs, fit_size, load_student
+from .device import resolve_device
+from .predict import _reason, clip_inputs, load_student
+from .progress import progress_bar
 from .videos import (VideoError, _frame_shape, _is_video, _open, _precheck, decord_reason,
                      resize_shape, sample_indices)
+from .views import fit_size
 
 
 class InputListError(ValueError):
@@ -129,7 +132,7 @@ class VideoStream:
         except Exception as e:  # a file damaged past its first frames
             raise VideoError(f"{self.path}: {decord_reason(e)}") from None
         batch = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
-        batch = fit_size(batch[None], self.size)[0].numpy()
+        batch = fit_size(batch[None], self.size)[0]
         return batch[inverse.reshape(-1)]
 
 
@@ -203,15 +206,20 @@ def merge_segments(rows: list[dict], min_prob: float = 0.0) -> list[dict]:
 
 def predict_video_windows(model, meta: dict, path: str, window_s: float, stride_s: float,
                           min_prob: float = 0.0, crops: int = 1, batch: int = 8, device="cpu",
-                          thumbnails: int = 0, progress=None) -> dict:
+                          thumbnails: int = 0, console=None) -> dict:
     """The timeline of one video: {"video", "fps", "frames", "duration", "window", "stride",
     "classes", "windows": [...], "segments": [...]}, plus "_thumbnails" ({window: frame}) for the
     picture (`public` drops it before printing). VideoError if unreadable."""
     H, W = int(meta["H"]), int(meta["W"])
     stream = VideoStream(path, min(H, W), (H, W))  # decoded as predict_videos decodes a whole video
     windows = plan_windows(stream.num_frames, stream.fps, window_s, stride_s)
-    advance = progress.start(path, stream.num_frames) if progress is not None else None
-    probs, thumbs = classify_windows(model, meta, stream, windows, crops, batch, device, thumbnails, advance)
+    with progress_bar(console, Path(path).name[-30:], stream.num_frames, unit="frames") as update:
+        done = [0]
+
+        def advance(frames: int) -> None:
+            done[0] += frames
+            update(done[0])
+        probs, thumbs = classify_windows(model, meta, stream, windows, crops, batch, device, thumbnails, advance)
     classes = list(meta["classes"])
     rows = window_rows(windows, probs, stream.fps, classes)
     return {"video": path, "fps": round(stream.fps, 4), "frames": stream.num_frames,
@@ -222,16 +230,17 @@ def predict_video_windows(model, meta: dict, path: str, window_s: float, stride_
 
 def predict_many_windows(student_dir, paths: list[str], window_s: float, stride_s: float,
                          min_prob: float = 0.0, crops: int = 1, batch: int = 8, device="cpu",
-                         thumbnails: int = 0, progress=None):
-    """Yield each video's timeline, or {"video", "error"} for one that cannot be read (then go on)."""
+                         thumbnails: int = 0, console=None):
+    """Yield each video's timeline, or {"video", "error"} for one that cannot be read (then go on).
+    On a terminal `console`, a progress bar per video shows frames done, frames/s and the ETA."""
     if not window_s > 0 or not stride_s > 0:
         raise InputListError(f"--window and --stride must be positive seconds, got {window_s} and {stride_s}")
-    device = _device(str(device))
+    device = resolve_device(device)
     model, meta = load_student(student_dir, device)
     for path in paths:
         try:
             yield predict_video_windows(model, meta, str(path), window_s, stride_s, min_prob, crops, batch,
-                                        device, thumbnails, progress)
+                                        device, thumbnails, console)
         except VideoError as e:
             yield {"video": str(path), "error": _reason(e, str(path))}
 
@@ -296,35 +305,6 @@ def to_csv(results: list[dict], kind: str) -> str:
     writer.writeheader()
     writer.writerows(csv_rows(results, kind))
     return buf.getvalue()
-
-
-class Progress:
-    """A rich progress bar per video on a terminal (frames/s and ETA); nothing elsewhere."""
-
-    def __init__(self, console):
-        from rich.progress import (BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-        self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.completed:>7.0f}/{task.total:.0f} frames"),
-                                TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                TimeRemainingColumn(), console=console, transient=True,
-                                disable=not console.is_terminal)
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-    def start(self, path: str, total: int) -> Callable[[int], None]:
-        task = self.bar.add_task(Path(path).name[-30:], total=total, speed="")
-
-        def advance(frames: int) -> None:
-            self.bar.advance(task, frames)
-            speed = self.bar.tasks[task].speed
-            self.bar.update(task, speed=f"{speed:,.0f} frames/s" if speed else "")
-        return advance
 
 
 def timeline_paths(out: Path, videos: list[str]) -> list[Path]:

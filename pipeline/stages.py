@@ -85,6 +85,8 @@ def _enhancer_inputs(cfg: Config, checksum: bool) -> dict:
         ins["weights"] = file_digest(Path(cfg.enhancer.weights), checksum=True)
     if cfg.enhancer.kind in ("zero_dce", "zero_dce++") and cfg.enhancer.mode != "import":
         ins.update(dataset_inputs(cfg, checksum, splits=("train",)))
+        if cfg.enhancer.reference:  # the quality report's reference weights
+            ins["reference"] = file_digest(Path(cfg.enhancer.reference), checksum=True)
     return ins
 
 
@@ -101,31 +103,34 @@ def _student_params(cfg: Config) -> list[str]:
     return [*section_keys(cfg, "student"), *VIEW_KEYS]
 
 
-MODEL_MODULES = ("dlkdd.models", "dlkdd.models.video_resnet", "dlkdd.models.bert_head", "dlkdd.models.profile")
-TRAIN_MODULES = ("dlkdd.pipeline.student", "dlkdd.pipeline.distill", "dlkdd.pipeline.teacher", "dlkdd.pipeline.train",
+MODEL_MODULES = ("dlkdd.models", "dlkdd.models.video_resnet", "dlkdd.models.bert_head", "dlkdd.models.profile",
+                 "dlkdd.models.torchfile")
+SHARED_MODULES = ("dlkdd.pipeline.device", "dlkdd.pipeline.progress", "dlkdd.pipeline.errors")
+TRAIN_MODULES = ("dlkdd.pipeline.classifiers", *SHARED_MODULES, "dlkdd.pipeline.student", "dlkdd.pipeline.distill", "dlkdd.pipeline.teacher", "dlkdd.pipeline.train",
                  "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data", "dlkdd.pipeline.checkpoints", *MODEL_MODULES)
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("enhancer", (), _enhancer_params,
-          ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.pipeline.videos"),
+          ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.models.torchfile", "dlkdd.pipeline.videos",
+           *SHARED_MODULES),
           lambda c: "enhancer", "dlkdd.pipeline.enhancer:run_stage", _enhancer_inputs,
           "fit Zero-DCE on the dataset's own dark training frames, import weights, or gamma"),
     Stage("enhance", ("enhancer",),
           lambda c: [*DATA_KEYS, "enhance.shard_size", "enhance.compression"],
           ("dlkdd.pipeline.enhance", "dlkdd.pipeline.shards", "dlkdd.pipeline.videos", "dlkdd.pipeline.enhancer",
-           "dlkdd.models.zero_dce"),
+           "dlkdd.models.zero_dce", "dlkdd.models.torchfile", "dlkdd.pipeline.views", *SHARED_MODULES),
           lambda c: "clips", "dlkdd.pipeline.enhance:run_stage", _dataset_inputs_all,
           "decode, sample, resize and enhance every video into HDF5 clip shards"),
     Stage("teacher", ("enhance",),
           lambda c: [*section_keys(c, "teacher"), *VIEW_KEYS],
-          ("dlkdd.pipeline.teacher", "dlkdd.pipeline.train", "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data",
-           "dlkdd.pipeline.checkpoints", *MODEL_MODULES),
+          ("dlkdd.pipeline.teacher", "dlkdd.pipeline.classifiers", "dlkdd.pipeline.train", "dlkdd.pipeline.views",
+           "dlkdd.pipeline.shards", "dlkdd.pipeline.data", "dlkdd.pipeline.checkpoints", *SHARED_MODULES, *MODEL_MODULES),
           lambda c: "teacher", "dlkdd.pipeline.teacher:run_stage", None,
           "train the teacher on enhanced clips, views as augmentation"),
     Stage("soft-labels", ("teacher", "enhance"),
           lambda c: list(VIEW_KEYS),
           ("dlkdd.pipeline.soft_labels", "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data",
-           "dlkdd.pipeline.checkpoints", "dlkdd.pipeline.train", *MODEL_MODULES),
+           "dlkdd.pipeline.checkpoints", "dlkdd.pipeline.train", *SHARED_MODULES, *MODEL_MODULES),
           lambda c: "soft-labels", "dlkdd.pipeline.soft_labels:run_stage", None,
           "run the teacher once over every (clip, view); cache the logits"),
     Stage("baseline", ("enhance",),
@@ -140,7 +145,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("evaluate", ("teacher", "baseline", "student", "enhance"),
           lambda c: [*section_keys(c, "evaluate", exclude=("batch_size",)), "data.crop"],
           ("dlkdd.pipeline.evaluate", "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data",
-           "dlkdd.pipeline.checkpoints", "dlkdd.pipeline.train", *MODEL_MODULES),
+           "dlkdd.pipeline.checkpoints", "dlkdd.pipeline.train", *SHARED_MODULES, *MODEL_MODULES),
           lambda c: "report", "dlkdd.pipeline.evaluate:run_stage", None,
           "top-1/top-5 of teacher, baseline and student; report/results.md and plots"),
 ]}
