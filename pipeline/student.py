@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import models
 from .checkpoints import write_meta
 from .data import LOGITS_FILE, ViewDataset, clips_index, read_logits
 from .distill import make_loss_fn
 from .shards import ClipDataset, ShardError
 from .stages import StageError
 from .train import train
+from .weights import initial_model
 
 # logits.h5 attrs that must equal the config's view settings when soft-labels wrote them
 VIEW_ATTRS = ("views", "view_seed", "crop", "min_scale")
@@ -46,14 +46,10 @@ def _class_names(clips: ClipDataset) -> list[str]:
     return [str(k) for k in range(max(clips.labels, default=-1) + 1)]
 
 
-def build_student(cfg, num_classes: int, console=None) -> torch.nn.Module:
-    """`cfg.student.model`, initialised from `cfg.student.seed` (the same for student and baseline)."""
-    s = cfg.student
-    torch.manual_seed(s.seed)
-    model = models.build(s.model, num_classes, pretrained=s.pretrained or None)
-    if model.pretrained_note and console is not None:
-        console.print(f"  {s.model}: {model.pretrained_note}", markup=False, highlight=False)
-    return model
+def build_student(ctx, classes: list[str]):
+    """(model, init): `student.model` from `student.seed` and `student.pretrained`; student and
+    baseline both start here, so they start from identical weights."""
+    return initial_model(ctx.cfg.student, classes, ctx.cfg, ctx.cache, ctx.console)
 
 
 def load_soft_labels(path: Path, data_cfg, num_clips: int, classes: list[str]) -> np.ndarray:
@@ -97,7 +93,7 @@ def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extr
     cfg, s = ctx.cfg, ctx.cfg.student
     train_set, val_set = student_datasets(ctx, logits)
     classes = _class_names(train_set.clips)
-    model = build_student(cfg, len(classes), ctx.console)
+    model, init = build_student(ctx, classes)
     fingerprint = ctx.graph.inspect(ctx.name).fingerprint
     ctx.console.print(f"  {desc} {s.model}: {len(train_set)} train clips (original, {cfg.data.views} views"
                       + (f", alpha {alpha:g}, T {s.temperature:g}" if logits is not None else ", plain CE")
@@ -108,7 +104,8 @@ def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extr
     meta = {}
     if _is_main_process():
         meta = write_meta(ctx.out, model_name=s.model, num_classes=len(classes), classes=classes,
-                          input="original", data_cfg=cfg.data, H=train_set.H, W=train_set.W, extra=extra)
+                          input="original", data_cfg=cfg.data, H=train_set.H, W=train_set.W,
+                          model_kwargs=init.model_kwargs, extra={**extra, "init": init.source})
     best = s.keep == "best"  # model.pt holds the best epoch's weights then, else the last
     return {"model": s.model,
             "top1": summary["best_top1" if best else "last_top1"],

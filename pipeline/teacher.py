@@ -12,12 +12,12 @@ import os
 
 import torch
 
-from .. import models
 from .checkpoints import write_meta
 from .data import ViewDataset, clips_index
 from .shards import ClipDataset
 from .stages import StageError
 from .train import train
+from .weights import initial_model
 
 
 def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset, ViewDataset]:
@@ -43,13 +43,9 @@ def class_names(clips: ClipDataset) -> list[str]:
     return [str(k) for k in range(max(clips.labels, default=-1) + 1)]
 
 
-def build_model(train_cfg, num_classes: int, console=None) -> torch.nn.Module:
-    """`train_cfg.model` with a seeded initialisation, from `train_cfg.pretrained` when set."""
-    torch.manual_seed(train_cfg.seed)
-    model = models.build(train_cfg.model, num_classes, pretrained=train_cfg.pretrained or None)
-    if model.pretrained_note and console is not None:
-        console.print(f"  {train_cfg.model}: {model.pretrained_note}", markup=False, highlight=False)
-    return model
+def build_model(ctx, train_cfg, classes: list[str]):
+    """(model, init): `train_cfg.model` seeded from `train_cfg.seed`, starting from `train_cfg.pretrained`."""
+    return initial_model(train_cfg, classes, ctx.cfg, ctx.cache, ctx.console)
 
 
 def is_main_process() -> bool:
@@ -61,7 +57,7 @@ def run_stage(ctx) -> dict:
     cfg = ctx.cfg
     train_set, val_set = view_datasets(ctx, "enhanced", cfg.teacher.seed)
     classes = class_names(train_set.clips)
-    model = build_model(cfg.teacher, len(classes), ctx.console)
+    model, init = build_model(ctx, cfg.teacher, classes)
     fingerprint = ctx.graph.inspect(ctx.name).fingerprint
     ctx.console.print(f"  teacher {cfg.teacher.model}: {len(train_set)} train clips (enhanced, "
                       f"{cfg.data.views} views), {len(val_set)} test clips (view 0)")
@@ -70,7 +66,8 @@ def run_stage(ctx) -> dict:
     meta = {}
     if is_main_process():
         meta = write_meta(ctx.out, model_name=cfg.teacher.model, num_classes=len(classes), classes=classes,
-                          input="enhanced", data_cfg=cfg.data, H=train_set.H, W=train_set.W)
+                          input="enhanced", data_cfg=cfg.data, H=train_set.H, W=train_set.W,
+                          model_kwargs=init.model_kwargs, extra={"init": init.source})
     return {"model": cfg.teacher.model, "params": meta.get("params"),
             "gflops_per_clip": meta.get("gflops_per_clip"), "train_clips": len(train_set),
             "val_clips": len(val_set), **summary}
