@@ -12,9 +12,9 @@ from typing import Callable
 from torch import nn
 
 from .video_resnet import (DEPTHS, FULL_WIDTHS, PretrainedWeightsError, VideoResNet,
-                           load_pretrained)
+                           load_pretrained, read_state_dict)
 
-__all__ = ["build", "names", "PretrainedWeightsError", "VideoResNet"]
+__all__ = ["build", "names", "read_state_dict", "PretrainedWeightsError", "VideoResNet"]
 
 SIZES = {  # size -> (blocks per stage, widths per stage)
     "18": (DEPTHS[18], FULL_WIDTHS),

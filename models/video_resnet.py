@@ -164,7 +164,7 @@ class PretrainedWeightsError(ValueError):
     """A pretrained state dict that does not fit the model (wrong architecture or width)."""
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # missing, truncated, or a pickle that needs code to run: never executed
@@ -191,7 +191,7 @@ def load_pretrained(model: VideoResNet, source, reinit_fc: bool = False) -> str:
     else that differs is an error.
     """
     path = "pretrained weights" if isinstance(source, dict) else str(source)
-    theirs = dict(source) if isinstance(source, dict) else _read_state_dict(path)
+    theirs = dict(source) if isinstance(source, dict) else read_state_dict(path)
     ours = model.state_dict()
     notes = []
     their_fc, our_fc = theirs.get("fc.weight"), ours["fc.weight"]

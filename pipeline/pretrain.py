@@ -88,24 +88,6 @@ def clip_stats(clips) -> dict:
     return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
 
 
-class _Normalized:
-    """A (x, y, extra) dataset with x standardised by `stats` (views.normalize)."""
-
-    def __init__(self, dataset, stats: dict):
-        self.dataset, self.stats = dataset, stats
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def __getitem__(self, i: int):
-        from .views import normalize
-        x, y, extra = self.dataset[i]
-        return normalize(x, self.stats), y, extra
-
-
 def _arch_fingerprint(insp, model: str) -> str:
     """The stage's fingerprint without the other architecture's name: a checkpoint of `model`
     survives a change of the other model."""
@@ -117,7 +99,7 @@ def run_stage(ctx) -> dict:
     import torch
 
     from .. import models
-    from .data import ViewDataset
+    from .data import Normalized, ViewDataset
     from .shards import ClipDataset
     from .teacher import class_names
     from .train import train
@@ -138,7 +120,7 @@ def run_stage(ctx) -> dict:
     train_set = ViewDataset(train_clips, cfg.data, seed=cfg.pretrain.seed)
     val_set = ViewDataset(val_clips, cfg.data, view=0)
     if stats:
-        train_set, val_set = _Normalized(train_set, stats), _Normalized(val_set, stats)
+        train_set, val_set = Normalized(train_set, stats), Normalized(val_set, stats)
     insp = ctx.graph.inspect(ctx.name)
     summary = {"classes": classes, "train_clips": len(train_clips), "val_clips": len(val_clips), "models": {}}
     for name in architectures(cfg):

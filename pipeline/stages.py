@@ -145,7 +145,7 @@ def _init_inputs(section: str) -> Callable[[Config, bool], dict]:
         source = getattr(cfg, section).pretrained
         if source in ("", PRETRAIN, *NAMES):  # registered files are fixed by the hash in their name
             return {}
-        return {"pretrained": file_digest(Path(source), checksum=True)}
+        return {"pretrained": file_digest(Path(source), checksum)}
     return inputs
 
 

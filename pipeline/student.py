@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from .checkpoints import write_meta
-from .data import LOGITS_FILE, ViewDataset, clips_index, read_logits
+from .data import LOGITS_FILE, Normalized, ViewDataset, clips_index, read_logits
 from .distill import make_loss_fn
 from .shards import ClipDataset, ShardError
 from .stages import StageError
 from .train import train
-from .weights import initial_model
+from .weights import initial_model, input_normalization
 
 # logits.h5 attrs that must equal the config's view settings when soft-labels wrote them
 VIEW_ATTRS = ("views", "view_seed", "crop", "min_scale")
@@ -94,6 +94,9 @@ def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extr
     train_set, val_set = student_datasets(ctx, logits)
     classes = _class_names(train_set.clips)
     model, init = build_student(ctx, classes)
+    stats = input_normalization(init, data_stats=None)
+    if stats:  # the pretrained source's statistics travel with the weights
+        train_set, val_set = Normalized(train_set, stats), Normalized(val_set, stats)
     fingerprint = ctx.graph.inspect(ctx.name).fingerprint
     ctx.console.print(f"  {desc} {s.model}: {len(train_set)} train clips (original, {cfg.data.views} views"
                       + (f", alpha {alpha:g}, T {s.temperature:g}" if logits is not None else ", plain CE")
@@ -105,7 +108,8 @@ def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extr
     if _is_main_process():
         meta = write_meta(ctx.out, model_name=s.model, num_classes=len(classes), classes=classes,
                           input="original", data_cfg=cfg.data, H=train_set.H, W=train_set.W,
-                          model_kwargs=init.model_kwargs, extra={**extra, "init": init.source})
+                          model_kwargs=init.model_kwargs,
+                          extra={**extra, "init": init.source, **({"normalize": stats} if stats else {})})
     best = s.keep == "best"  # model.pt holds the best epoch's weights then, else the last
     return {"model": s.model,
             "top1": summary["best_top1" if best else "last_top1"],

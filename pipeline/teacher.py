@@ -13,11 +13,11 @@ import os
 import torch
 
 from .checkpoints import write_meta
-from .data import ViewDataset, clips_index
+from .data import Normalized, ViewDataset, clips_index
 from .shards import ClipDataset
 from .stages import StageError
 from .train import train
-from .weights import initial_model
+from .weights import initial_model, input_normalization
 
 
 def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset, ViewDataset]:
@@ -58,6 +58,9 @@ def run_stage(ctx) -> dict:
     train_set, val_set = view_datasets(ctx, "enhanced", cfg.teacher.seed)
     classes = class_names(train_set.clips)
     model, init = build_model(ctx, cfg.teacher, classes)
+    stats = input_normalization(init, data_stats=None)
+    if stats:  # the pretrained source's statistics travel with the weights
+        train_set, val_set = Normalized(train_set, stats), Normalized(val_set, stats)
     fingerprint = ctx.graph.inspect(ctx.name).fingerprint
     ctx.console.print(f"  teacher {cfg.teacher.model}: {len(train_set)} train clips (enhanced, "
                       f"{cfg.data.views} views), {len(val_set)} test clips (view 0)")
@@ -67,7 +70,8 @@ def run_stage(ctx) -> dict:
     if is_main_process():
         meta = write_meta(ctx.out, model_name=cfg.teacher.model, num_classes=len(classes), classes=classes,
                           input="enhanced", data_cfg=cfg.data, H=train_set.H, W=train_set.W,
-                          model_kwargs=init.model_kwargs, extra={"init": init.source})
+                          model_kwargs=init.model_kwargs,
+                          extra={"init": init.source, **({"normalize": stats} if stats else {})})
     return {"model": cfg.teacher.model, "params": meta.get("params"),
             "gflops_per_clip": meta.get("gflops_per_clip"), "train_clips": len(train_set),
             "val_clips": len(val_set), **summary}

@@ -170,8 +170,8 @@ def resolve(train_cfg, classes: list[str], cfg, cache: Path, console=None) -> In
 
 
 def _read(path: Path) -> dict:
-    from ..models.video_resnet import _read_state_dict
-    return _read_state_dict(str(path))
+    from ..models import read_state_dict
+    return read_state_dict(str(path))
 
 
 def _from_trained(source: str, path: Path, meta_path: Path, classes: list[str]) -> Init:

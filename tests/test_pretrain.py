@@ -341,3 +341,48 @@ def test_baseline_and_student_start_from_identical_weights(pretrained_cache, day
     if source == "pretrain":  # and they really start from the pretrained backbone
         saved = torch.load(cache / "pretrain" / cfg.student.model / "model.pt", weights_only=True)["model"]
         assert all(torch.equal(a[k], v) for k, v in saved.items() if not k.startswith("fc."))
+
+
+def test_a_teacher_from_published_weights_is_standardised_with_their_statistics(server, hub, monkeypatch, tmp_path):
+    from dlkdd.pipeline import teacher as teacher_stage
+    from dlkdd.pipeline.data import Normalized
+    from dlkdd.pipeline.views import normalize
+    folder, base = server
+    name = publish(folder, published_state(), "r3d_tiny")
+    register(monkeypatch, "kinetics400", "r3d_tiny", f"{base}/{name}")
+    cfg = Config()
+    cfg.data.frames, cfg.data.short_side, cfg.data.crop, cfg.data.views = 4, 20, 16, 2
+    cfg.teacher.model, cfg.teacher.pretrained, cfg.teacher.epochs = "r3d_tiny", "kinetics400", 1
+    graph = Graph(cfg, tmp_path / "cache")
+    make_clip_cache(graph.out_dir("enhance"), classes=3, T=4, H=20, W=24)
+    seen = {}
+    real_train = teacher_stage.train
+
+    def spy(model, train_set, val_set, *args, **kw):
+        seen["train"], seen["val"] = train_set, val_set
+        return real_train(model, train_set, val_set, *args, **kw)
+
+    monkeypatch.setattr(teacher_stage, "train", spy)
+    out = graph.out_dir("teacher")
+    out.mkdir(parents=True)
+    teacher_stage.run_stage(Context(graph, "teacher", out, "cpu", QUIET))
+    _, meta = load_trained(out)
+    assert meta["normalize"] == weights.KINETICS_NORMALIZE and meta["init"] == "kinetics400"
+    for split in ("train", "val"):
+        ds = seen[split]
+        assert isinstance(ds, Normalized)
+        x, y, _ = ds[0]
+        raw, y0, _ = ds.dataset[0]
+        assert y == y0 and torch.allclose(x, normalize(raw, weights.KINETICS_NORMALIZE))
+
+
+def test_clip_stats_are_the_per_channel_mean_and_std(tmp_path):
+    import numpy as np
+    from dlkdd.pipeline.pretrain import clip_stats
+    from dlkdd.pipeline.shards import ClipDataset
+    make_clip_cache(tmp_path / "clips", classes=2, train_per_class=2, test_per_class=1, T=4, H=20, W=24)
+    clips = ClipDataset.from_index(tmp_path / "clips" / "index.json", "train")
+    pixels = np.concatenate([clips[i][0].numpy().reshape(-1, 3) for i in range(len(clips))]) / 255.0
+    stats = clip_stats(clips)
+    assert np.allclose(stats["mean"], pixels.mean(0), atol=1e-6)
+    assert np.allclose(stats["std"], pixels.std(0), atol=1e-5)
