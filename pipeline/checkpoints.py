@@ -24,7 +24,8 @@ def write_meta(out_dir: Path, *, model_name: str, num_classes: int, classes: lis
     from ..models.profile import count_params, gflops_per_clip
     with torch.device("meta"):
         probe = models.build(model_name, num_classes, **(model_kwargs or {}))
-    meta = {"model": model_name, "model_kwargs": dict(model_kwargs or {}), "num_classes": num_classes, "classes": list(classes), "input": input,
+    meta = {"model": model_name, "model_kwargs": dict(model_kwargs or {}), "num_classes": num_classes,
+            "classes": list(classes), "input": input,
             "frames": data_cfg.frames, "short_side": data_cfg.short_side,
             "max_long_side": data_cfg.max_long_side, "crop": data_cfg.crop, "H": H, "W": W,
             "params": count_params(probe),
