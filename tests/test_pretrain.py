@@ -169,9 +169,12 @@ def test_a_registered_name_for_another_architecture_is_a_config_error():
 def test_ig65m_architecture_matches_vmz_and_travels_with_the_model(tmp_path):
     with torch.device("meta"):
         vmz = models.build("r2plus1d_34", 359, **weights.VMZ_KWARGS)
-        tv = models.build("r2plus1d_34", 359)
-    assert vmz.layer2[0].conv2[0][0].out_channels == 288 and tv.layer2[0].conv2[0][0].out_channels == 230
-    assert vmz.layer4[0].conv2[0][0].out_channels == 1152
+    tv = models.build("r2plus1d_tiny", 2)
+    # VMZ's widths (moabitcoin's fix of pytorch/vision#1265): 288, 576, 1152 in each stage's first block
+    assert [vmz.layer2[0].conv2[0][0].out_channels, vmz.layer3[0].conv2[0][0].out_channels,
+            vmz.layer4[0].conv2[0][0].out_channels] == [288, 576, 1152]
+    assert vmz.layer2[1].conv2[0][0].out_channels == 288
+    assert tv.layer2[0].conv2[0][0].out_channels == tv.layer2[0].conv1[0][0].out_channels == 28
     assert {m.eps for m in vmz.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-3}
     assert {m.eps for m in tv.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-5}
     # meta.json's model_kwargs rebuild the same network (eps is not in the state dict)
@@ -386,3 +389,11 @@ def test_clip_stats_are_the_per_channel_mean_and_std(tmp_path):
     stats = clip_stats(clips)
     assert np.allclose(stats["mean"], pixels.mean(0), atol=1e-6)
     assert np.allclose(stats["std"], pixels.std(0), atol=1e-5)
+
+
+def test_a_relative_pretrain_root_is_relative_to_the_current_folder(tmp_path, monkeypatch):
+    from dlkdd.cli import Settings
+    monkeypatch.chdir(tmp_path)
+    cfg = Settings(None, ["pretrain.root=footage/day"], None, tmp_path / "c", "cpu", None, False).config()
+    assert cfg.pretrain.root == str(tmp_path / "footage" / "day")
+    assert Settings(None, [], None, tmp_path / "c", "cpu", None, False).config().pretrain.root == ""
