@@ -54,6 +54,11 @@ class Stage:
     run: str  # "module:function", imported only when the stage runs
     inputs: Callable[[Config, bool], dict] | None = None  # external inputs -> {name: digest}
     doc: str = ""
+    uses: Callable[[Config], tuple[str, ...]] | None = None  # upstream stages only some configs need
+
+    def upstream_of(self, cfg: Config | None) -> tuple[str, ...]:
+        """`upstream`, plus what this config makes the stage read (e.g. `pretrain` weights)."""
+        return self.upstream + (self.uses(cfg) if self.uses is not None and cfg is not None else ())
 
     def record_name(self, cfg: Config) -> str:
         """`student` has one record per variant (its own output folder), others one record."""
@@ -103,13 +108,62 @@ def _student_params(cfg: Config) -> list[str]:
     return [*section_keys(cfg, "student"), *VIEW_KEYS]
 
 
+PRETRAIN_DATA_KEYS = ("pretrain.root", "pretrain.format", "pretrain.train_list", "pretrain.test_list",
+                      "pretrain.test_fraction")
+
+
+def pretrain_data(cfg: Config) -> Config:
+    """The config with `[pretrain]`'s dataset as `[data]` (clip geometry and views unchanged) and no
+    enhancer: what decoding and training read for the normal-light footage."""
+    import dataclasses
+    p = cfg.pretrain
+    data = dataclasses.replace(cfg.data, root=p.root, format=p.format, train_list=p.train_list,
+                               test_list=p.test_list, test_fraction=p.test_fraction)
+    return dataclasses.replace(cfg, data=data, enhancer=dataclasses.replace(cfg.enhancer, kind="none"))
+
+
+def _pretrain_params(cfg: Config) -> list[str]:
+    geometry = [k for k in DATA_KEYS if k not in ("data.root", "data.format", "data.train_list",
+                                                  "data.test_list", "data.test_fraction")]
+    return [*section_keys(cfg, "pretrain"), *geometry, *VIEW_KEYS, "enhance.shard_size",
+            "enhance.compression", "teacher.model", "student.model"]
+
+
+def _pretrain_inputs(cfg: Config, checksum: bool) -> dict:
+    return dataset_inputs(pretrain_data(cfg), checksum) if cfg.pretrain.root else {}
+
+
+def _uses_pretrain(section: str) -> Callable[[Config], tuple[str, ...]]:
+    def uses(cfg: Config) -> tuple[str, ...]:
+        from .weights import uses_pretrain
+        return ("pretrain",) if uses_pretrain(cfg, section) else ()
+    return uses
+
+
+def _init_inputs(section: str) -> Callable[[Config, bool], dict]:
+    """A state-dict file named by `<section>.pretrained` is an input: editing it makes the stage stale."""
+    def inputs(cfg: Config, checksum: bool) -> dict:
+        from .weights import NAMES, PRETRAIN
+        source = getattr(cfg, section).pretrained
+        if source in ("", PRETRAIN, *NAMES):  # registered files are fixed by the hash in their name
+            return {}
+        return {"pretrained": file_digest(Path(source), checksum)}
+    return inputs
+
+
 MODEL_MODULES = ("dlkdd.models", "dlkdd.models.video_resnet", "dlkdd.models.bert_head", "dlkdd.models.profile",
                  "dlkdd.models.torchfile")
 SHARED_MODULES = ("dlkdd.pipeline.device", "dlkdd.pipeline.progress", "dlkdd.pipeline.errors")
 TRAIN_MODULES = ("dlkdd.pipeline.classifiers", *SHARED_MODULES, "dlkdd.pipeline.student", "dlkdd.pipeline.distill", "dlkdd.pipeline.teacher", "dlkdd.pipeline.train",
-                 "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data", "dlkdd.pipeline.checkpoints", *MODEL_MODULES)
+                 "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data", "dlkdd.pipeline.checkpoints",
+                 "dlkdd.pipeline.weights", *MODEL_MODULES)
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("pretrain", (), _pretrain_params,
+          ("dlkdd.pipeline.pretrain", "dlkdd.pipeline.enhance", "dlkdd.pipeline.videos", *TRAIN_MODULES),
+          lambda c: "pretrain", "dlkdd.pipeline.pretrain:run_stage", _pretrain_inputs,
+          "train the teacher's and the student's architectures on labelled normal-light footage "
+          "([pretrain] root)"),
     Stage("enhancer", (), _enhancer_params,
           ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.models.torchfile", "dlkdd.pipeline.videos",
            *SHARED_MODULES),
@@ -124,9 +178,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("teacher", ("enhance",),
           lambda c: [*section_keys(c, "teacher"), *VIEW_KEYS],
           ("dlkdd.pipeline.teacher", "dlkdd.pipeline.classifiers", "dlkdd.pipeline.train", "dlkdd.pipeline.views",
-           "dlkdd.pipeline.shards", "dlkdd.pipeline.data", "dlkdd.pipeline.checkpoints", *SHARED_MODULES, *MODEL_MODULES),
-          lambda c: "teacher", "dlkdd.pipeline.teacher:run_stage", None,
-          "train the teacher on enhanced clips, views as augmentation"),
+           "dlkdd.pipeline.shards", "dlkdd.pipeline.data", "dlkdd.pipeline.checkpoints", "dlkdd.pipeline.weights",
+           *SHARED_MODULES, *MODEL_MODULES),
+          lambda c: "teacher", "dlkdd.pipeline.teacher:run_stage", _init_inputs("teacher"),
+          "train the teacher on enhanced clips, views as augmentation", _uses_pretrain("teacher")),
     Stage("soft-labels", ("teacher", "enhance"),
           lambda c: list(VIEW_KEYS),
           ("dlkdd.pipeline.soft_labels", "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data",
@@ -136,12 +191,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("baseline", ("enhance",),
           lambda c: [*section_keys(c, "student", exclude=("alpha", "temperature")), *VIEW_KEYS],
           TRAIN_MODULES,
-          lambda c: "baseline", "dlkdd.pipeline.student:run_baseline", None,
-          "the same student trained without distillation (alpha = 0), for comparison"),
+          lambda c: "baseline", "dlkdd.pipeline.student:run_baseline", _init_inputs("student"),
+          "the same student trained without distillation (alpha = 0), for comparison",
+          _uses_pretrain("student")),
     Stage("student", ("soft-labels", "enhance"), _student_params,
           TRAIN_MODULES,
-          _student_variant, "dlkdd.pipeline.student:run_student", None,
-          "train the student on original dark clips against the cached teacher logits"),
+          _student_variant, "dlkdd.pipeline.student:run_student", _init_inputs("student"),
+          "train the student on original dark clips against the cached teacher logits", _uses_pretrain("student")),
     Stage("evaluate", ("teacher", "baseline", "student", "enhance"),
           lambda c: [*section_keys(c, "evaluate", exclude=("batch_size",)), "data.crop"],
           ("dlkdd.pipeline.evaluate", "dlkdd.pipeline.views", "dlkdd.pipeline.shards", "dlkdd.pipeline.data",
@@ -153,14 +209,15 @@ ORDER = list(STAGES)  # already topological
 TRAINING_STAGES = ("teacher", "baseline", "student")
 
 
-def upstream_closure(target: str, stages: dict[str, Stage] = STAGES) -> list[str]:
-    """`target` and everything it depends on, in run order (`stages` is in topological order)."""
+def upstream_closure(target: str, stages: dict[str, Stage] = STAGES, cfg: Config | None = None) -> list[str]:
+    """`target` and everything it depends on, in run order (`stages` is in topological order);
+    with `cfg`, also the upstream stages that config makes them read."""
     need: set[str] = set()
 
     def visit(name: str) -> None:
         if name not in need:
             need.add(name)
-            for up in stages[name].upstream:
+            for up in stages[name].upstream_of(cfg):
                 visit(up)
     visit(target)
     return [n for n in stages if n in need]
@@ -295,7 +352,7 @@ class Graph:
         if stage.inputs is not None and name not in self._inputs:
             self._inputs[name] = stage.inputs(self.cfg, self.checksum)
         upstream = {}
-        for up in stage.upstream:
+        for up in stage.upstream_of(self.cfg):
             rec = self.record(up)
             upstream[up] = rec.get("outputs_digest", "none") if rec else "none"
         return Inspection(
@@ -318,7 +375,7 @@ class Graph:
         if rec.get("corrupt"):
             return StageStatus(name, "stale", [f"record {self.record_path(name)} is unreadable"], insp)
         reasons = []
-        for up in self.stages[name].upstream:
+        for up in self.stages[name].upstream_of(self.cfg):
             st = (upstream_states or {}).get(up)
             if st is not None and st.state != "fresh":
                 reasons.append(f"upstream {up} is {st.state}")
@@ -467,7 +524,7 @@ def plan(graph: Graph, target: str, force: bool = False) -> list[tuple[str, Stag
     """(stage, status, will_run) for the target and its upstream, assuming stale ones rerun."""
     states: dict[str, StageStatus] = {}
     rows = []
-    for name in upstream_closure(target, graph.stages):
+    for name in upstream_closure(target, graph.stages, graph.cfg):
         st = graph.status(name, states)
         will = st.state != "fresh" or (force and name == target)
         if will and st.state == "fresh":
@@ -482,7 +539,7 @@ def execute(graph: Graph, target: str, device: str, console, force: bool = False
     """Bring `target` and its upstream up to date; return the names of stages that ran."""
     ran: list[str] = []
     states: dict[str, StageStatus] = {}
-    for name in upstream_closure(target, graph.stages):
+    for name in upstream_closure(target, graph.stages, graph.cfg):
         st = graph.status(name, states)
         if st.state == "fresh" and not (force and name == target):
             console.print(f"[green]✓[/] {name}: fresh")
@@ -497,7 +554,7 @@ def execute(graph: Graph, target: str, device: str, console, force: bool = False
         console.print(f"[cyan]▶[/] {name}: running ({why})")
         graph.forget(name)
         out = graph.out_dir(name)
-        if st.state == "fresh" and name in TRAINING_STAGES:
+        if st.state == "fresh" and name in (*TRAINING_STAGES, "pretrain"):
             # --force retrains from nothing; a finished checkpoint would otherwise just be reloaded.
             # (enhance keeps shards whose sha256 its part files confirm: --force re-verifies them.)
             shutil.rmtree(out, ignore_errors=True)
@@ -531,7 +588,7 @@ def execute_distributed(graph: Graph, target: str, device: str, console, rank: i
         raise StageError(f"under torchrun only the training stages run ({', '.join(TRAINING_STAGES)}); "
                          f"run `dlkdd {target}` without torchrun")
     states: dict[str, StageStatus] = {}
-    for name in upstream_closure(target, graph.stages)[:-1]:
+    for name in upstream_closure(target, graph.stages, graph.cfg)[:-1]:
         states[name] = graph.status(name, states)
         if states[name].state != "fresh":
             raise StageError(f"under torchrun, upstream stages must be fresh: {name} is "
