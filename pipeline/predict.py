@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import atomic
 from .checkpoints import load_trained
 from .videos import VideoError, decode_clips
-from .views import apply_view, multi_view_crops
+from .views import apply_view, multi_view_crops, normalize
 
 EXPORT_META = "meta.json"
 
@@ -56,7 +56,8 @@ def video_inputs(path, meta: dict, clips: int, crops: int) -> torch.Tensor:
     frames, _ = decode_clips(path, int(meta["frames"]), clips, min(H, W), 0)
     frames = fit_size(frames, (H, W))
     views = multi_view_crops(H, W, crops)
-    return torch.stack([apply_view(clip, v, int(meta["crop"])) for clip in frames for v in views])
+    x = torch.stack([apply_view(clip, v, int(meta["crop"])) for clip in frames for v in views])
+    return normalize(x, meta.get("normalize"))  # the statistics the model was trained with
 
 
 @torch.inference_mode()
@@ -92,7 +93,10 @@ def export_meta(meta: dict, T: int) -> dict:
         "model": meta["model"], "num_classes": meta["num_classes"], "classes": list(meta["classes"]),
         "trained_on": meta.get("input", "original"),
         "input": {"shape": [-1, 3, T, crop, crop], "layout": "N, C=RGB, T, H, W", "dtype": "float32",
-                  "range": [0.0, 1.0], "normalization": "none (pixel / 255)", "frames": T, "crop": crop,
+                  "range": [0.0, 1.0], "frames": T, "crop": crop,
+                  "normalization": ("(x - mean) / std inside the model, x = pixel / 255: "
+                                    + json.dumps(meta["normalize"])) if meta.get("normalize")
+                  else "none (pixel / 255)",
                   "clip_size": [int(meta["H"]), int(meta["W"])], "short_side": meta.get("short_side"),
                   "max_long_side": meta.get("max_long_side"),
                   "sampling": "segment-based uniform: T equal segments, one frame per segment",
@@ -135,6 +139,8 @@ def export_student(student_dir, out_path, example_T: int | None = None) -> Path:
     """Write the student as TorchScript that needs only `torch.jit.load`; class names and the input
     spec are in the file's extra file meta.json. Checked against the model before it replaces `out_path`."""
     model, meta = load_trained(Path(student_dir), "cpu")
+    if meta.get("normalize"):  # the exported file takes pixel / 255 and standardises inside
+        model = Standardized(model, meta["normalize"]).eval()
     T = int(example_T or meta["frames"])
     crop = int(meta["crop"])
     example = torch.rand(2, 3, T, crop, crop, generator=torch.Generator().manual_seed(0))

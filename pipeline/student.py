@@ -4,7 +4,10 @@ Each time the student sees a train clip it draws one of the clip's V seeded view
 (`ViewDataset`), applies that view's geometry to the original clip, and gets the
 teacher's logits for exactly that view from `soft-labels/logits.h5`. The teacher
 model itself is never loaded: distillation costs one array lookup per clip.
-Validation is the test split's original clips at view 0.
+Each epoch also draws one of the video's cached temporal positions. Validation is
+the validation split's original clips at view 0 (the test split is read by
+`evaluate` alone); inputs are standardised with the train clips' original-stream
+statistics, which travel in meta.json.
 
 `baseline` is the same student (model, seed, data order, views, schedule) trained
 with alpha = 0, reading no logits, so it never depends on the teacher; a student
@@ -25,7 +28,7 @@ import torch
 
 from .. import models
 from .checkpoints import write_meta
-from .data import LOGITS_FILE, ViewDataset, clips_index, read_logits
+from .data import LOGITS_FILE, ViewDataset, clips_index, read_logits, split_statistics
 from .distill import make_loss_fn
 from .shards import ClipDataset, ShardError
 from .stages import StageError
@@ -50,7 +53,7 @@ def build_student(cfg, num_classes: int, console=None) -> torch.nn.Module:
     """`cfg.student.model`, initialised from `cfg.student.seed` (the same for student and baseline)."""
     s = cfg.student
     torch.manual_seed(s.seed)
-    model = models.build(s.model, num_classes, pretrained=s.pretrained or None)
+    model = models.build(s.model, num_classes, pretrained=s.pretrained or None, dropout=s.dropout)
     if model.pretrained_note and console is not None:
         console.print(f"  {s.model}: {model.pretrained_note}", markup=False, highlight=False)
     return model
@@ -81,15 +84,17 @@ def load_soft_labels(path: Path, data_cfg, num_clips: int, classes: list[str]) -
 
 
 def student_datasets(ctx, logits: np.ndarray | None = None) -> tuple[ViewDataset, ViewDataset]:
-    """(train: original clips, one view drawn per (seed, epoch, clip) [+ that view's teacher logits],
-    val: the test split's original clips at view 0)."""
+    """(train: original clips, one clip and view drawn per (seed, epoch, video) [+ that view's teacher
+    logits], val: the validation split's original clips at view 0); both standardised alike."""
     index = clips_index(ctx.dir_of("enhance"))
     train_clips = ClipDataset.from_index(index, "train", "original")
-    val_clips = ClipDataset.from_index(index, "test", "original")
+    val_clips = ClipDataset.from_index(index, "val", "original")
     if len(train_clips) == 0:
         raise StageError(f"{index}: the train split has no clips")
-    train_set = ViewDataset(train_clips, ctx.cfg.data, seed=ctx.cfg.student.seed, logits=logits)
-    val_set = ViewDataset(val_clips, ctx.cfg.data, view=0)
+    stats = split_statistics(index, "original", ctx.cfg.data)
+    train_set = ViewDataset(train_clips, ctx.cfg.data, seed=ctx.cfg.student.seed, logits=logits,
+                            per_video=True, stats=stats)
+    val_set = ViewDataset(val_clips, ctx.cfg.data, view=0, stats=stats)
     return train_set, val_set
 
 
@@ -101,14 +106,16 @@ def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extr
     fingerprint = ctx.graph.inspect(ctx.name).fingerprint
     ctx.console.print(f"  {desc} {s.model}: {len(train_set)} train clips (original, {cfg.data.views} views"
                       + (f", alpha {alpha:g}, T {s.temperature:g}" if logits is not None else ", plain CE")
-                      + f"), {len(val_set)} test clips (view 0)", markup=False, highlight=False)
-    loss_fn = make_loss_fn(alpha, s.temperature if alpha > 0 else 1.0)  # T is unused at alpha = 0
+                      + f"), {len(val_set)} validation clips (view 0)", markup=False, highlight=False)
+    loss_fn = make_loss_fn(alpha, s.temperature if alpha > 0 else 1.0,  # T is unused at alpha = 0
+                           label_smoothing=s.label_smoothing)
     summary = train(model, train_set, val_set, s, ctx.out, fingerprint, loss_fn=loss_fn, device=ctx.device,
                     console=ctx.console, desc=desc, restart_on_corrupt=True)  # unreadable: retrain
     meta = {}
     if _is_main_process():
         meta = write_meta(ctx.out, model_name=s.model, num_classes=len(classes), classes=classes,
-                          input="original", data_cfg=cfg.data, H=train_set.H, W=train_set.W, extra=extra)
+                          input="original", data_cfg=cfg.data, H=train_set.H, W=train_set.W,
+                          extra={**extra, "normalize": train_set.stats})
     best = s.keep == "best"  # model.pt holds the best epoch's weights then, else the last
     return {"model": s.model,
             "top1": summary["best_top1" if best else "last_top1"],
@@ -124,7 +131,8 @@ def run_student(ctx) -> dict:
     path = ctx.dir_of("soft-labels") / LOGITS_FILE
     every = ClipDataset.from_index(clips_index(ctx.dir_of("enhance")))  # logits rows are global clip ids
     logits = load_soft_labels(path, ctx.cfg.data, len(every), _class_names(every))
-    if s.alpha > 0 and not np.isfinite(logits).all():
+    train_ids = ClipDataset.from_index(clips_index(ctx.dir_of("enhance")), "train").clip_ids
+    if s.alpha > 0 and not np.isfinite(logits[train_ids]).all():
         raise ShardError(f"{path}: holds NaN or infinite logits; rerun `dlkdd soft-labels`")
     return _train_student(ctx, s.alpha, logits, "student",
                           {"alpha": s.alpha, "temperature": s.temperature, "variant": ctx.out.name})

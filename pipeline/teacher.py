@@ -2,8 +2,10 @@
 
 Training draws one seeded view per clip per epoch (`ViewDataset`), the same
 finite set of views `soft-labels` caches logits for, so the teacher is trained
-on exactly the inputs it will later label. Validation is the test split's
-centre view (view 0). `view_datasets` and `build_model` are shared with the
+on exactly the inputs it will later label; each epoch also draws one of a video's
+cached temporal positions. Validation is the validation split's centre view
+(view 0): the test split is read by `evaluate` alone. Inputs are standardised with
+the train clips' statistics of their stream, which travel in meta.json. `view_datasets` and `build_model` are shared with the
 student stage, which trains the same way on the original clips.
 """
 from __future__ import annotations
@@ -11,29 +13,39 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 
 from .. import models
 from .checkpoints import write_meta
-from .data import ViewDataset, clips_index
+from .data import ViewDataset, clips_index, split_statistics
 from .shards import ClipDataset
 from .stages import StageError
 from .train import train
 
 
 def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset, ViewDataset]:
-    """(train set: one seeded view per clip per epoch, val set: the test split at view 0).
+    """(train set: one seeded clip and view per video per epoch, val set: the validation split at view 0).
 
     `which` is "enhanced" (teacher) or "original" (student); `logits` (N, V, K), rows by
-    clip id, makes the train set yield the teacher's logits of the drawn view.
+    clip id, makes the train set yield the teacher's logits of the drawn view. Both sets
+    standardise with the train statistics of `which` (their `stats`, for meta.json).
     """
     index = clips_index(ctx.dir_of("enhance"))
     train_clips = ClipDataset.from_index(index, "train", which)
-    val_clips = ClipDataset.from_index(index, "test", which)
+    val_clips = ClipDataset.from_index(index, "val", which)
     if len(train_clips) == 0:
         raise StageError(f"{index}: the train split has no clips")
-    train_set = ViewDataset(train_clips, ctx.cfg.data, seed=seed, logits=logits)
-    val_set = ViewDataset(val_clips, ctx.cfg.data, view=0)
+    stats = split_statistics(index, which, ctx.cfg.data)
+    train_set = ViewDataset(train_clips, ctx.cfg.data, seed=seed, logits=logits, per_video=True, stats=stats)
+    val_set = ViewDataset(val_clips, ctx.cfg.data, view=0, stats=stats)
     return train_set, val_set
+
+
+def smoothed_cross_entropy(label_smoothing: float):
+    """The teacher's loss: cross-entropy with `label_smoothing`; the batch's extra is ignored."""
+    def loss_fn(logits, y, extra=None):
+        return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    return loss_fn
 
 
 def class_names(clips: ClipDataset) -> list[str]:
@@ -46,7 +58,8 @@ def class_names(clips: ClipDataset) -> list[str]:
 def build_model(train_cfg, num_classes: int, console=None) -> torch.nn.Module:
     """`train_cfg.model` with a seeded initialisation, from `train_cfg.pretrained` when set."""
     torch.manual_seed(train_cfg.seed)
-    model = models.build(train_cfg.model, num_classes, pretrained=train_cfg.pretrained or None)
+    model = models.build(train_cfg.model, num_classes, pretrained=train_cfg.pretrained or None,
+                         dropout=train_cfg.dropout)
     if model.pretrained_note and console is not None:
         console.print(f"  {train_cfg.model}: {model.pretrained_note}", markup=False, highlight=False)
     return model
@@ -64,13 +77,15 @@ def run_stage(ctx) -> dict:
     model = build_model(cfg.teacher, len(classes), ctx.console)
     fingerprint = ctx.graph.inspect(ctx.name).fingerprint
     ctx.console.print(f"  teacher {cfg.teacher.model}: {len(train_set)} train clips (enhanced, "
-                      f"{cfg.data.views} views), {len(val_set)} test clips (view 0)")
-    summary = train(model, train_set, val_set, cfg.teacher, ctx.out, fingerprint, device=ctx.device,
+                      f"{cfg.data.views} views), {len(val_set)} validation clips (view 0)")
+    summary = train(model, train_set, val_set, cfg.teacher, ctx.out, fingerprint,
+                    loss_fn=smoothed_cross_entropy(cfg.teacher.label_smoothing), device=ctx.device,
                     console=ctx.console, desc="teacher", restart_on_corrupt=True)
     meta = {}
     if is_main_process():
         meta = write_meta(ctx.out, model_name=cfg.teacher.model, num_classes=len(classes), classes=classes,
-                          input="enhanced", data_cfg=cfg.data, H=train_set.H, W=train_set.W)
+                          input="enhanced", data_cfg=cfg.data, H=train_set.H, W=train_set.W,
+                          extra={"normalize": train_set.stats})
     return {"model": cfg.teacher.model, "params": meta.get("params"),
             "gflops_per_clip": meta.get("gflops_per_clip"), "train_clips": len(train_set),
             "val_clips": len(val_set), **summary}
