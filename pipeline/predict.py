@@ -135,6 +135,19 @@ def check_export(out_path, model: torch.nn.Module, example: torch.Tensor) -> flo
         return float((loaded(example) - model(example)).abs().max())
 
 
+class Standardized(torch.nn.Module):
+    """`model` behind views.normalize's standardisation, as buffers, so TorchScript carries it."""
+
+    def __init__(self, model: torch.nn.Module, stats: dict):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(stats["mean"], dtype=torch.float32).reshape(3, 1, 1, 1))
+        self.register_buffer("std", torch.tensor(stats["std"], dtype=torch.float32).reshape(3, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
 def export_student(student_dir, out_path, example_T: int | None = None) -> Path:
     """Write the student as TorchScript that needs only `torch.jit.load`; class names and the input
     spec are in the file's extra file meta.json. Checked against the model before it replaces `out_path`."""
