@@ -104,7 +104,8 @@ def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extr
     classes = _class_names(train_set.clips)
     model = build_student(cfg, len(classes), ctx.console)
     fingerprint = ctx.graph.inspect(ctx.name).fingerprint
-    ctx.console.print(f"  {desc} {s.model}: {len(train_set)} train clips (original, {cfg.data.views} views"
+    ctx.console.print(f"  {desc} {s.model}: {len(train_set)} train videos (original, {len(train_set.clips)} clips, "
+                      f"{cfg.data.views} views"
                       + (f", alpha {alpha:g}, T {s.temperature:g}" if logits is not None else ", plain CE")
                       + f"), {len(val_set)} validation clips (view 0)", markup=False, highlight=False)
     loss_fn = make_loss_fn(alpha, s.temperature if alpha > 0 else 1.0,  # T is unused at alpha = 0

@@ -76,8 +76,8 @@ def run_stage(ctx) -> dict:
     classes = class_names(train_set.clips)
     model = build_model(cfg.teacher, len(classes), ctx.console)
     fingerprint = ctx.graph.inspect(ctx.name).fingerprint
-    ctx.console.print(f"  teacher {cfg.teacher.model}: {len(train_set)} train clips (enhanced, "
-                      f"{cfg.data.views} views), {len(val_set)} validation clips (view 0)")
+    ctx.console.print(f"  teacher {cfg.teacher.model}: {len(train_set)} train videos (enhanced, "
+                      f"{len(train_set.clips)} clips, {cfg.data.views} views), {len(val_set)} validation clips (view 0)")
     summary = train(model, train_set, val_set, cfg.teacher, ctx.out, fingerprint,
                     loss_fn=smoothed_cross_entropy(cfg.teacher.label_smoothing), device=ctx.device,
                     console=ctx.console, desc="teacher", restart_on_corrupt=True)
