@@ -1,11 +1,13 @@
 """Datasets over the clip cache that apply views: what teacher, student and evaluation see.
 
-Training draws one view per (seed, epoch, clip) — a pure function, so a resumed
+Training draws one cached temporal position (clip) per (seed, epoch, video) and one
+view per (seed, epoch, clip) — pure functions, so a resumed
 run and every DataLoader worker draw the same views — and the student gets the
 cached teacher logits of exactly that view.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -44,7 +46,6 @@ def video_groups(clips: ClipDataset) -> list[list[int]]:
 def split_statistics(index_path: Path, which: str, data_cfg) -> dict | None:
     """The train clips' mean/std of stream `which` ("original" | "enhanced") from the clip index,
     or None when data.normalize is off (or the index predates the statistics)."""
-    import json
     if not getattr(data_cfg, "normalize", False):
         return None
     return (json.loads(Path(index_path).read_text()).get("normalize") or {}).get(which)
