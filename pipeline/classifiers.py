@@ -1,8 +1,8 @@
 """What the `teacher`, `student` and `baseline` stages share: one way to train a video classifier.
 
 Each draws one seeded view per train clip per epoch (`ViewDataset`: the finite set
-of views `soft-labels` caches logits for), validates on the test split's centre view
-(view 0), starts from a seeded initialisation, trains with `train.train` and
+of views `soft-labels` caches logits for), validates on the validation split's centre
+view (view 0), starts from a seeded initialisation, trains with `train.train` and
 describes the result in `meta.json`. The stages differ only in the clips they read
 ("enhanced" or "original"), their config section and their loss.
 """
@@ -12,7 +12,7 @@ import os
 
 
 from .checkpoints import write_meta
-from .data import Normalized, ViewDataset, clips_index
+from .data import ViewDataset, clips_index, split_statistics
 from .shards import ClipDataset
 from .stages import StageError
 from .train import train
@@ -20,18 +20,21 @@ from .weights import initial_model, input_normalization
 
 
 def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset, ViewDataset]:
-    """(train set: one seeded view per clip per epoch, val set: the test split at view 0).
+    """(train set: one seeded clip and view per video per epoch, val set: the validation split at view 0).
 
     `which` is "enhanced" (teacher) or "original" (student); `logits` (N, V, K), rows by
-    clip id, makes the train set yield the teacher's logits of the drawn view.
+    clip id, makes the train set yield the teacher's logits of the drawn view. Both sets
+    standardise with the train statistics of `which` (their `stats`, for meta.json); the
+    test split is read by `evaluate` alone.
     """
     index = clips_index(ctx.dir_of("enhance"))
     train_clips = ClipDataset.from_index(index, "train", which)
-    val_clips = ClipDataset.from_index(index, "test", which)
+    val_clips = ClipDataset.from_index(index, "val", which)
     if len(train_clips) == 0:
         raise StageError(f"{index}: the train split has no clips")
-    train_set = ViewDataset(train_clips, ctx.cfg.data, seed=seed, logits=logits)
-    val_set = ViewDataset(val_clips, ctx.cfg.data, view=0)
+    stats = split_statistics(index, which, ctx.cfg.data)
+    train_set = ViewDataset(train_clips, ctx.cfg.data, seed=seed, logits=logits, per_video=True, stats=stats)
+    val_set = ViewDataset(val_clips, ctx.cfg.data, view=0, stats=stats)
     return train_set, val_set
 
 
@@ -62,11 +65,11 @@ def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss
     train_set, val_set = view_datasets(ctx, which, train_cfg.seed, logits)
     classes = class_names(train_set.clips)
     model, init = build_model(ctx, train_cfg, classes)
-    stats = input_normalization(init, data_stats=None)
-    if stats:  # the pretrained source's statistics travel with the weights
-        train_set, val_set = Normalized(train_set, stats), Normalized(val_set, stats)
-    ctx.console.print(f"  {desc} {train_cfg.model}: {len(train_set)} train clips ({which}, {cfg.data.views} "
-                      f"views{about}), {len(val_set)} test clips (view 0)", markup=False, highlight=False)
+    # a pretrained source's statistics travel with its weights; else the train clips' own
+    train_set.stats = val_set.stats = input_normalization(init, train_set.stats)
+    ctx.console.print(f"  {desc} {train_cfg.model}: {len(train_set)} train videos ({which}, {len(train_set.clips)} "
+                      f"clips, {cfg.data.views} views{about}), {len(val_set)} validation clips (view 0)",
+                      markup=False, highlight=False)
     summary = train(model, train_set, val_set, train_cfg, ctx.out, ctx.graph.inspect(ctx.name).fingerprint,
                     loss_fn=loss_fn, device=ctx.device, console=ctx.console, desc=desc,
                     restart_on_corrupt=True)  # an unreadable checkpoint: train again
@@ -75,7 +78,8 @@ def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss
         meta = write_meta(ctx.out, model_name=train_cfg.model, num_classes=len(classes), classes=classes,
                           input=which, data_cfg=cfg.data, H=train_set.H, W=train_set.W,
                           model_kwargs=init.model_kwargs,
-                          extra={**(extra or {}), "init": init.source, **({"normalize": stats} if stats else {})})
+                          extra={**(extra or {}), "init": init.source,
+                                 **({"normalize": train_set.stats} if train_set.stats else {})})
     return {"model": train_cfg.model, "params": meta.get("params"),
             "gflops_per_clip": meta.get("gflops_per_clip"), "train_clips": len(train_set),
             "val_clips": len(val_set), **summary}

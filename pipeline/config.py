@@ -29,15 +29,18 @@ class DataConfig:
     train_list: str = "splits/train.txt"  # train split list, relative to root (ignored for folders)
     test_list: str = "splits/test.txt"  # test split list, relative to root (ignored for folders)
     test_fraction: float = 0.25  # folders format only: share of each class held out for test
+    val_fraction: float = 0.2  # share of each class of the train split held out for validation (stable hash)
+    val_list: str = ""  # explicit validation list, relative to root: videos of the train list ("" = val_fraction)
     frames: int = 16  # T: frames per clip
-    clips_per_video: int = 1  # train clips cut from each video by segment-based uniform sampling
-    test_clips: int = 2  # clips cut from each test video (multi-view evaluation averages them)
+    clips_per_video: int = 2  # train clips per video, at segment offsets (c + 0.5) / n; each epoch draws one
+    test_clips: int = 2  # clips cut from each validation and test video, same offsets rule (multi-view averages them)
     short_side: int = 64  # frames are resized so their short side is this many pixels
     max_long_side: int = 0  # also cap the long side (0 = keep aspect ratio only)
     crop: int = 32  # views are crops resized to crop x crop pixels (the sample: 64 -> 32 keeps motion, 3x cheaper)
     views: int = 4  # V: view 0 is the centre crop, 1..V-1 seeded random crops and flips
     min_scale: float = 0.7  # smallest crop side of a random view, as a share of the short side
     view_seed: int = 0  # seed of the views; any process recomputes the same views from it
+    normalize: bool = True  # standardise inputs with the train clips' per-stream mean/std (in meta.json)
 
 
 @dataclass
@@ -91,7 +94,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     grad_clip: float = 5.0  # gradient-norm clip (0 = off)
     num_workers: int = 0  # DataLoader worker processes
-    keep: str = "last"  # last | best (best test-split top-1, evaluated each epoch)
+    dropout: float = 0.0  # dropout before the classifier
+    label_smoothing: float = 0.0  # label smoothing of the cross-entropy term
+    keep: str = "last"  # last | best (best validation-split top-1, evaluated each epoch; never test)
     seed: int = 0  # seed of initialisation, shuffling and view draws
 
 
@@ -136,6 +141,7 @@ class PretrainConfig:
 @dataclass
 class EvaluateConfig:
     crops: int = 3  # multi-view evaluation: spatial crops per clip (left/centre/right)
+    crop_scale: float = 0.85  # multi-view crops: box side as a share of the short side (< 1: the boxes differ)
     batch_size: int = 32  # clips per forward pass
 
 
@@ -282,6 +288,19 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.min_scale: must be in (0, 1], got {cfg.data.min_scale!r}")
     if not 0.0 < cfg.data.test_fraction < 1.0:
         raise ConfigError(f"data.test_fraction: must be in (0, 1), got {cfg.data.test_fraction!r}")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction!r}")
+    if not 0.0 < cfg.evaluate.crop_scale <= 1.0:
+        raise ConfigError(f"evaluate.crop_scale: must be in (0, 1], got {cfg.evaluate.crop_scale!r}")
+    for section in ("teacher", "student"):
+        train = getattr(cfg, section)
+        if not 0.0 <= train.dropout < 1.0:
+            raise ConfigError(f"{section}.dropout: must be in [0, 1), got {train.dropout!r}")
+        if not 0.0 <= train.label_smoothing < 1.0:
+            raise ConfigError(f"{section}.label_smoothing: must be in [0, 1), got {train.label_smoothing!r}")
+        if train.keep == "best" and not has_validation(cfg):
+            raise ConfigError(f"{section}.keep = best: the validation split is empty (data.val_fraction = 0, "
+                              f"no data.val_list); epochs are never selected on test")
     if not 0.0 <= cfg.student.alpha <= 1.0:
         raise ConfigError(f"student.alpha: must be in [0, 1], got {cfg.student.alpha!r}")
     if cfg.data.crop > cfg.data.short_side:
@@ -298,6 +317,11 @@ def validate(cfg: Config) -> None:
     if cfg.enhancer.mode in ("finetune", "import") and not cfg.enhancer.weights \
             and cfg.enhancer.kind in ("zero_dce", "zero_dce++"):
         raise ConfigError(f"enhancer.mode={cfg.enhancer.mode} needs enhancer.weights = PATH")
+
+
+def has_validation(cfg: Config) -> bool:
+    """Whether a validation split is carved from train (it serves keep = best and every tuned default)."""
+    return bool(cfg.data.val_list) or cfg.data.val_fraction > 0
 
 
 def build_config(config_file: Path | None = None, overrides: list[str] = ()) -> Config:

@@ -36,11 +36,12 @@ def _check(alpha: float, T: float) -> None:
 
 
 def distillation_loss(z_s: torch.Tensor, y: torch.Tensor, z_t: torch.Tensor | None,
-                      alpha: float, T: float) -> torch.Tensor:
-    """(1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(teacher || student) at temperature T."""
+                      alpha: float, T: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(teacher || student) at temperature T
+    (the CE term with `label_smoothing`)."""
     _check(alpha, T)
     if alpha == 0:
-        return F.cross_entropy(_full(z_s), y)
+        return F.cross_entropy(_full(z_s), y, label_smoothing=label_smoothing)
     if z_t is None:
         raise ValueError("alpha > 0 needs teacher logits")
     if z_t.shape != z_s.shape:
@@ -48,16 +49,17 @@ def distillation_loss(z_s: torch.Tensor, y: torch.Tensor, z_t: torch.Tensor | No
     soft = soft_term(z_s, z_t, T)
     if alpha == 1:
         return soft
-    return (1.0 - alpha) * F.cross_entropy(_full(z_s), y) + alpha * soft
+    return (1.0 - alpha) * F.cross_entropy(_full(z_s), y, label_smoothing=label_smoothing) + alpha * soft
 
 
-def make_loss_fn(alpha: float, T: float) -> Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]:
+def make_loss_fn(alpha: float, T: float,
+                 label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]:
     """`loss_fn(logits, y, extra)` for `pipeline.train.train`; extra is the batch of teacher logits."""
     alpha, T = float(alpha), float(T)
     _check(alpha, T)  # fail when the loss is made, not at the first step
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor, extra=None) -> torch.Tensor:
-        return distillation_loss(logits, y, None if alpha == 0 else extra, alpha, T)
+        return distillation_loss(logits, y, None if alpha == 0 else extra, alpha, T, label_smoothing)
 
     loss_fn.alpha, loss_fn.temperature = alpha, T
     return loss_fn

@@ -34,7 +34,7 @@ class EnhanceError(StageError):
 @dataclass(frozen=True)
 class Job:
     """One video to turn into clips."""
-    vid: int  # position in the dataset's video order (train then test)
+    vid: int  # position in the dataset's video order (train, then validation, then test)
     path: str
     rel: str
     split: str
@@ -90,7 +90,7 @@ def list_jobs(cfg) -> tuple[list[Job], list[str]]:
     from .videos import read_dataset
     index = read_dataset(cfg.data, dataset_root(cfg))
     jobs = [Job(i, e.path, e.rel, e.split, e.label)
-            for i, e in enumerate([*index.entries("train"), *index.entries("test")])]
+            for i, e in enumerate([*index.entries("train"), *index.entries("val"), *index.entries("test")])]
     return jobs, list(index.classes)
 
 
@@ -132,7 +132,8 @@ def run_stage(ctx) -> dict:
         raise EnhanceError(f"{dataset_root(cfg)}: the split lists name no videos")
     size = clip_size(cfg, jobs)
     T = cfg.data.frames
-    clips = {"train": cfg.data.clips_per_video, "test": cfg.data.test_clips}
+    # validation is scored like test; all splits share sample_indices' offset rule
+    clips = {"train": cfg.data.clips_per_video, "val": cfg.data.test_clips, "test": cfg.data.test_clips}
     cpv = max(clips.values())
     plan = shard_plan(jobs, cfg.enhance.shard_size, cpv)
     done = {i for i in range(len(plan)) if _part_is_done(out, i, fingerprint)}
@@ -232,7 +233,8 @@ class ShardWriter:
                              "frames": r["indices"][c].tolist(), "source_size": r["size"],
                              "source_mtime_ns": r["mtime_ns"],
                              "mean_original": round(float(r["original"][c].mean()) / 255, 5),
-                             "mean_enhanced": round(float(r["enhanced"][c].mean()) / 255, 5)})
+                             "mean_enhanced": round(float(r["enhanced"][c].mean()) / 255, 5),
+                             "moments": {w: channel_moments(r[w][c]) for w in ("original", "enhanced")}})
         part = {"fingerprint": self.fingerprint, "rows": rows, "errors": errors}
         if ok:
             original = np.concatenate([r["original"] for r in ok])
@@ -297,6 +299,26 @@ def _take(it, n):
     return out
 
 
+def channel_moments(clip: np.ndarray) -> list[float]:
+    """[mean r, g, b, mean of squares r, g, b] of a uint8 (T, H, W, 3) clip, in [0, 1] pixel units."""
+    x = clip.reshape(-1, 3).astype(np.float64) / 255.0
+    return [*x.mean(axis=0).tolist(), *(x * x).mean(axis=0).tolist()]
+
+
+def input_statistics(clips: list[dict]) -> dict:
+    """Per-stream {"mean": [r, g, b], "std": [r, g, b]} over the TRAIN clips (every clip has T x H x W
+    pixels, so the pooled moments are plain averages); validation and test never contribute."""
+    train = [c["moments"] for c in clips if c["split"] == "train"]
+    stats = {}
+    for w in ("original", "enhanced"):
+        m = np.array([t[w] for t in train], dtype=np.float64).mean(axis=0) if train else np.zeros(6)
+        mean, sq = m[:3], m[3:]
+        std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+        stats[w] = {"mean": [round(float(v), 6) for v in mean],
+                    "std": [round(float(max(v, 1e-3)), 6) for v in std]}  # a flat channel must not divide by 0
+    return stats
+
+
 def finish(ctx, plan, classes, size, seconds, todo) -> dict:
     """Assemble index.json and errors.json from the part files; print the summary."""
     out = ctx.out
@@ -310,8 +332,11 @@ def finish(ctx, plan, classes, size, seconds, todo) -> dict:
         first = errors[0]["reason"] if errors else "no videos"
         raise EnhanceError(f"no video could be read ({len(errors)} failed; first: {first})")
     cfg = ctx.cfg
+    stats = input_statistics(clips)
+    for c in clips:
+        del c["moments"]
     index = {"format_version": 1, "classes": classes, "T": cfg.data.frames, "H": size[0], "W": size[1],
-             "root": str(dataset_root(cfg)), "clips": clips}
+             "root": str(dataset_root(cfg)), "normalize": stats, "clips": clips}
     atomic.write_json(out / "index.json", index)
     atomic.write_json(out / "errors.json", errors)
     nbytes = sum(p.stat().st_size for p in out.glob("shard-*.h5"))

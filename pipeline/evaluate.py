@@ -8,8 +8,11 @@ Four rows, all on the TEST split:
 - `student`              the distilled student, on original clips (no enhancer at inference)
 
 Single-view: clip 0 of each test video, view 0 (the centre crop). Multi-view: every
-cached test clip of a video x `evaluate.crops` spatial crops, softmax probabilities
-averaged per video (ARID's protocol). Accuracies are percentages over videos.
+cached test clip of a video x `evaluate.crops` spatial crops (boxes of side
+`evaluate.crop_scale` x the short side, spread along the long side, so they differ
+even on square clips), softmax probabilities averaged per video (ARID's protocol).
+Each model's inputs are standardised with its meta.json "normalize" statistics.
+Accuracies are percentages over videos. This is the one module that reads the test split.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from .shards import ClipDataset
 from .stages import StageError
 from .device import autocast, resolve_device
 from .train import METRICS, read_metrics
-from .views import apply_view, multi_view_crops
+from .views import apply_view, multi_view_crops, normalize
 
 ROWS = ("teacher", "teacher_on_original", "baseline", "student")
 RESULTS_JSON, RESULTS_MD, CURVES_PNG, CONFUSION_PNG = "results.json", "results.md", "curves.png", "confusion.png"
@@ -68,11 +71,11 @@ def test_split(index_path: Path) -> TestSplit:
 
 @torch.inference_mode()
 def crop_probabilities(model, clips: ClipDataset, crop: int, crops: int, batch_size: int,
-                       device) -> np.ndarray:
+                       device, stats: dict | None = None, scale: float = 1.0) -> np.ndarray:
     """Softmax probabilities (N, crops, K) of every clip at each of its `crops` spatial crops."""
     device = resolve_device(device)
     model.eval()
-    data = CropsDataset(clips, crop, crops)
+    data = CropsDataset(clips, crop, crops, stats=stats, scale=scale)
     # batch_size counts network inputs (clips x crops) per forward pass.
     loader = DataLoader(data, batch_size=max(1, batch_size // crops), shuffle=False, num_workers=0)
     out = []
@@ -87,7 +90,7 @@ def crop_probabilities(model, clips: ClipDataset, crop: int, crops: int, batch_s
 
 @torch.inference_mode()
 def centre_probabilities(model, clips: ClipDataset, positions: np.ndarray, crop: int, batch_size: int,
-                         device) -> np.ndarray:
+                         device, stats: dict | None = None) -> np.ndarray:
     """Softmax probabilities (len(positions), K) of the given clips at view 0 (the centre square)."""
     device = resolve_device(device)
     model.eval()
@@ -95,7 +98,8 @@ def centre_probabilities(model, clips: ClipDataset, positions: np.ndarray, crop:
     view = multi_view_crops(H, W, 1)[0]
     out = []
     for s in range(0, len(positions), batch_size):
-        x = torch.stack([apply_view(clips[int(i)][0], view, crop) for i in positions[s:s + batch_size]])
+        x = normalize(torch.stack([apply_view(clips[int(i)][0], view, crop)
+                                   for i in positions[s:s + batch_size]]), stats)
         with autocast(device):
             logits = model(x.to(device))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
@@ -123,21 +127,22 @@ def score(single: np.ndarray, multi: np.ndarray, labels: np.ndarray, K: int) -> 
 
 
 def evaluate_model(model, clips: ClipDataset, split: TestSplit, crop: int, crops: int, batch_size: int,
-                   device) -> dict:
-    """Single-view and multi-view scores of one model on one input (original or enhanced)."""
-    probs = crop_probabilities(model, clips, crop, crops, batch_size, device)  # (N, crops, K)
+                   device, stats: dict | None = None, scale: float = 1.0) -> dict:
+    """Single-view and multi-view scores of one model on one input (original or enhanced);
+    `stats` is the model's meta.json "normalize", `scale` the multi-view crops' share of the short side."""
+    probs = crop_probabilities(model, clips, crop, crops, batch_size, device, stats, scale)  # (N, crops, K)
     K = probs.shape[2]
     centre = multi_view_crops(*clips.shape[1:], 1)[0]
-    views = multi_view_crops(*clips.shape[1:], crops)
-    if centre in views:  # odd crop counts include view 0: reuse it instead of a second pass
+    views = multi_view_crops(*clips.shape[1:], crops, scale=scale)
+    if centre in views:  # odd crop counts at scale 1 include view 0: reuse it instead of a second pass
         single = probs[split.single, views.index(centre)]
     else:
-        single = centre_probabilities(model, clips, split.single, crop, batch_size, device)
+        single = centre_probabilities(model, clips, split.single, crop, batch_size, device, stats)
     V = len(split.videos)
     multi = np.zeros((V, K), dtype=np.float64)
     np.add.at(multi, split.clip_video, probs.sum(axis=1))
     multi /= np.bincount(split.clip_video, minlength=V)[:, None] * probs.shape[1]
-    return score(single, multi, split.labels, K)
+    return {**score(single, multi, split.labels, K), "video_hits": multi.argmax(axis=1) == split.labels}
 
 
 # ----------------------------------------------------------------------------------- the stage
@@ -180,7 +185,7 @@ def run_stage(ctx) -> dict:
                           f"({len(split.videos)} videos, {len(inputs[which])} clips x {crops} crops)",
                           markup=False, highlight=False)
         scores = evaluate_model(model, inputs[which], split, meta.get("crop", cfg.data.crop), crops, bs,
-                                ctx.device)
+                                ctx.device, meta.get("normalize"), cfg.evaluate.crop_scale)
         train_input = meta.get("input", "enhanced" if stage == "teacher" else "original")
         if stage == "student":
             train_input += " (+ teacher soft labels)"

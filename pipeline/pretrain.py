@@ -18,7 +18,6 @@ import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 
 from .checkpoints import write_meta
 from .config import TrainConfig
@@ -75,19 +74,6 @@ def cache_clips(ctx) -> Path:
     return out / "index.json"
 
 
-def clip_stats(clips) -> dict:
-    """Per-channel mean and std, in [0, 1] pixel units, over every frame of `clips` (a ClipDataset)."""
-    total, total_sq, n = np.zeros(3), np.zeros(3), 0
-    for i in range(len(clips)):
-        x = clips[i][0].numpy().reshape(-1, 3).astype(np.float64) / 255.0
-        total += x.sum(0)
-        total_sq += (x * x).sum(0)
-        n += len(x)
-    mean = total / max(n, 1)
-    std = np.sqrt(np.maximum(total_sq / max(n, 1) - mean * mean, 1e-12))
-    return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
-
-
 def _arch_fingerprint(insp, model: str) -> str:
     """The stage's fingerprint without the other architecture's name: a checkpoint of `model`
     survives a change of the other model."""
@@ -99,28 +85,24 @@ def run_stage(ctx) -> dict:
     import torch
 
     from .. import models
-    from .data import Normalized, ViewDataset
-    from .shards import ClipDataset
     from .classifiers import class_names
+    from .data import ViewDataset, split_statistics
+    from .shards import ClipDataset
     from .train import train
-    from .weights import input_normalization, Init
     cfg = ctx.cfg
     if not cfg.pretrain.root:
         raise StageError("pretrain.root is empty: point it at labelled normal-light footage "
                          "(--set pretrain.root=DIR), or start the models elsewhere (pretrained = \"\")")
     index = cache_clips(ctx)
     train_clips = ClipDataset.from_index(index, "train", "original")
-    val_clips = ClipDataset.from_index(index, "test", "original")
+    val_clips = ClipDataset.from_index(index, "val", "original")
     if len(train_clips) == 0:
         raise StageError(f"{index}: the normal-light train split has no clips")
     classes = class_names(train_clips)
-    # Trained from random weights: its inputs are standardised like any from-scratch model's.
-    data_stats = clip_stats(train_clips) if getattr(cfg.data, "normalize", False) else None
-    stats = input_normalization(Init(""), data_stats)
-    train_set = ViewDataset(train_clips, cfg.data, seed=cfg.pretrain.seed)
-    val_set = ViewDataset(val_clips, cfg.data, view=0)
-    if stats:
-        train_set, val_set = Normalized(train_set, stats), Normalized(val_set, stats)
+    # Trained from random weights: standardised with the footage's own train statistics.
+    stats = split_statistics(index, "original", cfg.data)
+    train_set = ViewDataset(train_clips, cfg.data, seed=cfg.pretrain.seed, per_video=True, stats=stats)
+    val_set = ViewDataset(val_clips, cfg.data, view=0, stats=stats)
     insp = ctx.graph.inspect(ctx.name)
     summary = {"classes": classes, "train_clips": len(train_clips), "val_clips": len(val_clips), "models": {}}
     for name in architectures(cfg):
@@ -128,7 +110,7 @@ def run_stage(ctx) -> dict:
         torch.manual_seed(tcfg.seed)
         model = models.build(name, len(classes))
         ctx.console.print(f"  pretrain {name}: {len(train_clips)} normal-light train clips, "
-                          f"{len(val_clips)} test clips (view 0)", markup=False, highlight=False)
+                          f"{len(val_clips)} validation clips (view 0)", markup=False, highlight=False)
         out = ctx.out / name
         result = train(model, train_set, val_set, tcfg, out, _arch_fingerprint(insp, name), device=ctx.device,
                        console=ctx.console, desc=f"pretrain {name}", restart_on_corrupt=True)

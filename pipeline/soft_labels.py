@@ -1,9 +1,10 @@
 """The `soft-labels` stage: run the teacher once over every (clip, view) and cache the logits.
 
-Every clip of every split is read once and all V views are cut from it
+Every train and validation clip is read once and all V views are cut from it
 (`ClipAllViews`); B clips x V views go through the teacher in one forward pass.
 Rows of `logits.h5` follow the clip ids of `clips/index.json` (0..N-1), so the
-student looks up `logits[clip_id, view]` for the view it drew. The file is
+student looks up `logits[clip_id, view]` for the view it drew. Test clips are
+never read here (the test split belongs to `evaluate` alone): their rows are NaN. The file is
 written to a temporary sibling and renamed: it is whole or absent.
 
 Logits are computed in float32 with TF32 off, so `verify` can recompute any
@@ -29,7 +30,7 @@ from .data import LOGITS_FILE, ClipAllViews, clips_index
 from .progress import progress_bar
 from .shards import ClipDataset
 from .stages import StageError
-from .views import apply_view, view_params
+from .views import apply_view, normalize, view_params
 
 TOLERANCE = 1e-4  # absolute: what batching and kernel choice may change in a float32 logit
 CHUNK_BYTES = 1 << 18  # ~256 KB chunks of rows: small enough for h5py's chunk cache
@@ -50,21 +51,31 @@ def exact_float32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
+LABELLED_SPLITS = ("train", "val")  # the splits soft labels are computed for
+
+
 def all_clips(clips_dir: Path) -> tuple[ClipDataset, list[str]]:
-    """Every clip of the cache in clip-id order, enhanced, and each clip's split."""
+    """The train and validation clips of the cache in clip-id order, enhanced, each one's split,
+    and the number of clips in the index (the logits' rows)."""
     index_path = clips_index(clips_dir)
-    clips = ClipDataset.from_index(index_path, None, "enhanced")
-    if clips.clip_ids != list(range(len(clips))):
+    rows = json.loads(index_path.read_text())["clips"]
+    if [c["id"] for c in rows] != list(range(len(rows))):
         raise StageError(f"{index_path}: clip ids are not 0..N-1 in index order")
-    splits = [c["split"] for c in json.loads(index_path.read_text())["clips"]]
-    return clips, splits
+    parts = [ClipDataset.from_index(index_path, split, "enhanced") for split in LABELLED_SPLITS]
+    order = sorted((cid, k, i) for k, part in enumerate(parts) for i, cid in enumerate(part.clip_ids))
+    clips = ClipDataset([parts[k].rows[i] for _, k, i in order], [parts[k].labels[i] for _, k, i in order],
+                        "enhanced", clip_ids=[cid for cid, _, _ in order])
+    clips.shape, clips.classes = parts[0].shape, parts[0].classes
+    return clips, [LABELLED_SPLITS[k] for _, k, _ in order], len(rows)
 
 
 @torch.inference_mode()
-def teacher_logits(model, clips: ClipDataset, data_cfg, batch_size: int, device="cpu", num_workers: int = 0):
-    """Yield (first clip id, logits (B, V, K) float32 numpy) over all clips, in order."""
+def teacher_logits(model, clips: ClipDataset, data_cfg, batch_size: int, device="cpu", num_workers: int = 0,
+                   stats: dict | None = None):
+    """Yield (first clip id, logits (B, V, K) float32 numpy) over all clips, in order; inputs are
+    standardised with `stats` (the teacher's meta.json "normalize")."""
     device = torch.device(device)
-    loader = DataLoader(ClipAllViews(clips, data_cfg), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(ClipAllViews(clips, data_cfg, stats), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     with exact_float32():
         for x, cids in loader:
@@ -99,39 +110,36 @@ def write_logits(path: Path, batches, n: int, views: int, classes: int, attrs: d
 def run_stage(ctx) -> dict:
     cfg = ctx.cfg
     model, meta = load_trained(ctx.dir_of("teacher"), ctx.device)
-    clips, splits = all_clips(ctx.dir_of("enhance"))
-    n, V, K = len(clips), cfg.data.views, meta["num_classes"]
+    clips, splits, n = all_clips(ctx.dir_of("enhance"))
+    V, K = cfg.data.views, meta["num_classes"]
     record = ctx.graph.record("teacher")
     attrs = {"teacher_fingerprint": (record or {}).get("outputs_digest", "unknown"),
              "views": V, "view_seed": cfg.data.view_seed, "crop": cfg.data.crop,
              "min_scale": cfg.data.min_scale, "classes": json.dumps(meta["classes"]), "clip_ids": n,
              "teacher_model": meta["model"]}
-    test = np.array([s == "test" for s in splits])
-    labels = np.array(clips.labels)
-    agree = [0, 0]  # view-0 top-1 hits and count, on the test split
-    t0 = time.perf_counter()
-    with progress_bar(ctx.console, "  soft-labels", n, "clips") as update:
-
-        def on_batch(start: int, block: np.ndarray) -> None:
-            sel = test[start:start + len(block)]
-            hits = block[sel, 0].argmax(-1) == labels[start:start + len(block)][sel]
-            agree[0] += int(hits.sum())
-            agree[1] += int(sel.sum())
-            update(start + len(block))
-
+    logits = np.full((n, V, K), np.nan, dtype=np.float32)
+    val = np.array([s == "val" for s in splits])
+    labels, ids = np.array(clips.labels), np.array(clips.clip_ids, dtype=np.int64)
+    t0, pos = time.perf_counter(), 0
+    with progress_bar(ctx.console, "  soft-labels", len(clips), "clips") as update:
         batches = teacher_logits(model, clips, cfg.data, cfg.soft_labels.batch_size, ctx.device,
-                                 cfg.teacher.num_workers)
+                                 cfg.teacher.num_workers, stats=meta.get("normalize"))
         with contextlib.closing(batches):  # restores TF32 settings now, even on an error
-            write_logits(ctx.out / LOGITS_FILE, batches, n, V, K, attrs, on_batch)
+            for _, block in batches:
+                logits[ids[pos:pos + len(block)]] = block
+                pos += len(block)
+                update(pos)
+    write_logits(ctx.out / LOGITS_FILE, [(0, logits)], n, V, K, attrs)
     seconds = time.perf_counter() - t0
     clips.close()
-    agreement = 100.0 * agree[0] / agree[1] if agree[1] else None
-    summary = {"clips": n, "views": V, "classes": K, "seconds": round(seconds, 2),
-               "clips_per_s": round(n / max(seconds, 1e-9), 2),
-               "teacher_top1_test_view0": None if agreement is None else round(agreement, 2)}
-    ctx.console.print(f"  {n} clips x {V} views -> {ctx.out / LOGITS_FILE} in {seconds:.1f} s "
-                      f"({summary['clips_per_s']:.1f} clips/s); teacher top-1 on test (view 0): "
-                      + ("n/a" if agreement is None else f"{agreement:.1f}%"))
+    hits = logits[ids[val], 0].argmax(-1) == labels[val]
+    agreement = 100.0 * float(hits.mean()) if len(hits) else None
+    summary = {"clips": len(clips), "views": V, "classes": K, "seconds": round(seconds, 2),
+               "clips_per_s": round(len(clips) / max(seconds, 1e-9), 2),
+               "teacher_top1_val_view0": None if agreement is None else round(agreement, 2)}
+    ctx.console.print(f"  {len(clips)} train and validation clips x {V} views -> {ctx.out / LOGITS_FILE} in "
+                      f"{seconds:.1f} s ({summary['clips_per_s']:.1f} clips/s); teacher top-1 on validation "
+                      "(view 0): " + ("n/a" if agreement is None else f"{agreement:.1f}%"))
     return summary
 
 
@@ -154,14 +162,14 @@ def verify(logits_path: Path, teacher_dir: Path, clips_dir: Path, data_cfg, k: i
     """
     logits_path = Path(logits_path)
     model, meta = load_trained(teacher_dir, device)
-    clips, _ = all_clips(clips_dir)
+    clips, _, n = all_clips(clips_dir)
     try:
-        return _verify(model, meta, clips, logits_path, data_cfg, k, device, seed, console)
+        return _verify(model, meta, clips, n, logits_path, data_cfg, k, device, seed, console)
     finally:
         clips.close()
 
 
-def _verify(model, meta, clips, logits_path, data_cfg, k, device, seed, console) -> int:
+def _verify(model, meta, clips, n_index, logits_path, data_cfg, k, device, seed, console) -> int:
     try:
         f = h5py.File(logits_path, "r")
     except FileNotFoundError:
@@ -175,26 +183,27 @@ def _verify(model, meta, clips, logits_path, data_cfg, k, device, seed, console)
         if dset.ndim != 3:
             raise VerifyError(f"{logits_path}: logits of shape {dset.shape}, expected (N, V, K)")
         n, V, K = dset.shape
-        if (n, K) != (len(clips), meta["num_classes"]):
-            raise VerifyError(f"{logits_path}: shape {dset.shape} does not fit {len(clips)} clips and "
+        if (n, K) != (n_index, meta["num_classes"]):
+            raise VerifyError(f"{logits_path}: shape {dset.shape} does not fit {n_index} clips and "
                               f"a {meta['num_classes']}-class teacher")
         views_cfg = dataclasses.replace(data_cfg, **{key: type(getattr(data_cfg, key))(f.attrs[key])
                                                      for key in ("views", "view_seed", "crop", "min_scale")
                                                      if key in f.attrs})
         if views_cfg.views != V:
             raise VerifyError(f"{logits_path}: attribute views = {views_cfg.views} but {V} views stored")
-        total = n * V
+        total = len(clips) * V  # entries of train and validation clips (test rows are NaN)
         picks = np.random.default_rng(seed).choice(total, size=min(max(k, 0), total), replace=False)
         by_clip: dict[int, list[int]] = {}
         for e in sorted(int(p) for p in picks):
-            by_clip.setdefault(e // V, []).append(e % V)
+            by_clip.setdefault(e // V, []).append(e % V)  # position in `clips`, view
         _, H, W = clips.shape
         done = 0
         with progress_bar(console, "  verify", len(picks), "entries") as update:
-            for c, vs in by_clip.items():
-                clip, _, _ = clips[c]
-                x = torch.stack([apply_view(clip, view_params(c, v, H, W, views_cfg), views_cfg.crop)
-                                 for v in vs])
+            for pos, vs in by_clip.items():
+                clip, _, _ = clips[pos]
+                c = clips.clip_ids[pos]
+                x = normalize(torch.stack([apply_view(clip, view_params(c, v, H, W, views_cfg), views_cfg.crop)
+                                           for v in vs]), meta.get("normalize"))
                 z = model(x.to(device)).float().cpu().numpy()
                 for v, fresh in zip(vs, z):
                     d = float(np.abs(_read_entry(dset, logits_path, c, v) - fresh).max())

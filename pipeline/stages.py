@@ -29,8 +29,9 @@ from .config import Config
 
 ROOT = Path(__file__).resolve().parent.parent  # the source tree that holds pipeline/ and models/
 DEFAULT_SAMPLE = ROOT / "data" / "sample"
-VIEW_KEYS = ("data.crop", "data.views", "data.min_scale", "data.view_seed")
+VIEW_KEYS = ("data.crop", "data.views", "data.min_scale", "data.view_seed", "data.normalize")
 DATA_KEYS = ("data.root", "data.format", "data.train_list", "data.test_list", "data.test_fraction",
+             "data.val_fraction", "data.val_list",
              "data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.max_long_side")
 # Settings that change how fast a stage runs, never what it writes.
 SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict"}
@@ -96,7 +97,7 @@ def _enhancer_inputs(cfg: Config, checksum: bool) -> dict:
 
 
 def _dataset_inputs_all(cfg: Config, checksum: bool) -> dict:
-    return dataset_inputs(cfg, checksum, splits=("train", "test"))
+    return dataset_inputs(cfg, checksum)
 
 
 def _student_variant(cfg: Config) -> str:
@@ -282,14 +283,14 @@ def dataset_root(cfg: Config) -> Path:
     return Path(cfg.data.root) if cfg.data.root else DEFAULT_SAMPLE
 
 
-def dataset_inputs(cfg: Config, checksum: bool, splits=("train", "test")) -> dict:
+def dataset_inputs(cfg: Config, checksum: bool, splits=("train", "val", "test")) -> dict:
     """Every listed video and the split lists, as {relative path: digest}."""
     from .videos import read_dataset
     root = dataset_root(cfg)
     index = read_dataset(cfg.data, root)
     ins = {}
-    for name in (cfg.data.train_list, cfg.data.test_list, "classes.txt"):
-        if cfg.data.format != "folders" and (root / name).exists():
+    for name in (cfg.data.train_list, cfg.data.test_list, cfg.data.val_list, "classes.txt"):
+        if name and cfg.data.format != "folders" and (root / name).is_file():
             ins[f"list:{name}"] = file_digest(root / name, checksum=True)
     for split in splits:
         for e in index.entries(split):

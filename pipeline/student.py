@@ -4,7 +4,10 @@ Each time the student sees a train clip it draws one of the clip's V seeded view
 (`ViewDataset`), applies that view's geometry to the original clip, and gets the
 teacher's logits for exactly that view from `soft-labels/logits.h5`. The teacher
 model itself is never loaded: distillation costs one array lookup per clip.
-Validation is the test split's original clips at view 0.
+Each epoch also draws one of the video's cached temporal positions. Validation is
+the validation split's original clips at view 0 (the test split is read by
+`evaluate` alone); inputs are standardised with the train clips' original-stream
+statistics (or the pretrained source's), which travel in meta.json.
 
 `baseline` is the same student (model, seed, data order, views, schedule) trained
 with alpha = 0, reading no logits, so it never depends on the teacher; a student
@@ -53,15 +56,16 @@ def load_soft_labels(path: Path, data_cfg, num_clips: int, classes: list[str]) -
 
 
 def student_datasets(ctx, logits: np.ndarray | None = None) -> tuple[ViewDataset, ViewDataset]:
-    """(train: original clips, one view drawn per (seed, epoch, clip) [+ that view's teacher logits],
-    val: the test split's original clips at view 0)."""
+    """(train: original clips, one clip and view drawn per (seed, epoch, video) [+ that view's teacher
+    logits], val: the validation split's original clips at view 0); both standardised alike."""
     return view_datasets(ctx, "original", ctx.cfg.student.seed, logits)
 
 
 def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extra: dict) -> dict:
     s = ctx.cfg.student
     about = f", alpha {alpha:g}, T {s.temperature:g}" if logits is not None else ", plain CE"
-    loss_fn = make_loss_fn(alpha, s.temperature if alpha > 0 else 1.0)  # T is unused at alpha = 0
+    loss_fn = make_loss_fn(alpha, s.temperature if alpha > 0 else 1.0,  # T is unused at alpha = 0
+                           label_smoothing=s.label_smoothing)
     summary = train_classifier(ctx, s, "original", desc, logits=logits, loss_fn=loss_fn, about=about,
                                extra=extra)
     best = s.keep == "best"  # model.pt holds the best epoch's weights then, else the last
@@ -76,7 +80,8 @@ def run_student(ctx) -> dict:
     path = ctx.dir_of("soft-labels") / LOGITS_FILE
     every = ClipDataset.from_index(clips_index(ctx.dir_of("enhance")))  # logits rows are global clip ids
     logits = load_soft_labels(path, ctx.cfg.data, len(every), class_names(every))
-    if s.alpha > 0 and not np.isfinite(logits).all():
+    train_ids = ClipDataset.from_index(clips_index(ctx.dir_of("enhance")), "train").clip_ids
+    if s.alpha > 0 and not np.isfinite(logits[train_ids]).all():  # test rows are NaN by design
         raise ShardError(f"{path}: holds NaN or infinite logits; rerun `dlkdd soft-labels`")
     return _train_student(ctx, s.alpha, logits, "student",
                           {"alpha": s.alpha, "temperature": s.temperature, "variant": ctx.out.name})

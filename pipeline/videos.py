@@ -16,6 +16,7 @@ a video decord cannot read is a one-line `VideoError` "<path>: <reason>".
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -48,7 +49,7 @@ class VideoEntry:
     path: str  # absolute path of the video file
     rel: str  # the path as written in the list (or found under root), with forward slashes
     label: int  # class index
-    split: str  # "train" or "test"
+    split: str  # "train", "val" (carved from the train list) or "test"
     source: str  # the split list it came from (the root for the folders format)
     line: int  # 1-based line in `source` (0 for the folders format)
 
@@ -59,6 +60,7 @@ class DatasetIndex:
     classes: list[str]  # class names, indexed by label
     train: list[VideoEntry] = field(default_factory=list)
     test: list[VideoEntry] = field(default_factory=list)
+    val: list[VideoEntry] = field(default_factory=list)  # carved from the train list; never in train or test
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +71,9 @@ class DatasetIndex:
             return self.train
         if split == "test":
             return self.test
-        raise ValueError(f"unknown split {split!r} (expected 'train' or 'test')")
+        if split == "val":
+            return self.val
+        raise ValueError(f"unknown split {split!r} (expected 'train', 'val' or 'test')")
 
 
 # ------------------------------------------------------------------ split lists
@@ -237,12 +241,67 @@ def _check_overlap(train: list[VideoEntry], test: list[VideoEntry]) -> None:
 
 
 def read_dataset(cfg, root) -> DatasetIndex:
-    """The dataset under `root` described by `cfg` (a DataConfig)."""
+    """The dataset under `root` described by `cfg` (a DataConfig), its validation split carved from train."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root not found (or not a directory)")
     if cfg.format == "folders":
-        return read_folders(root, cfg.test_fraction)
+        index = read_folders(root, cfg.test_fraction)
+    else:
+        index = _read_lists(cfg, root)
+    return carve_validation(index, cfg, root)
+
+
+def carve_validation(index: DatasetIndex, cfg, root) -> DatasetIndex:
+    """Move the validation videos out of `index.train` into `index.val`.
+
+    `data.val_list` names them (each must be in the train list: naming a test video is
+    refused, since selecting on test is what the split exists to prevent); otherwise
+    round(n * data.val_fraction) videos of each class with n train videos, the first by a
+    sha1 of the path relative to the root, so the split is stable across machines and runs.
+    """
+    val_list = getattr(cfg, "val_list", "")
+    if val_list:
+        chosen = _listed_validation(index, cfg, Path(root) / val_list)
+    else:
+        chosen = set()
+        fraction = getattr(cfg, "val_fraction", 0.0)
+        by_class: dict[int, list[str]] = {}
+        for e in index.train:
+            by_class.setdefault(e.label, []).append(e.rel)
+        for rels in by_class.values():
+            n_val = held_out_count(len(rels), fraction) if fraction > 0 else 0
+            chosen.update(sorted(rels, key=_stable_key)[:n_val])
+    index.val = [dataclasses.replace(e, split="val") for e in index.train if e.rel in chosen]
+    index.train = [e for e in index.train if e.rel not in chosen]
+    return index
+
+
+def _listed_validation(index: DatasetIndex, cfg, path: Path) -> set[str]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: validation list not found (data.val_list = {cfg.val_list!r})")
+    listed = parse_list(path, index.root, cfg.format if cfg.format != "folders" else "auto", "val",
+                        index.num_classes)
+    train = {os.path.realpath(e.path): e for e in index.train}
+    test = {os.path.realpath(e.path) for e in index.test}
+    chosen = set()
+    for e in listed:
+        real = os.path.realpath(e.path)
+        if real in test:
+            raise DatasetError(f"{path}:{e.line}: {e.rel} is in the test split; validating on test is refused")
+        if real not in train:
+            raise DatasetError(f"{path}:{e.line}: {e.rel} is not in the train split "
+                               f"(the validation split is carved from it)")
+        if train[real].label != e.label:
+            raise DatasetError(f"{path}:{e.line}: {e.rel} has label {e.label} here but {train[real].label} "
+                               f"in {train[real].source}:{train[real].line}")
+        chosen.add(train[real].rel)
+    if len(chosen) == len(train):
+        raise DatasetError(f"{path}: names every train video; nothing would be left to train on")
+    return chosen
+
+
+def _read_lists(cfg, root: Path) -> DatasetIndex:
     classes_path = root / CLASSES_FILE
     classes = read_classes(classes_path) if classes_path.exists() else None
     num = len(classes) if classes else None

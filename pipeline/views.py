@@ -84,20 +84,26 @@ def apply_view(clip, view: View, crop: int) -> torch.Tensor:
     return x.permute(1, 0, 2, 3).contiguous()  # (3, T, crop, crop), as video models expect
 
 
-def multi_view_crops(H: int, W: int, crops: int, crop: int | None = None) -> list[View]:
-    """Evaluation crops: `crops` short-side squares spread evenly along the long side, unflipped.
+def multi_view_crops(H: int, W: int, crops: int, crop: int | None = None, scale: float = 1.0) -> list[View]:
+    """Evaluation crops: `crops` unflipped squares of side round(scale x short side), spread evenly along
+    the long side (the short axis centred); on a square clip they run left to right.
 
-    1 -> the centre square (= view 0); 3 -> left/centre/right (or top/centre/bottom).
+    scale = 1: 1 -> the centre square (= view 0); 3 -> left/centre/right of a wide clip, but three
+    identical boxes on a square one. scale < 1 (evaluate.crop_scale) makes the boxes differ on any
+    clip, like the training views' random crops of scale data.min_scale..1.
     `crop` (the output size) does not change the boxes; apply_view resizes them.
     """
     if crops < 1:
         raise ValueError(f"crops must be >= 1, got {crops}")
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    side = max(1, min(min(H, W), round(scale * min(H, W))))
     if crops == 1:
-        return [_centre_square(H, W)]
-    side = min(H, W)
-    slack = max(H, W) - side
-    starts = [k * slack // (crops - 1) for k in range(crops)]  # floor: with odd crops the middle one is view 0
-    if W >= H:
+        return [View((H - side) // 2, (W - side) // 2, side, side, False)]
+    along_w = W >= H
+    slack = (W if along_w else H) - side
+    starts = [k * slack // (crops - 1) for k in range(crops)]  # floor: with odd crops the middle one is centred
+    if along_w:
         return [View((H - side) // 2, s, side, side, False) for s in starts]
     return [View(s, (W - side) // 2, side, side, False) for s in starts]
 

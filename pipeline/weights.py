@@ -160,7 +160,11 @@ def resolve(train_cfg, classes: list[str], cfg, cache: Path, console=None) -> In
         return Init(source)
     if source == PRETRAIN:
         folder = pretrain_dir(cache, model)
-        return _from_trained(source, folder / "model.pt", folder / "meta.json", classes)
+        init = _from_trained(source, folder / "model.pt", folder / "meta.json", classes)
+        # Pretraining standardised the day footage with its own statistics; each stream here is
+        # standardised with its own in turn, so the filters see inputs at the scale they learnt on.
+        init.normalize = None
+        return init
     weights = published(source, model)
     if weights is not None:
         path = download(url_of(weights), console)
@@ -220,7 +224,7 @@ def initial_model(train_cfg, classes: list[str], cfg, cache: Path, console=None)
     init = resolve(train_cfg, classes, cfg, cache, console)
     torch.manual_seed(train_cfg.seed)  # after resolving: a download must not shift the seeded init
     model = models.build(train_cfg.model, len(classes), pretrained=init.state, reinit_fc=init.reinit_fc,
-                         **init.model_kwargs)
+                         dropout=getattr(train_cfg, "dropout", 0.0), **init.model_kwargs)
     if init.state is not None:
         init.note = f"{init.note}: {model.pretrained_note}"
     if console is not None and init.state is not None:

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
+from dlkdd.pipeline.enhance import channel_moments, input_statistics
 from dlkdd.pipeline.shards import write_shard
 
 
 def make_clip_cache(clips_dir: Path, classes: int = 3, train_per_class: int = 6, test_per_class: int = 2,
                     T: int = 4, H: int = 20, W: int = 24, test_clips: int = 2, shard_size: int = 8,
-                    seed: int = 0) -> dict:
-    """Write `clips_dir/shard-*.h5` and `index.json` as the enhance stage would.
+                    seed: int = 0, val_per_class: int = 2, train_clips: int = 1) -> dict:
+    """Write `clips_dir/shard-*.h5` and `index.json` as the enhance stage would (train, then
+    validation, then test videos; validation and test videos have `test_clips` clips each).
 
     Each class has its own bright moving bar direction, so a model can learn it quickly.
     Returns the index dict.
@@ -21,7 +23,8 @@ def make_clip_cache(clips_dir: Path, classes: int = 3, train_per_class: int = 6,
     clips_dir = Path(clips_dir)
     clips_dir.mkdir(parents=True, exist_ok=True)
     rows = []  # (video, split, label, clip, original, enhanced, frames)
-    for split, per, ncl in (("train", train_per_class, 1), ("test", test_per_class, test_clips)):
+    for split, per, ncl in (("train", train_per_class, train_clips), ("val", val_per_class, test_clips),
+                            ("test", test_per_class, test_clips)):
         for label in range(classes):
             for n in range(per):
                 video = f"C{label}/C{label}_{split}_{n}.mp4"
@@ -42,8 +45,10 @@ def make_clip_cache(clips_dir: Path, classes: int = 3, train_per_class: int = 6,
         for row, r in enumerate(chunk):
             clips.append({"id": len(clips), "video": r[0], "split": r[1], "label": r[2], "shard": name,
                           "row": row, "clip": r[3], "frames": r[6]})
+    moments = [{"split": r[1], "moments": {"original": channel_moments(r[4]), "enhanced": channel_moments(r[5])}}
+               for r in rows]
     index = {"format_version": 1, "classes": [f"C{k}" for k in range(classes)], "T": T, "H": H, "W": W,
-             "root": "synthetic", "clips": clips}
+             "root": "synthetic", "normalize": input_statistics(moments), "clips": clips}
     (clips_dir / "index.json").write_text(json.dumps(index))
     (clips_dir / "errors.json").write_text("[]")
     return index

@@ -41,8 +41,14 @@ def test_shards_hold_what_the_index_says(videos, tmp_path):
     assert index["classes"] == ["C0", "C1"]
     clips = index["clips"]
     assert [c["id"] for c in clips] == list(range(len(clips)))
-    assert len(clips) == 6 * 1 + 2 * 2  # 6 train videos x 1 clip + 2 test videos x 2 clips
-    assert [c["video"] for c in clips[:3]] == ["C0/C0_0.mp4", "C0/C0_1.mp4", "C0/C0_2.mp4"]
+    # per class 3 listed train videos: 2 train x 2 clips + 1 validation x 2 clips; 1 test video x 2 clips
+    assert len(clips) == 2 * (2 * 2 + 1 * 2 + 1 * 2)
+    assert sorted({c["split"] for c in clips}) == ["test", "train", "val"]
+    assert [c["split"] for c in clips] == ["train"] * 8 + ["val"] * 4 + ["test"] * 4  # train, val, test
+    videos = {split: {c["video"] for c in clips if c["split"] == split} for split in ("train", "val")}
+    assert len(videos["train"]) == 4 and len(videos["val"]) == 2 and not videos["train"] & videos["val"]
+    assert set(index["normalize"]) == {"original", "enhanced"}
+    assert index["normalize"]["enhanced"]["mean"][0] > 2 * index["normalize"]["original"]["mean"][0]
     for c in clips:
         orig, enh = read_clip(tmp_path / "clips" / c["shard"], c["row"], "both")
         assert orig.shape == (6, 32, 43, 3) and enh.dtype == np.uint8

@@ -18,7 +18,7 @@ from dlkdd.pipeline.data import draw_view
 from dlkdd.pipeline.distill import distillation_loss, make_loss_fn
 from dlkdd.pipeline.shards import ShardError, read_clip
 from dlkdd.pipeline.student import list_variants, run_baseline, run_student, student_datasets
-from dlkdd.pipeline.views import apply_view, view_params
+from dlkdd.pipeline.views import apply_view, normalize, view_params
 from tests.cachefix import make_clip_cache
 
 V, K = 3, 3
@@ -134,15 +134,17 @@ def test_student_sees_the_logits_of_the_view_it_was_given(tmp_path):
             assert meta["split"] == "train" and y == meta["label"]
             clip = read_clip(ctx.dir_of("enhance") / meta["shard"], meta["row"], "original")
             want = apply_view(clip, view_params(cid, int(v), 20, 24, cfg.data), cfg.data.crop)
-            assert torch.equal(x, want)
+            assert torch.equal(x, normalize(want, train_set.stats))
             seen_views.add(int(v))
     assert seen_views == set(range(V))  # random views really are drawn, not only the centre crop
     x, y, _ = val_set[0]
     cid = val_set.clips.clip_ids[0]
     meta = by_id[cid]
-    assert meta["split"] == "test"
+    assert meta["split"] == "val"  # validation is carved from train; test belongs to evaluate alone
     clip = read_clip(ctx.dir_of("enhance") / meta["shard"], meta["row"], "original")
-    assert torch.equal(x, apply_view(clip, view_params(cid, 0, 20, 24, cfg.data), cfg.data.crop))
+    want = apply_view(clip, view_params(cid, 0, 20, 24, cfg.data), cfg.data.crop)
+    assert torch.equal(x, normalize(want, json.loads((ctx.dir_of("enhance") / "index.json").read_text())
+                                       ["normalize"]["original"]))
 
 
 def _record(ctx, summary):

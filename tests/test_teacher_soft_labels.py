@@ -16,7 +16,7 @@ from dlkdd.pipeline.config import Config
 from dlkdd.pipeline.data import LOGITS_FILE
 from dlkdd.pipeline.shards import ClipDataset
 from dlkdd.pipeline.stages import Context, Graph
-from dlkdd.pipeline.views import apply_view, view_params
+from dlkdd.pipeline.views import apply_view, normalize, view_params
 from tests.cachefix import make_clip_cache
 
 EPOCHS, V = 2, 3
@@ -95,21 +95,25 @@ def test_logits_file_rows_follow_clip_ids(cache):
     assert json.loads(attrs["classes"]) == index["classes"]
     assert (attrs["views"], attrs["crop"], attrs["view_seed"], attrs["clip_ids"]) == (V, 16, 0, n)
     assert attrs["teacher_fingerprint"] == "unknown"  # no teacher record in a hand-run cache
-    assert summary["clips"] == n and summary["views"] == V and summary["classes"] == 3
-    assert 0 <= summary["teacher_top1_test_view0"] <= 100
-    model, _ = load_trained(graph.out_dir("teacher"))
+    test = [c["id"] for c in index["clips"] if c["split"] == "test"]
+    labelled = [c["id"] for c in index["clips"] if c["split"] != "test"]
+    assert summary["clips"] == len(labelled) and summary["views"] == V and summary["classes"] == 3
+    assert 0 <= summary["teacher_top1_val_view0"] <= 100
+    assert np.isnan(logits[test]).all() and np.isfinite(logits[labelled]).all()  # test clips never labelled
+    model, meta = load_trained(graph.out_dir("teacher"))
     clips = ClipDataset.from_index(graph.out_dir("enhance") / "index.json", None, "enhanced")
+    last = labelled[-1]
     with torch.inference_mode():
-        for c, v in [(0, 0), (7, 2), (n - 1, 1), (n - 1, 0)]:
+        for c, v in [(0, 0), (7, 2), (last, 1), (last, 0)]:
             clip = clips[c][0]
-            x = apply_view(clip, view_params(c, v, 20, 24, graph.cfg.data), 16)
+            x = normalize(apply_view(clip, view_params(c, v, 20, 24, graph.cfg.data), 16), meta["normalize"])
             np.testing.assert_allclose(logits[c, v], model(x[None])[0].numpy(), atol=1e-4, rtol=0)
     clips.close()
 
 
 def test_verify_passes_then_catches_a_tampered_entry(cache, tmp_path):
     graph, index, _, _ = cache
-    n = len(index["clips"])
+    n = sum(c["split"] != "test" for c in index["clips"])  # verify checks the labelled entries
     assert soft_labels.verify_cache(graph, "cpu", k=10) == 10
     copy = tmp_path / LOGITS_FILE
     shutil.copy(graph.out_dir("soft-labels") / LOGITS_FILE, copy)

@@ -102,8 +102,9 @@ def test_read_dataset_arid_infers_class_names(arid_root):
     assert index.classes == ["Drink", "class1", "Wave"]  # label 1 has no videos
     assert [e.rel for e in index.entries("train")] == ["Drink/Drink_1_1.avi", "Wave/Wave_1_1.avi"]
     assert [e.split for e in index.entries("test")] == ["test"]
+    assert index.entries("val") == []  # one train video per class: nothing to hold out
     with pytest.raises(ValueError):
-        index.entries("val")
+        index.entries("validation")
 
 
 def test_read_dataset_class_names_disagree_or_no_folder(tmp_path):
@@ -139,7 +140,7 @@ def test_folders_format(tmp_path):
     for cls, files in names.items():
         touch(tmp_path, *(f"{cls}/{f}" for f in files))
     touch(tmp_path, "Run/notes.txt", "Run/.hidden.mp4", "splits/train.txt")
-    cfg = DataConfig(format="folders", test_fraction=0.25)
+    cfg = DataConfig(format="folders", test_fraction=0.25, val_fraction=0.0)
     index = read_dataset(cfg, tmp_path)
     assert index.classes == ["Jump", "Run", "Sit"]  # sorted; splits/ holds no video
     by = lambda entries, k: sorted(e.rel for e in entries if e.label == k)  # noqa: E731

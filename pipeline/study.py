@@ -1,0 +1,329 @@
+"""`dlkdd study --seeds 0,1,2,3,4`: the only source of accuracy claims.
+
+Against one cache (enhancer, clips and, unless `--teacher-seeds`, the teacher and its
+soft labels shared), each seed trains a baseline and a distilled student, each in a
+folder of its own (`baseline/seed<N>-<hash>`, `student/a..-T..-<hash>`; with
+`--teacher-seeds` also `teacher/seed<N>-<hash>` and its `soft-labels/teacher-seed<N>`),
+so a rerun retrains nothing fresh and a new seed trains only that seed. Every model is
+scored on the test split with `evaluate`'s multi-view protocol, and the study writes
+`report/study.json` (shape below), `report/study.md` and `report/study.png`:
+
+    {"seeds": [...], "rows": [{"seed": s, "teacher": t, "baseline": b, "student": d}, ...],
+     "difference": {"mean": m, "ci95": [lo, hi]}}
+
+(test top-1 in percent, multi-view; difference = student - baseline paired by seed, a
+t-interval over seeds). The markdown adds mean +- sd per model, each model's
+train-minus-validation accuracy gap at its kept epoch, and a paired bootstrap over
+test videos.
+
+A study is a list of named arms, each a set of config overrides, run per seed
+(`ARMS`; issue 11's `--ablate` adds rows such as a teacher from scratch or on original
+input). The per-seed work, `run_seed`, takes and returns plain data so `--jobs N` can
+run seeds in separate processes: each seed writes only its own folders.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .config import Config, apply_overrides, validate
+from .stages import STAGES, Graph, Stage, code_digest, execute, params_hash, section_keys
+
+MODELS = ("teacher", "baseline", "student")
+STUDY_JSON, STUDY_MD, STUDY_PNG = "study.json", "study.md", "study.png"
+BOOTSTRAP = 2000  # resamples of the test videos
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,  # df 1..10
+        2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,  # df 11..20
+        2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # df 21..30
+
+
+class StudyError(ValueError):
+    """A bad --seeds value or study setting (one line)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row group of a study: config overrides (`section.key=value`) applied on top of the config."""
+    name: str
+    overrides: tuple[str, ...] = ()
+
+
+ARMS = (Arm("dlkdd"),)  # the paper's comparison: DL-KDD student vs baseline, the config as given
+
+
+# ----------------------------------------------------------------------------- where seeds live
+
+def _baseline_params(cfg: Config) -> list[str]:
+    return STAGES["baseline"].params(cfg)
+
+
+def study_stages(vary_teacher: bool) -> dict[str, Stage]:
+    """The stage table with per-seed folders: the baseline always, the teacher and its soft labels
+    (and so the student) when the teacher's seed varies too. Upstream stages are shared."""
+    stages = dict(STAGES)
+    stages["baseline"] = replace(STAGES["baseline"], out=lambda c: (
+        f"baseline/seed{c.student.seed}-{params_hash(c, _baseline_params(c))[:8]}"))
+    if vary_teacher:
+        teacher_keys = STAGES["teacher"].params
+        stages["teacher"] = replace(STAGES["teacher"], out=lambda c: (
+            f"teacher/seed{c.teacher.seed}-{params_hash(c, teacher_keys(c))[:8]}"))
+        stages["soft-labels"] = replace(STAGES["soft-labels"], out=lambda c: (
+            f"soft-labels/{stages['teacher'].out(c).split('/', 1)[1]}"))
+        student_out = STAGES["student"].out
+        stages["student"] = replace(STAGES["student"], out=lambda c: (
+            f"student/teacher-seed{c.teacher.seed}-{student_out(c).split('/', 1)[1]}"))
+    return stages
+
+
+def seed_config(cfg: Config, arm: Arm, seed: int, vary_teacher: bool) -> Config:
+    """The arm's config for one seed: student.seed (and teacher.seed with --teacher-seeds) = seed."""
+    out = copy.deepcopy(cfg)
+    apply_overrides(out, list(arm.overrides))
+    out.student.seed = seed
+    if vary_teacher:
+        out.teacher.seed = seed
+    validate(out)
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" or "0-4" -> sorted distinct seeds."""
+    seeds: set[int] = set()
+    try:
+        for part in (p.strip() for p in str(text).split(",") if p.strip()):
+            lo, _, hi = part.partition("-") if part[1:].find("-") >= 0 else (part, "", "")
+            lo_i, hi_i = int(lo), int(hi) if hi else int(lo)
+            if lo_i < 0 or hi_i < lo_i:
+                raise ValueError
+            seeds.update(range(lo_i, hi_i + 1))
+    except ValueError:
+        raise StudyError(f"--seeds {text!r}: expected seeds like 0,1,2,3,4 or 0-4") from None
+    if not seeds:
+        raise StudyError(f"--seeds {text!r}: no seeds given")
+    return sorted(seeds)
+
+
+# ----------------------------------------------------------------------------- one seed
+
+def run_seed(job: dict) -> dict:
+    """Train (if stale) and score one seed of one arm; plain data in and out (a process-pool task).
+
+    job: cfg (Config), cache, device, seed, arm (Arm), vary_teacher, quiet, threads (0 = leave).
+    Returns {"arm", "seed", "top1": {model: %}, "hits": {model: [0/1 per test video]},
+             "gap": {model: train - validation top-1 at the kept epoch}, "videos": [...]}.
+    """
+    import torch
+    from rich.console import Console
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+    cfg = seed_config(job["cfg"], job["arm"], job["seed"], job["vary_teacher"])
+    graph = Graph(cfg, Path(job["cache"]), stages=study_stages(job["vary_teacher"]))
+    con = Console(stderr=True, quiet=job.get("quiet", False))
+    for target in ("baseline", "student"):
+        execute(graph, target, job["device"], con)
+    return score_seed(graph, job["arm"].name, job["seed"], job["device"], con)
+
+
+def _fresh_eval(path: Path, key: dict) -> dict | None:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if saved.get("key") == key else None
+
+
+def score_seed(graph: Graph, arm: str, seed: int, device: str, console) -> dict:
+    """Multi-view test top-1 of the seed's teacher, baseline and student (cached per model digest)."""
+    from .evaluate import test_split
+    key = {"models": {m: (graph.record(m) or {}).get("outputs_digest") for m in MODELS},
+           "evaluate": {k: graph.cfg.get(k) for k in section_keys(graph.cfg, "evaluate", ("batch_size",))},
+           "code": [code_digest("dlkdd.pipeline.evaluate"), code_digest("dlkdd.pipeline.study")]}
+    path = graph.cache / "study" / arm / f"seed{seed}-{graph.out_dir('teacher').name}.json"
+    saved = _fresh_eval(path, key)
+    if saved is not None:
+        console.print(f"  {arm} seed {seed}: scores fresh")
+        return saved["result"]
+    index = graph.out_dir("enhance") / "index.json"
+    split = test_split(index)
+    result = {"arm": arm, "seed": seed, "top1": {}, "hits": {}, "gap": {}, "videos": split.videos}
+    for model in MODELS:
+        top1, hits, gap = _score_model(graph, model, index, split, device)
+        result["top1"][model], result["hits"][model], result["gap"][model] = top1, hits, gap
+    console.print(f"  {arm} seed {seed}: test top-1 (multi-view) " + ", ".join(
+        f"{m} {result['top1'][m]:.1f}%" for m in MODELS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, {"key": key, "result": result})
+    return result
+
+
+def _score_model(graph: Graph, model_stage: str, index: Path, split, device: str):
+    from .checkpoints import load_trained
+    from .evaluate import evaluate_model
+    from .shards import ClipDataset
+    from .train import MODEL, load_checkpoint
+    cfg, folder = graph.cfg, graph.out_dir(model_stage)
+    model, meta = load_trained(folder, device)
+    clips = ClipDataset.from_index(index, "test", meta.get("input", "original"))
+    try:
+        scores = evaluate_model(model, clips, split, meta.get("crop", cfg.data.crop), cfg.evaluate.crops,
+                                cfg.evaluate.batch_size, device, meta.get("normalize"),
+                                cfg.evaluate.crop_scale)
+    finally:
+        clips.close()
+    kept = load_checkpoint(folder / MODEL).get("metrics") or {}
+    gap = (kept["train_acc"] - kept["val_top1"]) if {"train_acc", "val_top1"} <= set(kept) else None
+    return scores["top1_multi"], [int(h) for h in scores["video_hits"]], gap
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def t_interval(diffs: list[float]) -> tuple[float, list[float | None]]:
+    """Mean and 95 % t-interval of paired differences (None bounds with fewer than 2 seeds)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, [None, None]
+    t = T975[len(d) - 2] if len(d) - 1 <= len(T975) else 1.96
+    half = t * float(d.std(ddof=1)) / math.sqrt(len(d))
+    return mean, [mean - half, mean + half]
+
+
+def paired_bootstrap(hits_a: np.ndarray, hits_b: np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Percentile 95 % interval of mean-over-seeds (b - a) top-1 when the test videos are resampled.
+
+    hits_*: (seeds, videos) 0/1, the same videos in the same order for every seed and model.
+    """
+    rng = np.random.default_rng(seed)
+    V = hits_a.shape[1]
+    picks = rng.integers(0, V, size=(n, V))
+    diff = 100.0 * (hits_b[:, picks].mean(axis=2) - hits_a[:, picks].mean(axis=2)).mean(axis=0)
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return {"mean": 100.0 * float((hits_b - hits_a).mean()), "ci95": [float(lo), float(hi)],
+            "p_le_0": float((diff <= 0).mean()), "resamples": n, "videos": V}
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    x = np.asarray(values, dtype=np.float64)
+    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
+def summarize(results: list[dict]) -> dict:
+    """study.json: seeds, per-seed rows and the paired difference (of the first arm)."""
+    results = sorted(results, key=lambda r: r["seed"])
+    rows = [{"seed": r["seed"], **{m: round(r["top1"][m], 4) for m in MODELS}} for r in results]
+    mean, ci = t_interval([r["student"] - r["baseline"] for r in rows])
+    return {"seeds": [r["seed"] for r in rows], "rows": rows,
+            "difference": {"mean": round(mean, 4), "ci95": [None if c is None else round(c, 4) for c in ci]}}
+
+
+def _fmt(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:+.{digits}f}" if digits < 0 else f"{x:.{digits}f}"
+
+
+def report_markdown(study: dict, results: list[dict], command: str) -> str:
+    results = sorted(results, key=lambda r: r["seed"])
+    rows = study["rows"]
+    lines = [f"# Study: {len(rows)} seed(s), test top-1 (multi-view, %)", "",
+             f"Command: `{command}`", "",
+             "| seed | teacher | baseline | DL-KDD student | student - baseline |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['teacher']:.2f} | {r['baseline']:.2f} | {r['student']:.2f} | "
+                     f"{r['student'] - r['baseline']:+.2f} |")
+    stats = {m: _mean_sd([r[m] for r in rows]) for m in MODELS}
+    lines.append("| mean +- sd | " + " | ".join(f"{stats[m][0]:.2f} +- {stats[m][1]:.2f}" for m in MODELS)
+                 + f" | {study['difference']['mean']:+.2f} |")
+    lo, hi = study["difference"]["ci95"]
+    lines += ["", f"**Paired difference (student - baseline, by seed)**: {study['difference']['mean']:+.2f} "
+              f"points, 95 % t-interval over {len(rows)} seeds " +
+              (f"[{lo:+.2f}, {hi:+.2f}]" if lo is not None else "(needs >= 2 seeds)") + "."]
+    hits = {m: np.array([r["hits"][m] for r in results]) for m in MODELS}
+    boot = paired_bootstrap(hits["baseline"], hits["student"])
+    lines += ["", f"**Paired bootstrap over the {boot['videos']} test videos** ({boot['resamples']} "
+              f"resamples, the same videos for both models and every seed): mean difference "
+              f"{boot['mean']:+.2f} points, 95 % interval [{boot['ci95'][0]:+.2f}, {boot['ci95'][1]:+.2f}], "
+              f"share of resamples with difference <= 0: {boot['p_le_0']:.3f}. "
+              f"One test video is {100.0 / max(1, boot['videos']):.2f} points."]
+    lines += ["", "## Train-minus-validation gap", "",
+              "Training top-1 (on the drawn training views, during the epoch) minus validation top-1 "
+              "(centre view), at each model's kept epoch; large gaps mean memorisation.", "",
+              "| model | gap mean +- sd (points) | per seed |", "| --- | ---: | --- |"]
+    for m in MODELS:
+        gaps = [r["gap"][m] for r in results if r["gap"][m] is not None]
+        if gaps:
+            g_mean, g_sd = _mean_sd(gaps)
+            lines.append(f"| {m} | {g_mean:.1f} +- {g_sd:.1f} | " + ", ".join(f"{g:.1f}" for g in gaps) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot_study(study: dict, path: Path) -> None:
+    """Each seed's test top-1 per model (dots, lines pair a seed), the mean with +- 1 sd."""
+    from matplotlib.figure import Figure
+    from .evaluate import _save
+    rows = study["rows"]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for r in rows:
+        ax.plot(range(len(MODELS)), [r[m] for m in MODELS], color="0.8", lw=0.8, zorder=1)
+    for k, m in enumerate(MODELS):
+        vals = [r[m] for r in rows]
+        ax.scatter([k] * len(vals), vals, s=18, zorder=2)
+        mean, sd = _mean_sd(vals)
+        ax.errorbar([k + 0.15], [mean], yerr=[sd], fmt="o", color="black", capsize=4, zorder=3)
+    ax.set_xticks(range(len(MODELS)), ["teacher", "baseline", "DL-KDD student"])
+    ax.set_ylabel("test top-1, multi-view (%)")
+    d = study["difference"]
+    ci = d["ci95"]
+    ax.set_title(f"{len(rows)} seeds; student - baseline {d['mean']:+.1f}"
+                 + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci[0] is not None else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- the study
+
+def shared_upstream(cfg: Config, cache: Path, device: str, console, vary_teacher: bool) -> None:
+    """Bring what every seed shares up to date once, before seeds (maybe in parallel) read it."""
+    graph = Graph(cfg, cache, stages=study_stages(vary_teacher))
+    execute(graph, "enhance" if vary_teacher else "soft-labels", device, console)
+
+
+def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, vary_teacher: bool = False,
+              jobs: int = 1, arms: tuple[Arm, ...] = ARMS, command: str = "dlkdd study") -> dict:
+    """Train what is stale, score every seed, write report/study.{json,md,png}; returns study.json."""
+    if jobs < 1:
+        raise StudyError(f"--jobs {jobs}: must be >= 1")
+    cache = Path(cache)
+    for arm in arms:
+        shared_upstream(seed_config(cfg, arm, seeds[0], vary_teacher), cache, device, console, vary_teacher)
+    tasks = [{"cfg": cfg, "cache": str(cache), "device": device, "seed": s, "arm": arm,
+              "vary_teacher": vary_teacher, "quiet": jobs > 1,
+              "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0}
+             for arm in arms for s in seeds]
+    if jobs == 1:
+        results = [run_seed(t) for t in tasks]
+    else:
+        console.print(f"  training {len(tasks)} seed(s) in {jobs} processes")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(run_seed, tasks))
+        for r in results:
+            console.print(f"  {r['arm']} seed {r['seed']}: test top-1 (multi-view) " + ", ".join(
+                f"{m} {r['top1'][m]:.1f}%" for m in MODELS))
+    first = [r for r in results if r["arm"] == arms[0].name]
+    study = summarize(first)
+    out = cache / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(out / STUDY_JSON, study)
+    atomic.write_bytes(out / STUDY_MD, report_markdown(study, first, command).encode())
+    plot_study(study, out / STUDY_PNG)
+    return study

@@ -1,0 +1,94 @@
+"""`dlkdd study`: the JSON's exact shape, its statistics, and that a new seed trains only itself."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from dlkdd.pipeline import study
+from dlkdd.pipeline.config import Config
+from dlkdd.pipeline.stages import Graph
+from tests.cachefix import make_clip_cache
+
+
+def test_parse_seeds():
+    assert study.parse_seeds("0,1,2,3,4") == study.parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert study.parse_seeds("3, 1,1") == [1, 3]
+    for bad in ("", "a", "1-0", "-1", "0,,x"):
+        with pytest.raises(study.StudyError, match="--seeds"):
+            study.parse_seeds(bad)
+
+
+def test_t_interval_and_paired_bootstrap():
+    mean, (lo, hi) = study.t_interval([1.0, 3.0, 2.0, 4.0, 5.0])
+    assert mean == 3.0 and hi - mean == pytest.approx(mean - lo)
+    assert hi - mean == pytest.approx(2.776 * np.std([1, 3, 2, 4, 5], ddof=1) / np.sqrt(5))  # t(0.975, 4)
+    assert study.t_interval([2.0])[1] == [None, None]
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2, size=(3, 200))
+    boot = study.paired_bootstrap(a, a)
+    assert boot["mean"] == 0 and boot["ci95"] == [0.0, 0.0]
+    better = np.ones_like(a)
+    boot = study.paired_bootstrap(a, better)
+    assert boot["ci95"][0] > 0 and boot["p_le_0"] == 0.0
+
+
+def _tiny_config() -> Config:
+    cfg = Config()
+    cfg.enhancer.kind = "none"
+    cfg.data.frames, cfg.data.short_side, cfg.data.crop, cfg.data.views = 4, 20, 16, 2
+    for section in (cfg.teacher, cfg.student):
+        section.model, section.epochs, section.batch_size = "r3d_tiny", 1, 8
+    return cfg
+
+
+def _cache(root, cfg):
+    """A synthetic clip cache whose enhancer and enhance stages are recorded as fresh."""
+    make_clip_cache(root / "clips", T=4, H=20, W=24)
+    graph = Graph(cfg, root)
+    for name in ("enhancer", "enhance"):
+        graph.out_dir(name).mkdir(parents=True, exist_ok=True)
+        graph.write_record(name, graph.inspect(name), time.time(), {})
+    return root
+
+
+@pytest.mark.slow
+def test_study_json_shape_and_a_new_seed_trains_only_itself(tmp_path, monkeypatch):
+    cfg = _tiny_config()
+    cache = _cache(tmp_path, cfg)
+    ran: list[tuple[int, str]] = []
+    execute = study.execute
+
+    def recording(graph, target, device, console, **kw):
+        names = execute(graph, target, device, console, **kw)
+        ran.extend((graph.cfg.student.seed, n) for n in names)
+        return names
+    monkeypatch.setattr(study, "execute", recording)
+    con = Console(quiet=True)
+
+    result = study.run_study(cfg, cache, [0, 1], "cpu", con)
+    assert sorted(ran) == sorted([(0, "teacher"), (0, "soft-labels"), (0, "baseline"), (0, "student"),
+                                  (1, "baseline"), (1, "student")])  # the teacher is shared
+    on_disk = json.loads((cache / "report" / "study.json").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    assert set(on_disk) == {"seeds", "rows", "difference"} and on_disk["seeds"] == [0, 1]
+    assert [set(r) for r in on_disk["rows"]] == [{"seed", "teacher", "baseline", "student"}] * 2
+    assert [r["seed"] for r in on_disk["rows"]] == [0, 1]
+    assert set(on_disk["difference"]) == {"mean", "ci95"} and len(on_disk["difference"]["ci95"]) == 2
+    diffs = [r["student"] - r["baseline"] for r in on_disk["rows"]]
+    assert on_disk["difference"]["mean"] == pytest.approx(np.mean(diffs), abs=1e-3)
+    assert all(0 <= r[m] <= 100 for r in on_disk["rows"] for m in ("teacher", "baseline", "student"))
+    md = (cache / "report" / "study.md").read_text()
+    assert "Paired bootstrap over the 6 test videos" in md and "Train-minus-validation gap" in md
+    assert (cache / "report" / "study.png").stat().st_size > 0
+    assert len(list((cache / "baseline").iterdir())) == 2  # one folder per seed
+
+    ran.clear()
+    study.run_study(cfg, cache, [0, 1], "cpu", con)
+    assert ran == []  # fresh: nothing retrains
+    study.run_study(cfg, cache, [0, 1, 2], "cpu", con)
+    assert sorted(ran) == [(2, "baseline"), (2, "student")]  # a new seed trains only that seed
+    assert json.loads((cache / "report" / "study.json").read_text())["seeds"] == [0, 1, 2]
