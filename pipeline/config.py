@@ -42,7 +42,7 @@ class DataConfig:
 
 @dataclass
 class EnhancerConfig:
-    kind: str = "zero_dce++"  # zero_dce | zero_dce++ | gamma | none
+    kind: str = "zero_dce++"  # zero_dce | zero_dce++ | sci (MIT licence, 258 parameters) | gamma | none
     mode: str = "fit"  # fit (from scratch) | finetune (from weights) | import (weights unchanged)
     weights: str = ""  # authors'-format .pth for finetune/import (e.g. ZeroDCE_Epoch99.pth)
     scale_factor: int = 1  # zero_dce++ only: estimate the curve at 1/s resolution
@@ -207,7 +207,7 @@ def load_toml(cfg: Config, path: Path) -> None:
 
 CHOICES = {
     "data.format": ("auto", "arid", "arid15", "mmaction", "folders"),
-    "enhancer.kind": ("zero_dce", "zero_dce++", "gamma", "none"),
+    "enhancer.kind": ("zero_dce", "zero_dce++", "sci", "gamma", "none"),
     "enhancer.mode": ("fit", "finetune", "import"),
     "enhance.compression": ("none", "lz4"),
     "teacher.optimizer": ("adamw", "sgd"),
@@ -254,7 +254,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.crop: {cfg.data.crop} is larger than data.short_side {cfg.data.short_side}")
     if cfg.enhancer.mode in ("finetune", "import") and not cfg.enhancer.weights \
-            and cfg.enhancer.kind in ("zero_dce", "zero_dce++"):
+            and cfg.enhancer.kind in ("zero_dce", "zero_dce++", "sci"):
         raise ConfigError(f"enhancer.mode={cfg.enhancer.mode} needs enhancer.weights = PATH")
 
 

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models import zero_dce
+from ..models import sci, zero_dce
 from ..models.zero_dce import WeightsError
 from .atomic import atomic_path
 from .config import EnhancerConfig
 
-LEARNED = ("zero_dce", "zero_dce++")
+LEARNED = ("zero_dce", "zero_dce++", "sci")
+KINDS = (*zero_dce.KINDS, sci.KIND)
 
 
 def needs_fit(cfg: EnhancerConfig) -> bool:
@@ -32,11 +33,15 @@ def make_enhancer(cfg: EnhancerConfig, weights_override: str | Path | None = Non
     if cfg.kind not in LEARNED:
         return zero_dce.build(cfg.kind, gamma=cfg.gamma).eval()
     if cfg.mode == "fit":
+        if cfg.kind == sci.KIND:
+            return sci.init_weights(sci.build(), cfg.seed).eval()
         model = zero_dce.build(cfg.kind, cfg.scale_factor)
         return zero_dce.init_weights(model, cfg.seed).eval()
     weights = weights_override or cfg.weights
     if not weights:
         raise WeightsError(f"enhancer.mode={cfg.mode} needs enhancer.weights = PATH")
+    if cfg.kind == sci.KIND:
+        return sci.from_checkpoint(weights)
     return zero_dce.from_checkpoint(weights, cfg.scale_factor, kind=cfg.kind)
 
 
@@ -62,6 +67,10 @@ def fit(model: nn.Module, frames: np.ndarray, cfg: EnhancerConfig,
     device = torch.device(device)
     data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # uint8 view, no copy
     g = torch.Generator().manual_seed(int(cfg.seed))
+    if getattr(model, "kind", None) == sci.KIND:  # its own (self-calibrated) loss and stages
+        model.to(device)
+        crops = lambda step: _random_crops(data, cfg.batch_size, cfg.crop, g).to(device).float().div_(255.0)  # noqa: E731
+        return sci.fit(model, crops, cfg.steps, cfg.lr, cfg.weight_decay, cfg.grad_clip, on_step)
     weights = {"spa": cfg.w_spa, "exp": cfg.w_exp, "col": cfg.w_col, "tv": cfg.w_tv}
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -108,8 +117,10 @@ def load_enhancer(path: str | Path) -> nn.Module:
     if not isinstance(record, dict) or not {"kind", "state_dict"} <= record.keys():
         raise WeightsError(f"{path}: not an enhancer saved by dlkdd (expected keys kind, state_dict)")
     kind = record["kind"]
-    if kind not in zero_dce.KINDS:
+    if kind not in KINDS:
         raise WeightsError(f"{path}: unknown enhancer kind {kind!r}")
+    if kind == sci.KIND:
+        return sci.load_weights(sci.build(), dict(record["state_dict"]), path).eval()
     module = zero_dce.build(kind, int(record.get("scale_factor", 1)), float(record.get("gamma", 2.2)))
     if kind in LEARNED:
         zero_dce.load_weights(module, dict(record["state_dict"]), path)
@@ -194,7 +205,7 @@ def run_stage(ctx) -> dict:
                        mean_before=round(float(sample.mean()) / 255, 4),
                        mean_after=round(float(after.mean()) / 255, 4))
         ctx.console.print(f"  mean brightness of training frames {summary['mean_before']:.3f} -> "
-                          f"{summary['mean_after']:.3f} (target E = {cfg.exposure})")
+                          f"{summary['mean_after']:.3f}" + (f" (target E = {cfg.exposure})" if cfg.kind != sci.KIND else ""))
     save_enhancer(model.cpu(), ctx.out / "weights.pt", cfg)
     return summary
 
@@ -208,6 +219,6 @@ def _fit_with_progress(ctx, model, frames, cfg) -> list[dict]:
 
         def on_step(step: int, rec: dict) -> None:
             if step % 5 == 0 or step == cfg.steps - 1:
-                terms = " ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "spa", "exp", "col", "tv"))
+                terms = " ".join(f"{k} {v:.4f}" for k, v in rec.items() if k != "step")  # per kind's loss
                 progress.update(task, completed=step + 1, terms=terms)
         return fit(model, frames, cfg, on_step=on_step, device=ctx.device)

@@ -76,14 +76,16 @@ def _enhancer_params(cfg: Config) -> list[str]:
         keys = ["enhancer.kind", "enhancer.mode", "enhancer.weights", "enhancer.scale_factor"]
     if cfg.enhancer.kind != "zero_dce++":
         keys = [k for k in keys if k != "enhancer.scale_factor"]
+    if cfg.enhancer.kind == "sci":  # its self-calibrated loss has no Zero-DCE terms to weigh
+        keys = [k for k in keys if k.split(".")[1] not in ("exposure", "w_spa", "w_exp", "w_col", "w_tv")]
     return [*DATA_KEYS, *keys] if cfg.enhancer.mode != "import" else keys
 
 
 def _enhancer_inputs(cfg: Config, checksum: bool) -> dict:
     ins = {}
-    if cfg.enhancer.kind in ("zero_dce", "zero_dce++") and cfg.enhancer.mode != "fit":
+    if cfg.enhancer.kind in ("zero_dce", "zero_dce++", "sci") and cfg.enhancer.mode != "fit":
         ins["weights"] = file_digest(Path(cfg.enhancer.weights), checksum=True)
-    if cfg.enhancer.kind in ("zero_dce", "zero_dce++") and cfg.enhancer.mode != "import":
+    if cfg.enhancer.kind in ("zero_dce", "zero_dce++", "sci") and cfg.enhancer.mode != "import":
         ins.update(dataset_inputs(cfg, checksum, splits=("train",)))
     return ins
 
@@ -107,13 +109,13 @@ TRAIN_MODULES = ("dlkdd.pipeline.student", "dlkdd.pipeline.distill", "dlkdd.pipe
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("enhancer", (), _enhancer_params,
-          ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.pipeline.videos"),
+          ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.models.sci", "dlkdd.pipeline.videos"),
           lambda c: "enhancer", "dlkdd.pipeline.enhancer:run_stage", _enhancer_inputs,
           "fit Zero-DCE on the dataset's own dark training frames, import weights, or gamma"),
     Stage("enhance", ("enhancer",),
           lambda c: [*DATA_KEYS, "enhance.shard_size", "enhance.compression"],
           ("dlkdd.pipeline.enhance", "dlkdd.pipeline.shards", "dlkdd.pipeline.videos", "dlkdd.pipeline.enhancer",
-           "dlkdd.models.zero_dce"),
+           "dlkdd.models.zero_dce", "dlkdd.models.sci"),
           lambda c: "clips", "dlkdd.pipeline.enhance:run_stage", _dataset_inputs_all,
           "decode, sample, resize and enhance every video into HDF5 clip shards"),
     Stage("teacher", ("enhance",),
