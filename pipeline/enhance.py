@@ -383,7 +383,8 @@ class _Cluster:
                                         dashboard_address=None, silence_logs=40,
                                         env={"OMP_WAIT_POLICY": "PASSIVE"})
             self.client = Client(self.cluster)
-            self.client.run(_warm_up, threads, **args)
+            if not self.abandoned:  # a run already done or interrupted needs no warm workers
+                self.client.run(_warm_up, threads, **args)
         except BaseException as e:  # re-raised in the stage's thread by ready()
             self.error = e
         with self.lock:
