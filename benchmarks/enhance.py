@@ -13,7 +13,7 @@
     (mkldnn off is not timed: its depthwise conv is ~10x slower, which only costs time.)
 (c) reuse: `ClipDataset` clips/s reading the shards the real `enhance` stage wrote
     (Zero-DCE++, fitted for a few steps, `enhance.workers=0`) vs making the same clips
-    again from video with `pipeline.enhance.process_video`. Target >= 20x.
+    again from video with `pipeline.enhance.process_videos`. Target >= 20x.
 (d) memory: peak RSS of `dlkdd ... enhance` on 4x the videos over 1x, each run in a fresh
     process (in-process `enhance.workers=0`, and the default dask LocalCluster, whose
     worker process is reported separately). Target <= 1.2.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import importlib.util
 import json
 import os
@@ -352,7 +353,7 @@ def _spread(entries: list, k: int) -> list:
 def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int) -> dict:
     from rich.console import Console
     from torch.utils.data import DataLoader
-    from dlkdd.pipeline.enhance import clip_size, list_jobs, process_video
+    from dlkdd.pipeline.enhance import clip_size, list_jobs, process_videos
     from dlkdd.pipeline.shards import ClipDataset
     from dlkdd.pipeline.stages import Graph, execute
     cfg = Config()
@@ -366,13 +367,13 @@ def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int
     t0 = time.perf_counter()
     execute(graph, "enhance", "cpu", Console(quiet=True))
     stage_s = time.perf_counter() - t0
-    torch.set_num_threads(threads)  # process_video set it to enhance.threads_per_worker
+    torch.set_num_threads(threads)
     index = graph.out_dir("enhance") / "index.json"
     jobs, _ = list_jobs(cfg)
     size = clip_size(cfg, jobs)
     args = dict(T=cfg.data.frames, clips={"train": cfg.data.clips_per_video, "test": cfg.data.test_clips},
                 size=size, enhancer_path=str(graph.out_dir("enhancer") / "weights.pt"),
-                batch_frames=batch, threads=threads, device="cpu")
+                batch_frames=batch, device="cpu")
     counts = {}
 
     def read(which):
@@ -382,7 +383,7 @@ def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int
         counts[which] = n
 
     def remake():
-        counts["video"] = sum(process_video(job, **args)["original"].shape[0] for job in jobs)
+        counts["video"] = sum(process_videos([job], **args)[0]["original"].shape[0] for job in jobs)
 
     reads = 3  # a pass over the cache takes ~0.1 s: best of 3 per round, so one preemption does not decide
     times = interleaved({"cache both": lambda: read("both"), "cache enhanced": lambda: read("enhanced"),
@@ -390,10 +391,10 @@ def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int
                         warmup=False)  # the stage just warmed all
     for name in ("cache both", "cache enhanced"):
         times[name] = [min(times[name][i:i + reads]) for i in range(0, len(times[name]), reads)]
-    # the cache holds exactly what process_video makes
+    # the cache holds exactly what process_videos makes
     first = ClipDataset.from_index(index, None, "both")
     (orig, enh), _, _ = first[0]
-    again = process_video(jobs[0], **args)
+    again = process_videos([jobs[0]], **args)[0]
     same = bool(np.array_equal(orig.numpy(), again["original"][0])
                 and np.array_equal(enh.numpy(), again["enhanced"][0]))
     first.close()
@@ -406,14 +407,14 @@ def report_cache(r: dict, source: str, rounds: int) -> None:
     say(f"\n## (c) ClipDataset (HDF5 cache) vs decode + resize + enhance from video")
     say(f"dataset: {source}; {r['videos']} videos -> {c['video']} clips of {r['T']}x{r['size'][0]}x{r['size'][1]}; "
         f"cache built by the real enhance stage (zero_dce++, 2 fit steps, workers=0) in {r['stage_s']:.1f} s; "
-        f"{rounds} interleaved rounds; cached clip == process_video's: {r['same']}")
+        f"{rounds} interleaved rounds; cached clip == process_videos': {r['same']}")
     rows = []
     for name in ("cache both", "cache enhanced", "video"):
         rows.append([name, f"{c[name.split()[-1]] / min(t[name]):.1f}", f"{min(t[name]):.3f}"])
     say(markdown_table(["way", "clips/s (best)", "seconds (best)"], rows))
     for name in ("cache both", "cache enhanced"):
         best, med = speedup([s / c[name.split()[-1]] for s in t[name]], [s / c["video"] for s in t["video"]])
-        SUMMARY.append([f"(c) ClipDataset ({name.split()[-1]}) / process_video clips/s",
+        SUMMARY.append([f"(c) ClipDataset ({name.split()[-1]}) / process_videos clips/s",
                         f"{best:.0f}x [{med:.0f}]", f">= {TARGETS['c']:g}x", verdict(best, TARGETS["c"])])
 
 
@@ -556,6 +557,135 @@ def report_memory(m: dict, small: int, big: int, modes: list[int | None]) -> Non
     say(markdown_table(["mode", "process", f"{small} videos MB", f"{big} videos MB", "ratio", "seconds"], rows))
 
 
+# --- (e) the stage's execution paths, per enhancer kind, and dask workers -------------------------
+
+STAGE_KINDS = ("zero_dce", "zero_dce++", "sci", "gamma")
+SCI_WEIGHTS = ROOT.parent / "shared" / "weights" / "sci" / "medium.pt"
+
+
+def _kind_sets(kind: str) -> list[str]:
+    """--set arguments for an enhancer of `kind`: the authors' weights when present, else a short fit."""
+    path = {"zero_dce": WEIGHTS / WEIGHT_FILES["zero_dce"], "zero_dce++": WEIGHTS / WEIGHT_FILES["zero_dce++"],
+            "sci": SCI_WEIGHTS}.get(kind)
+    sets = [f"enhancer.kind={kind}"]
+    if path is not None:
+        sets += [f"enhancer.mode=import", f"enhancer.weights={path}"] if path.is_file() else ["enhancer.steps=5"]
+    return sets
+
+
+def _cli(data: Path, cache: Path, sets: list[str], verb: str) -> tuple[float, float, str]:
+    """(stage seconds as the CLI reports them, command wall seconds, output) of one fresh process."""
+    args = [sys.executable, "-m", "dlkdd.cli", "--data", str(data), "--cache", str(cache), "--device", "cpu"]
+    for item in sets:
+        args += ["--set", item]
+    t0 = time.perf_counter()
+    p = subprocess.run([*args, verb], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT.parent))})
+    wall = time.perf_counter() - t0
+    if p.returncode:
+        raise RuntimeError(f"dlkdd {verb} failed: {(p.stdout + p.stderr).strip()[-800:]}")
+    done = [line for line in (p.stdout + p.stderr).splitlines() if f"{verb}: done in" in line]
+    return (float(done[-1].split("done in")[1].split()[0]) if done else wall), wall, p.stdout + p.stderr
+
+
+def _stage(data: Path, work: Path, name: str, sets: list[str]) -> dict:
+    """The enhance stage alone: the enhancer stage is made first, in a cache copied for each run."""
+    base = work / f"enhancer-{'-'.join(sets)}".replace("/", "_")[:120]
+    if not base.exists():
+        _cli(data, base, sets, "enhancer")
+    cache = work / f"run-{name}"
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.copytree(base, cache)
+    stage_s, wall_s, _ = _cli(data, cache, sets, "enhance")
+    index = json.loads((cache / "clips" / "index.json").read_text())
+    frames = len(index["clips"]) * index["T"]
+    digests = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in (cache / "clips").glob("shard-*.h5"))
+    shutil.rmtree(cache)
+    return {"stage_s": stage_s, "wall_s": wall_s, "frames": frames, "videos": len({c["video"] for c in index["clips"]}),
+            "digests": digests}
+
+
+def decode_only(data: Path, threads: int) -> dict:
+    """What the stage decodes (every clip's frames, resized), nothing else, in this process."""
+    from dlkdd.pipeline.enhance import _fit_size, clip_size, list_jobs
+    from dlkdd.pipeline.videos import VideoError, decode_clips
+    cfg = Config()
+    cfg.data.root = str(data)
+    jobs, _ = list_jobs(cfg)
+    size = clip_size(cfg, jobs)
+    clips = {"train": cfg.data.clips_per_video, "test": cfg.data.test_clips}
+    torch.set_num_threads(threads)
+    t0, frames = time.perf_counter(), 0
+    for job in jobs:
+        try:
+            f, _ = decode_clips(job.path, cfg.data.frames, clips[job.split], min(size), max_long_side=0)
+        except VideoError:
+            continue
+        frames += _fit_size(f, size).shape[0] * cfg.data.frames
+    return {"seconds": time.perf_counter() - t0, "frames": frames, "videos": len(jobs)}
+
+
+def stage_paths(work: Path, big_per_class: int, threads: int) -> dict:
+    out = {"load_start": os.getloadavg()[0]}
+    dec = decode_only(SAMPLE, threads)
+    out["decode"] = dec
+    # (e1) default path (a LocalCluster, threads_per_worker at its default) vs in-process, same config
+    sets = _kind_sets("sci")
+    out["default"] = _stage(SAMPLE, work, "default", sets)
+    out["inprocess"] = _stage(SAMPLE, work, "inprocess", [*sets, "enhance.workers=0"])
+    # (e2) each enhancer kind, in-process, one torch thread (what one core of a CPU node gives)
+    out["kinds"] = {kind: _stage(SAMPLE, work, f"kind-{kind}", [*_kind_sets(kind), "enhance.workers=0",
+                                                                   f"enhance.threads_per_worker={threads}"])
+                    for kind in STAGE_KINDS}
+    # (e3) 1 vs 2 dask workers, one thread each, on a generated set large enough to amortise start-up
+    big = work / "big"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dlkdd.cli", "sample", str(big), "--seed", "1",
+                    "--videos-per-class", str(big_per_class), "--test-per-class", str(max(1, big_per_class // 4))],
+                   check=True, capture_output=True, cwd=ROOT)
+    out["big_gen_s"] = time.perf_counter() - t0
+    out["workers"] = {w: _stage(big, work, f"workers-{w}", [*sets, f"enhance.workers={w}",
+                                                            "enhance.threads_per_worker=1"]) for w in (1, 2)}
+    out["load_end"] = os.getloadavg()[0]
+    return out
+
+
+def report_stage_paths(r: dict, threads: int) -> None:
+    dec = r["decode"]
+    dec_fps = dec["frames"] / dec["seconds"]
+    say(f"\n## (e) the enhance stage: paths, kinds, workers (load average {r['load_start']:.1f} at start, "
+        f"{r['load_end']:.1f} at end; each run a fresh `dlkdd enhance` process)")
+    say(f"decode-only (decode_clips + resize of every clip, {threads} thread): {dec['videos']} videos, "
+        f"{dec['frames']} frames in {dec['seconds']:.2f} s = {dec_fps:.0f} frames/s")
+    a, b = r["default"], r["inprocess"]
+    ratio = a["stage_s"] / b["stage_s"]
+    same = a["digests"] == b["digests"]
+    say(markdown_table(["path (sci, sample)", "stage s", "command wall s", "frames/s"],
+                       [["default (enhance.workers=1: LocalCluster)", f"{a['stage_s']:.1f}", f"{a['wall_s']:.1f}",
+                         f"{a['frames'] / a['stage_s']:.0f}"],
+                        ["in-process (enhance.workers=0)", f"{b['stage_s']:.1f}", f"{b['wall_s']:.1f}",
+                         f"{b['frames'] / b['stage_s']:.0f}"]]))
+    say(f"default / in-process: stage {ratio:.2f}x, command wall {a['wall_s'] / b['wall_s']:.2f}x; "
+        f"shards byte-identical: {same}")
+    SUMMARY.append(["(e) default path / in-process, enhance stage seconds (sci, sample)", f"{ratio:.2f}",
+                    "<= 1.2", verdict(ratio, 1.2, higher_is_better=False)])
+    rows = []
+    for kind, k in r["kinds"].items():
+        fps = k["frames"] / k["stage_s"]
+        rows.append([kind, f"{k['stage_s']:.1f}", f"{fps:.0f}", f"{fps / dec_fps:.2f}"])
+        if kind == "sci":
+            SUMMARY.append(["(e) sci enhance stage frames/s / decode-only (in-process)", f"{fps / dec_fps:.2f}",
+                            ">= 0.5", verdict(fps / dec_fps, 0.5)])
+    say(markdown_table([f"kind (in-process, {threads} thread)", "stage s", "frames/s", "/ decode-only"], rows))
+    w1, w2 = r["workers"][1], r["workers"][2]
+    speed = w1["stage_s"] / w2["stage_s"]
+    say(f"generated set: {w1['videos']} videos (generated in {r['big_gen_s']:.0f} s); sci, threads_per_worker=1: "
+        f"1 worker {w1['stage_s']:.1f} s, 2 workers {w2['stage_s']:.1f} s -> {speed:.2f}x; "
+        f"shards byte-identical: {w1['digests'] == w2['digests']}")
+    SUMMARY.append(["(e) 2 dask workers / 1, one thread each, stage speed", f"{speed:.2f}x", ">= 1.6x",
+                    verdict(speed, 1.6)])
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 def main(argv=None) -> None:
@@ -563,7 +693,18 @@ def main(argv=None) -> None:
     ap.add_argument("--videos", type=int, default=16, help="videos for (c) (a spread of data/sample, or generated)")
     ap.add_argument("--quick", action="store_true", help="64x64 only, fewer rounds and videos (under a minute)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for every measurement")
+    ap.add_argument("--stage", action="store_true", help="only (e): the stage's paths, kinds and workers")
+    ap.add_argument("--big-per-class", type=int, default=100, help="(e) generated set: videos per class (6 classes)")
     args = ap.parse_args(argv)
+    if args.stage:
+        started = time.perf_counter()
+        cmd = f"python benchmarks/enhance.py --stage --big-per-class {args.big_per_class}"
+        say(f"# enhance benchmark: {cmd}")
+        with tempfile.TemporaryDirectory(prefix="dlkdd-bench-stage-") as tmp:
+            report_stage_paths(stage_paths(Path(tmp), args.big_per_class, 1), 1)
+        say(markdown_table(["measure", "value", "target", "verdict"], SUMMARY))
+        say(f"\ncommand: `{cmd}` -- {time.perf_counter() - started:.0f} s in all")
+        return
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     batch = EnhanceConfig().batch_frames

@@ -45,7 +45,7 @@ class DataConfig:
 
 @dataclass
 class EnhancerConfig:
-    kind: str = "zero_dce++"  # zero_dce | zero_dce++ | gamma | none
+    kind: str = "zero_dce++"  # zero_dce | zero_dce++ | sci (MIT licence, 258 parameters) | gamma | none
     mode: str = "fit"  # fit (from scratch) | finetune (from weights) | import (weights unchanged)
     weights: str = ""  # authors'-format .pth for finetune/import (e.g. ZeroDCE_Epoch99.pth)
     scale_factor: int = 1  # zero_dce++ only: estimate the curve at 1/s resolution
@@ -240,7 +240,7 @@ def load_toml(cfg: Config, path: Path) -> None:
 
 CHOICES = {
     "data.format": ("auto", "arid", "arid15", "mmaction", "folders"),
-    "enhancer.kind": ("zero_dce", "zero_dce++", "gamma", "none"),
+    "enhancer.kind": ("zero_dce", "zero_dce++", "sci", "gamma", "none"),
     "enhancer.mode": ("fit", "finetune", "import"),
     "enhancer.init": ("he", "authors"),
     "enhance.compression": ("none", "lz4"),
@@ -315,7 +315,7 @@ def validate(cfg: Config) -> None:
         if problem:
             raise ConfigError(f"{section}.pretrained: {problem}")
     if cfg.enhancer.mode in ("finetune", "import") and not cfg.enhancer.weights \
-            and cfg.enhancer.kind in ("zero_dce", "zero_dce++"):
+            and cfg.enhancer.kind in ("zero_dce", "zero_dce++", "sci"):
         raise ConfigError(f"enhancer.mode={cfg.enhancer.mode} needs enhancer.weights = PATH")
 
 

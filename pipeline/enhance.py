@@ -1,6 +1,7 @@
 """The `enhance` stage: every video -> T-frame clips, original and enhanced, in HDF5 shards.
 
-Videos are decoded and enhanced in parallel (dask: a LocalCluster, or an existing
+Videos are decoded and enhanced in tasks of several videos (their frames share enhancer
+batches), in this process or in parallel (dask: a LocalCluster, or an existing
 scheduler); this process writes each shard as soon as all its videos are done,
 to `*.tmp`, flushed and renamed, followed by a small `parts/shard-NNNNN.json`
 that marks the shard finished. A rerun after an interruption keeps finished
@@ -44,9 +45,12 @@ class Job:
 # --- work done on a dask worker (or in-process) -------------------------------------------
 
 _ENHANCERS: dict[str, object] = {}
+TASK_FRAMES = 256  # frames decoded per task (several videos, enhanced together) ...
+TASK_BYTES = 32 << 20  # ... and at most this many bytes of them: bounds memory per task in flight
 
 
 def _enhancer(path: str, device: str):
+    """One enhancer per process (a dask worker keeps it across tasks), reloaded when the file changes."""
     key = f"{path}:{os.stat(path).st_mtime_ns}:{device}"
     if key not in _ENHANCERS:
         from .enhancer import load_enhancer
@@ -55,33 +59,80 @@ def _enhancer(path: str, device: str):
     return _ENHANCERS[key]
 
 
-def process_video(job: Job, T: int, clips: dict, size: tuple[int, int], enhancer_path: str,
-                  batch_frames: int, threads: int, device: str) -> dict:
-    """Decode, sample, resize and enhance one video. Failures come back as {"error": reason}."""
-    import torch
+def process_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], enhancer_path: str,
+                   batch_frames: int, device: str) -> list[dict]:
+    """Decode, sample and resize each video; enhance the distinct frames of all of them together.
+
+    One result per video; a failure comes back as {"job", "error": reason}. Frames of
+    different videos share enhancer batches (of `batch_frames`): a frame's result does not
+    depend on its batch neighbours (tests/test_enhance.py checks it against per-video runs).
+    """
     from .enhancer import enhance_frames
     from .videos import VideoError, decode_clips
     from .views import fit_size
-    try:
-        frames, indices = decode_clips(job.path, T, clips[job.split], min(size), max_long_side=0)
-    except VideoError as e:
-        return {"job": job, "error": str(e)}
-    # In-process (workers = 0) the thread count must not outlive the video: training later in the
-    # same run would otherwise use it, and its float sums (so its weights) depend on it.
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    results, distinct, inverses = [], [], []
+    for job in jobs:
+        try:
+            frames, indices = decode_clips(job.path, T, clips[job.split], min(size), max_long_side=0)
+        except VideoError as e:
+            results.append({"job": job, "error": str(e)})
+            continue
         frames = fit_size(frames, size)
-        flat = frames.reshape(-1, *frames.shape[2:])
         # clips of one video share frames (and short videos repeat them): enhance each once
         _, first, inverse = np.unique(indices.ravel(), return_index=True, return_inverse=True)
-        enhanced = enhance_frames(_enhancer(enhancer_path, device), flat[first], batch=batch_frames,
-                                  device=device)[inverse.ravel()].reshape(frames.shape)
-    finally:
-        torch.set_num_threads(before)
-    st = os.stat(job.path)
-    return {"job": job, "original": frames, "enhanced": enhanced, "indices": indices,
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        distinct.append(frames.reshape(-1, *frames.shape[2:])[first])
+        inverses.append(inverse.ravel())
+        st = os.stat(job.path)
+        results.append({"job": job, "original": frames, "indices": indices,
+                        "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    if distinct:
+        enhanced = enhance_frames(_enhancer(enhancer_path, device), np.concatenate(distinct),
+                                  batch=batch_frames, device=device)
+        start = 0
+        for r, d, inverse in zip([r for r in results if "error" not in r], distinct, inverses):
+            r["enhanced"] = enhanced[start:start + len(d)][inverse].reshape(r["original"].shape)
+            start += len(d)
+    return results
+
+
+def _on_worker(jobs: list[Job], threads: int, **args) -> list[dict]:
+    """A dask task: the worker process is ours, so its torch threads are set once, at its first task."""
+    import torch
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return process_videos(jobs, **args)
+
+
+class _torch_threads:
+    """In-process: torch threads for the stage only. Training later in the same run must not inherit
+    them: its float sums (so its weights) depend on the thread count."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+        torch.set_num_threads(self.before)
+
+
+def task_plan(jobs: list[Job], T: int, clips: dict, size: tuple[int, int]) -> list[list[Job]]:
+    """Consecutive videos grouped into tasks of at most TASK_FRAMES frames and TASK_BYTES bytes."""
+    frame_bytes = size[0] * size[1] * 3 * 2  # original + enhanced
+    budget = max(1, min(TASK_FRAMES, TASK_BYTES // frame_bytes))
+    tasks, current, frames = [], [], 0
+    for job in jobs:
+        n = clips[job.split] * T
+        if current and frames + n > budget:
+            tasks.append(current)
+            current, frames = [], 0
+        current.append(job)
+        frames += n
+    return tasks + ([current] if current else [])
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -146,13 +197,13 @@ def run_stage(ctx) -> dict:
     enhancer_path = str(ctx.dir_of("enhancer") / ENHANCER_FILE)
     t0 = time.time()
     args = dict(T=T, clips=clips, size=size, enhancer_path=enhancer_path,
-                batch_frames=cfg.enhance.batch_frames, threads=cfg.enhance.threads_per_worker,
-                device=ctx.device)
+                batch_frames=cfg.enhance.batch_frames, device=ctx.device)
+    tasks = task_plan([j for i in todo for j in plan[i]], T, clips, size)
     writer = ShardWriter(out, plan, fingerprint, cfg.enhance.compression, ctx.options.get("strict")
                          or cfg.enhance.strict)
     try:
         with progress_bar(ctx.console, "  enhance", sum(len(plan[i]) for i in todo), "videos") as update:
-            for n, result in enumerate(_map(ctx, [j for i in todo for j in plan[i]], args), 1):
+            for n, result in enumerate(_map(ctx, tasks, args, cfg.enhance.threads_per_worker), 1):
                 writer.add(result)
                 update(n)
     except KeyboardInterrupt:
@@ -249,44 +300,113 @@ class ShardWriter:
         self.written += 1
 
 
-def _map(ctx, jobs: list[Job], args: dict):
-    """Yield process_video results, in-process (workers = 0) or on a dask cluster."""
-    if not jobs:
+def _map(ctx, tasks: list[list[Job]], args: dict, threads: int):
+    """Yield one result per video: in-process (workers = 0), or on a dask cluster.
+
+    A LocalCluster starts in the background while this process works through the first
+    tasks itself, so a small dataset never waits for worker processes to start; once they
+    are up (torch imported, the enhancer loaded) the remaining tasks go to them.
+    """
+    if not tasks:
         return
     scheduler = ctx.options.get("scheduler") or ctx.cfg.enhance.scheduler
     if ctx.cfg.enhance.workers == 0 and not scheduler:
-        for job in jobs:
-            yield process_video(job, **args)
+        with _torch_threads(threads):
+            for task in tasks:
+                yield from process_videos(task, **args)
         return
-    from distributed import Client, LocalCluster, as_completed
-    # distributed logs at INFO on its own (and tracebacks of closed comms at INFO when a run is
-    # interrupted): noise under our own messages, so WARNING while we use it.
-    log = logging.getLogger("distributed")
-    level = log.level
-    log.setLevel(max(level, logging.WARNING))
-    if scheduler:
-        client, cluster = Client(scheduler), None
-    else:
-        # passive OpenMP waits: spinning threads starve each other on a busy machine (measured)
-        cluster = LocalCluster(n_workers=ctx.cfg.enhance.workers, threads_per_worker=1,
-                               processes=True, dashboard_address=None, silence_logs=40,
-                               env={"OMP_WAIT_POLICY": "PASSIVE"})
-        client = Client(cluster)
-    try:
-        window = max(4, 4 * sum(client.nthreads().values()))  # bounded: memory does not grow with N
-        it = iter(jobs)
-        futures = as_completed([client.submit(process_video, j, pure=False, **args)
-                                for j in _take(it, window)])
+    from distributed import as_completed
+    it = iter(tasks)
+    with _Cluster(ctx.cfg.enhance.workers, scheduler, args, threads) as cluster:
+        with _torch_threads(threads):
+            while not cluster.ready():
+                task = next(it, None)
+                if task is None:
+                    return
+                yield from process_videos(task, **args)
+        client = cluster.client
+        window = max(2, 2 * sum(client.nthreads().values()))  # tasks in flight: memory does not grow with N
+        submit = lambda task: client.submit(_on_worker, task, threads, pure=False, **args)  # noqa: E731
+        futures = as_completed([submit(t) for t in _take(it, window)])
         for fut in futures:
-            yield fut.result()
+            yield from fut.result()
             fut.release()
-            for j in _take(it, 1):
-                futures.add(client.submit(process_video, j, pure=False, **args))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        log.setLevel(level)
+            for t in _take(it, 1):
+                futures.add(submit(t))
+
+
+def _warm_up(threads: int, enhancer_path: str, device: str, **_) -> None:
+    """On each worker before its first task: torch threads, the decoder and the enhancer loaded."""
+    import torch
+    from . import videos  # noqa: F401 (decord and friends imported now, not inside the first task)
+    torch.set_num_threads(threads)
+    _enhancer(enhancer_path, device)
+
+
+class _Cluster:
+    """A dask client: an existing scheduler's (connected now), or a LocalCluster started in a thread."""
+
+    def __init__(self, workers: int, scheduler: str, args: dict, threads: int):
+        import threading
+        from distributed import Client
+        # distributed logs at INFO on its own (and tracebacks of closed comms at INFO when a run is
+        # interrupted): noise under our own messages, so WARNING while we use it.
+        self.log = logging.getLogger("distributed")
+        self.level = self.log.level
+        self.log.setLevel(max(self.level, logging.WARNING))
+        self.client = self.cluster = None
+        self.error: BaseException | None = None
+        self.started = threading.Event()
+        self.lock, self.abandoned = threading.Lock(), False
+        if scheduler:
+            self.client = Client(scheduler)
+            self.started.set()
+        else:
+            # not a daemon: the interpreter waits for it at exit, so a cluster is always closed
+            self.thread = threading.Thread(target=self._start, args=(workers, args, threads))
+            self.thread.start()
+
+    def _start(self, workers: int, args: dict, threads: int) -> None:
+        from distributed import Client, LocalCluster
+        try:
+            # passive OpenMP waits: spinning threads starve each other on a busy machine (measured)
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, silence_logs=40,
+                                        env={"OMP_WAIT_POLICY": "PASSIVE"})
+            self.client = Client(self.cluster)
+            if not self.abandoned:  # a run already done or interrupted needs no warm workers
+                self.client.run(_warm_up, threads, **args)
+        except BaseException as e:  # re-raised in the stage's thread by ready()
+            self.error = e
+        with self.lock:
+            self.started.set()
+            abandoned = self.abandoned
+        if abandoned:
+            self._close()
+
+    def ready(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return self.started.is_set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with self.lock:
+            # all done before the workers came up: their starter closes them once up, while we go on
+            self.abandoned = not self.started.is_set()
+        if not self.abandoned:
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            if self.client is not None:
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            self.log.setLevel(self.level)
 
 
 def _take(it, n):

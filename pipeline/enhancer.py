@@ -6,6 +6,7 @@ training frames. `enhance_frames` is the hot path of the `enhance` stage.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Callable
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models import zero_dce
+from ..models import sci, zero_dce
 from ..models.torchfile import safe_load
 from ..models.zero_dce import WeightsError
 from . import atomic
@@ -23,7 +24,8 @@ from .config import EnhancerConfig
 from .device import autocast
 from .progress import progress_bar
 
-LEARNED = ("zero_dce", "zero_dce++")
+LEARNED = ("zero_dce", "zero_dce++", "sci")
+KINDS = (*zero_dce.KINDS, sci.KIND)
 
 
 def needs_fit(cfg: EnhancerConfig) -> bool:
@@ -36,11 +38,15 @@ def make_enhancer(cfg: EnhancerConfig, weights_override: str | Path | None = Non
     if cfg.kind not in LEARNED:
         return zero_dce.build(cfg.kind, gamma=cfg.gamma).eval()
     if cfg.mode == "fit":
+        if cfg.kind == sci.KIND:
+            return sci.init_weights(sci.build(), cfg.seed).eval()
         model = zero_dce.build(cfg.kind, cfg.scale_factor)
         return zero_dce.init_weights(model, cfg.seed, cfg.init).eval()
     weights = weights_override or cfg.weights
     if not weights:
         raise WeightsError(f"enhancer.mode={cfg.mode} needs enhancer.weights = PATH")
+    if cfg.kind == sci.KIND:
+        return sci.from_checkpoint(weights)
     return zero_dce.from_checkpoint(weights, cfg.scale_factor, kind=cfg.kind)
 
 
@@ -66,6 +72,10 @@ def fit(model: nn.Module, frames: np.ndarray, cfg: EnhancerConfig,
     device = torch.device(device)
     data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # uint8 view, no copy
     g = torch.Generator().manual_seed(int(cfg.seed))
+    if getattr(model, "kind", None) == sci.KIND:  # its own (self-calibrated) loss and stages
+        model.to(device)
+        crops = lambda step: _random_crops(data, cfg.batch_size, cfg.crop, g).to(device).float().div_(255.0)  # noqa: E731
+        return sci.fit(model, crops, cfg.steps, cfg.lr, cfg.weight_decay, cfg.grad_clip, on_step)
     weights = {"spa": cfg.w_spa, "exp": cfg.w_exp, "col": cfg.w_col, "tv": cfg.w_tv}
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -112,8 +122,10 @@ def load_enhancer(path: str | Path) -> nn.Module:
     if not isinstance(record, dict) or not {"kind", "state_dict"} <= record.keys():
         raise WeightsError(f"{path}: not an enhancer saved by dlkdd (expected keys kind, state_dict)")
     kind = record["kind"]
-    if kind not in zero_dce.KINDS:
+    if kind not in KINDS:
         raise WeightsError(f"{path}: unknown enhancer kind {kind!r}")
+    if kind == sci.KIND:
+        return sci.load_weights(sci.build(), dict(record["state_dict"]), path).eval()
     module = zero_dce.build(kind, int(record.get("scale_factor", 1)), float(record.get("gamma", 2.2)))
     if kind in LEARNED:
         zero_dce.load_weights(module, dict(record["state_dict"]), path)
@@ -173,30 +185,33 @@ def value_spread(original: np.ndarray, enhanced: np.ndarray, min_count: int = 10
 
 @torch.no_grad()
 def fit_quality(model: nn.Module, frames: np.ndarray, cfg: EnhancerConfig, batch: int = 16) -> dict:
-    """Zero-reference loss (weighted total and terms), curve-map spread across pixels, value spread
-    and brightness of `model` on uint8 frames (N, H, W, 3) it was not fitted on."""
+    """On uint8 frames (N, H, W, 3) the model was not fitted on: value spread and brightness, and
+    for the curve enhancers (Zero-DCE, Zero-DCE++) the zero-reference loss (weighted total and
+    terms) and the curve map's spread across pixels."""
     model = model.cpu().eval()
-    weights = {"spa": cfg.w_spa, "exp": cfg.w_exp, "col": cfg.w_col, "tv": cfg.w_tv}
-    sums: dict[str, float] = {}
-    spreads = []
-    for start in range(0, len(frames), batch):
-        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + batch])).permute(0, 3, 1, 2).float() / 255
-        enhanced, curves = model(x)
-        loss, terms = zero_dce.zero_reference_loss(enhanced, x, curves, weights, cfg.exposure)
-        for k, v in {"loss": loss, **terms}.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * len(x)
-        spreads.append(curves.flatten(2).std(dim=2).mean(dim=1))  # per image: std over pixels
+    out: dict = {}
+    if hasattr(model, "curves"):
+        weights = {"spa": cfg.w_spa, "exp": cfg.w_exp, "col": cfg.w_col, "tv": cfg.w_tv}
+        sums: dict[str, float] = {}
+        spreads = []
+        for start in range(0, len(frames), batch):
+            x = torch.from_numpy(np.ascontiguousarray(frames[start:start + batch])).permute(0, 3, 1, 2).float() / 255
+            enhanced, curves = model(x)
+            loss, terms = zero_dce.zero_reference_loss(enhanced, x, curves, weights, cfg.exposure)
+            for k, v in {"loss": loss, **terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+            spreads.append(curves.flatten(2).std(dim=2).mean(dim=1))  # per image: std over pixels
+        out = {**{k: round(v / len(frames), 6) for k, v in sums.items()},
+               "curve_spread": round(float(torch.cat(spreads).mean()), 6)}
     enhanced = enhance_frames(model, frames)
-    return {**{k: round(v / len(frames), 6) for k, v in sums.items()},
-            "curve_spread": round(float(torch.cat(spreads).mean()), 6),
-            "value_spread": round(value_spread(frames, enhanced), 4),
+    return {**out, "value_spread": round(value_spread(frames, enhanced), 4),
             "mean_before": round(float(frames.mean()) / 255, 4),
             "mean_after": round(float(enhanced.mean()) / 255, 4)}
 
 
 def quality_warning(ours: dict, reference: dict | None) -> str | None:
     """One line when the fit has collapsed to a global curve (or adapts far less than the reference)."""
-    if ours["curve_spread"] < COLLAPSED_CURVE_SPREAD:
+    if ours.get("curve_spread", 1.0) < COLLAPSED_CURVE_SPREAD:
         return (f"the fitted enhancer collapsed to one global curve (its curve map varies by "
                 f"{ours['curve_spread']:.1e} across pixels): raise enhancer.steps, or use enhancer.init = he")
     if reference and ours["value_spread"] < 0.5 * reference["value_spread"]:
@@ -264,7 +279,7 @@ def run_stage(ctx) -> dict:
         quality = {"held_out_frames": len(held), "held_out": len(held) < len(frames),
                    "fitted": fit_quality(model, held, cfg)}
         if cfg.reference:
-            reference = zero_dce.from_checkpoint(cfg.reference, cfg.scale_factor)
+            reference = make_enhancer(dataclasses.replace(cfg, mode="import", weights=cfg.reference))
             quality["reference"] = {"weights": cfg.reference, **fit_quality(reference, held, cfg)}
         atomic.write_json(ctx.out / "quality.json", quality)
         q = quality["fitted"]
@@ -280,9 +295,11 @@ def _report_quality(console, quality: dict, cfg: EnhancerConfig) -> None:
     rows = [("fitted", quality["fitted"])] + ([("reference", quality["reference"])] if "reference" in quality else [])
     where = "held-out frames" if quality["held_out"] else "the fitting frames (too few videos to hold any out)"
     for name, q in rows:
-        console.print(f"  {name}: on {where}: zero-reference loss {q['loss']:.4f}, curve spread "
-                      f"{q['curve_spread']:.4f}, value spread {q['value_spread']:.2f} levels, brightness "
-                      f"{q['mean_before']:.3f} -> {q['mean_after']:.3f} (target E = {cfg.exposure})")
+        curve = (f"zero-reference loss {q['loss']:.4f}, curve spread {q['curve_spread']:.4f}, "
+                 if "curve_spread" in q else "")
+        console.print(f"  {name}: on {where}: {curve}value spread {q['value_spread']:.2f} levels, brightness "
+                      f"{q['mean_before']:.3f} -> {q['mean_after']:.3f}"
+                      + (f" (target E = {cfg.exposure})" if cfg.kind != sci.KIND else ""))
     warning = quality_warning(quality["fitted"], quality.get("reference"))
     if warning:
         console.print(f"  [yellow]warning:[/] {warning}")
@@ -292,5 +309,6 @@ def _fit_with_progress(ctx, model, frames, cfg) -> list[dict]:
     with progress_bar(ctx.console, "  fit", cfg.steps) as update:
         def on_step(step: int, rec: dict) -> None:
             if step % 5 == 0 or step == cfg.steps - 1:
-                update(step + 1, " ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "spa", "exp", "col", "tv")))
+                terms = " ".join(f"{k} {v:.4f}" for k, v in rec.items() if k != "step")  # per kind's loss
+                update(step + 1, terms)
         return fit(model, frames, cfg, on_step=on_step, device=ctx.device)

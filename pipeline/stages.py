@@ -82,14 +82,16 @@ def _enhancer_params(cfg: Config) -> list[str]:
         keys = ["enhancer.kind", "enhancer.mode", "enhancer.weights", "enhancer.scale_factor"]
     if cfg.enhancer.kind != "zero_dce++":
         keys = [k for k in keys if k != "enhancer.scale_factor"]
+    if cfg.enhancer.kind == "sci":  # its self-calibrated loss has no Zero-DCE terms to weigh
+        keys = [k for k in keys if k.split(".")[1] not in ("exposure", "w_spa", "w_exp", "w_col", "w_tv")]
     return [*DATA_KEYS, *keys] if cfg.enhancer.mode != "import" else keys
 
 
 def _enhancer_inputs(cfg: Config, checksum: bool) -> dict:
     ins = {}
-    if cfg.enhancer.kind in ("zero_dce", "zero_dce++") and cfg.enhancer.mode != "fit":
+    if cfg.enhancer.kind in ("zero_dce", "zero_dce++", "sci") and cfg.enhancer.mode != "fit":
         ins["weights"] = file_digest(Path(cfg.enhancer.weights), checksum=True)
-    if cfg.enhancer.kind in ("zero_dce", "zero_dce++") and cfg.enhancer.mode != "import":
+    if cfg.enhancer.kind in ("zero_dce", "zero_dce++", "sci") and cfg.enhancer.mode != "import":
         ins.update(dataset_inputs(cfg, checksum, splits=("train",)))
         if cfg.enhancer.reference:  # the quality report's reference weights
             ins["reference"] = file_digest(Path(cfg.enhancer.reference), checksum=True)
@@ -166,14 +168,14 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "train the teacher's and the student's architectures on labelled normal-light footage "
           "([pretrain] root)"),
     Stage("enhancer", (), _enhancer_params,
-          ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.models.torchfile", "dlkdd.pipeline.videos",
+          ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.models.sci", "dlkdd.models.torchfile", "dlkdd.pipeline.videos",
            *SHARED_MODULES),
           lambda c: "enhancer", "dlkdd.pipeline.enhancer:run_stage", _enhancer_inputs,
           "fit Zero-DCE on the dataset's own dark training frames, import weights, or gamma"),
     Stage("enhance", ("enhancer",),
           lambda c: [*DATA_KEYS, "enhance.shard_size", "enhance.compression"],
           ("dlkdd.pipeline.enhance", "dlkdd.pipeline.shards", "dlkdd.pipeline.videos", "dlkdd.pipeline.enhancer",
-           "dlkdd.models.zero_dce", "dlkdd.models.torchfile", "dlkdd.pipeline.views", *SHARED_MODULES),
+           "dlkdd.models.zero_dce", "dlkdd.models.sci", "dlkdd.models.torchfile", "dlkdd.pipeline.views", *SHARED_MODULES),
           lambda c: "clips", "dlkdd.pipeline.enhance:run_stage", _dataset_inputs_all,
           "decode, sample, resize and enhance every video into HDF5 clip shards"),
     Stage("teacher", ("enhance",),

@@ -117,8 +117,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(videos, tmp_path, monkeyp
     assert not (tmp_path / "resumed" / "stages" / "enhance.json").exists()
     monkeypatch.setattr(enhance.ShardWriter, "write", real_write)
     made = []
-    monkeypatch.setattr(enhance, "process_video", lambda job, **kw: made.append(job.vid) or
-                        real_process(job, **kw))
+    monkeypatch.setattr(enhance, "process_videos", lambda jobs, **kw: made.extend(j.vid for j in jobs) or
+                        real_process(jobs, **kw))
     run(cfg, tmp_path / "resumed")
     assert len(made) == 8 - 4  # two shards of two videos were kept
     clean, resumed = _datasets(tmp_path / "clean"), _datasets(tmp_path / "resumed")
@@ -134,7 +134,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(videos, tmp_path, monkeyp
     assert a == b
 
 
-real_process = enhance.process_video
+real_process = enhance.process_videos
 
 
 def test_shards_from_another_config_are_not_reused(videos, tmp_path):
@@ -175,3 +175,77 @@ def test_fitted_zero_dce_pp_brightens_the_cache(videos, tmp_path):
     assert rec["mean_after"] > 3 * rec["mean_before"]
     summary = json.loads((tmp_path / "stages" / "enhance.json").read_text())["summary"]
     assert summary["mean_brightness_after"] > 3 * summary["mean_brightness_before"]
+
+
+# --- the execution path: tasks of several videos, byte-identical to the per-video code ---------
+
+def _sample_subset(dst: Path, per_split: dict) -> Path:
+    """The first videos of each split of the bundled sample (committed bytes: a stable input)."""
+    from dlkdd.pipeline.stages import DEFAULT_SAMPLE
+    for split, n in per_split.items():
+        rows = (DEFAULT_SAMPLE / "splits" / f"{split}.txt").read_text().splitlines()[:n]
+        for row in rows:
+            rel = row.split("\t")[2]
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dst / rel).write_bytes((DEFAULT_SAMPLE / rel).read_bytes())
+        (dst / "splits").mkdir(parents=True, exist_ok=True)
+        (dst / "splits" / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    return dst
+
+
+# sha256 of the shards that the code on `main` before the batched execution path (eaa940c) wrote
+# for this config: gamma is a table lookup, so the bytes depend on the decoder, not on the CPU.
+MAIN_SHARDS = {
+    "shard-00000.h5": "57dec002568056594f47ca63c8b77ebeaac925f51add13a8904f3fbc9ba53216",
+    "shard-00001.h5": "6b9915e8cfb9301ca4ad424c0a53900aca9369f9334bb0eec4e328609fc59c9a",
+    "shard-00002.h5": "620fa2f292956a4d02a754b78e25d4cc142746133de0202c4f8fe8437e4a36f1",
+    "shard-00003.h5": "85d65372ec4cf03dff7c18ea8d60c7e0f7913bb06569cbd7d5bab363ac2524bc",
+}
+
+
+def _shard_digests(cache: Path) -> dict:
+    import hashlib
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((cache / "clips").glob("shard-*.h5"))}
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_shards_are_byte_identical_to_those_of_main(tmp_path, workers):
+    root = _sample_subset(tmp_path / "data", {"train": 5, "test": 3})
+    # main's clip layout when the digests were recorded: one clip per train video, no validation split
+    cfg = small_config(root, **{"data.frames": 8, "data.short_side": 64, "data.crop": 32,
+                                "data.clips_per_video": 1, "data.val_fraction": 0.0,
+                                "enhance.workers": workers, "enhance.threads_per_worker": 1})
+    run(cfg, tmp_path / "cache")
+    assert _shard_digests(tmp_path / "cache") == MAIN_SHARDS
+
+
+def test_videos_enhanced_together_equal_videos_enhanced_one_by_one(videos, tmp_path):
+    """A task shares enhancer batches across videos; each frame must come out as on its own."""
+    import torch
+    from dlkdd.pipeline.config import EnhancerConfig
+    from dlkdd.pipeline.enhancer import make_enhancer, save_enhancer
+    ecfg = EnhancerConfig(kind="zero_dce++", seed=3)
+    save_enhancer(make_enhancer(ecfg), tmp_path / "weights.pt", ecfg)
+    cfg = small_config(videos)
+    jobs, _ = enhance.list_jobs(cfg)
+    args = dict(T=6, clips={"train": 1, "val": 2, "test": 2}, size=enhance.clip_size(cfg, jobs),
+                enhancer_path=str(tmp_path / "weights.pt"), batch_frames=8, device="cpu")
+    for threads in (1, 2):
+        with enhance._torch_threads(threads):
+            together = enhance.process_videos(jobs, **args)
+            alone = [r for j in jobs for r in enhance.process_videos([j], **args)]
+        assert [r["job"] for r in together] == jobs
+        for a, b in zip(together, alone):
+            assert np.array_equal(a["original"], b["original"])
+            assert np.array_equal(a["enhanced"], b["enhanced"]), (threads, a["job"].rel)
+
+
+def test_tasks_group_consecutive_videos_within_the_bounds():
+    jobs = [enhance.Job(i, f"v{i}", f"v{i}", "train" if i < 10 else "test", 0) for i in range(14)]
+    clips = {"train": 1, "test": 2}
+    tasks = enhance.task_plan(jobs, 16, clips, (64, 64))
+    assert [j for t in tasks for j in t] == jobs
+    assert all(sum(clips[j.split] * 16 for j in t) <= enhance.TASK_FRAMES for t in tasks)
+    assert len(tasks) < len(jobs)  # several videos per task
+    big = enhance.task_plan(jobs, 16, clips, (2048, 2048))  # one video is over the byte bound: alone
+    assert [len(t) for t in big] == [1] * len(jobs)
