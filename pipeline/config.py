@@ -103,6 +103,7 @@ class TrainConfig:
 @dataclass
 class TeacherConfig(TrainConfig):
     model: str = "r2plus1d_small"  # the larger of the two sample models
+    input: str = "enhanced"  # enhanced (DL-KDD) | original: the dual-light ablation's teacher on dark clips
 
 
 @dataclass
@@ -245,6 +246,7 @@ CHOICES = {
     "enhancer.init": ("he", "authors"),
     "enhance.compression": ("none", "lz4"),
     "teacher.optimizer": ("adamw", "sgd"),
+    "teacher.input": ("enhanced", "original"),
     "student.optimizer": ("adamw", "sgd"),
     "teacher.keep": ("last", "best"),
     "student.keep": ("last", "best"),

@@ -166,7 +166,7 @@ def run_stage(ctx) -> dict:
     inputs = {w: ClipDataset.from_index(index, "test", w) for w in ("enhanced", "original")}
     classes = list(inputs["original"].classes)
     crops, bs = cfg.evaluate.crops, cfg.evaluate.batch_size
-    plan = [("teacher", "teacher", "enhanced"), ("teacher_on_original", "teacher", "original"),
+    plan = [("teacher", "teacher", None), ("teacher_on_original", "teacher", "original"),
             ("baseline", "baseline", "original"), ("student", "student", "original")]
     results: dict = {}
     loaded: dict = {}
@@ -179,6 +179,7 @@ def run_stage(ctx) -> dict:
             _check_classes(meta, classes, folder)
             loaded[stage] = (model, meta)
         model, meta = loaded[stage]
+        which = which or meta.get("input", "enhanced")  # the teacher on the stream it was trained on
         if stage == "student":
             student_meta = meta
         ctx.console.print(f"  evaluate {row}: {meta['model']} on {which} test clips "

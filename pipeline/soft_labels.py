@@ -54,17 +54,17 @@ def exact_float32():
 LABELLED_SPLITS = ("train", "val")  # the splits soft labels are computed for
 
 
-def all_clips(clips_dir: Path) -> tuple[ClipDataset, list[str]]:
-    """The train and validation clips of the cache in clip-id order, enhanced, each one's split,
-    and the number of clips in the index (the logits' rows)."""
+def all_clips(clips_dir: Path, which: str = "enhanced") -> tuple[ClipDataset, list[str]]:
+    """The train and validation clips of the cache in clip-id order, of stream `which` (the one the
+    teacher was trained on), each one's split, and the number of clips in the index (the logits' rows)."""
     index_path = clips_index(clips_dir)
     rows = json.loads(index_path.read_text())["clips"]
     if [c["id"] for c in rows] != list(range(len(rows))):
         raise StageError(f"{index_path}: clip ids are not 0..N-1 in index order")
-    parts = [ClipDataset.from_index(index_path, split, "enhanced") for split in LABELLED_SPLITS]
+    parts = [ClipDataset.from_index(index_path, split, which) for split in LABELLED_SPLITS]
     order = sorted((cid, k, i) for k, part in enumerate(parts) for i, cid in enumerate(part.clip_ids))
     clips = ClipDataset([parts[k].rows[i] for _, k, i in order], [parts[k].labels[i] for _, k, i in order],
-                        "enhanced", clip_ids=[cid for cid, _, _ in order])
+                        which, clip_ids=[cid for cid, _, _ in order])
     clips.shape, clips.classes = parts[0].shape, parts[0].classes
     return clips, [LABELLED_SPLITS[k] for _, k, _ in order], len(rows)
 
@@ -110,7 +110,7 @@ def write_logits(path: Path, batches, n: int, views: int, classes: int, attrs: d
 def run_stage(ctx) -> dict:
     cfg = ctx.cfg
     model, meta = load_trained(ctx.dir_of("teacher"), ctx.device)
-    clips, splits, n = all_clips(ctx.dir_of("enhance"))
+    clips, splits, n = all_clips(ctx.dir_of("enhance"), meta.get("input", "enhanced"))
     V, K = cfg.data.views, meta["num_classes"]
     record = ctx.graph.record("teacher")
     attrs = {"teacher_fingerprint": (record or {}).get("outputs_digest", "unknown"),
@@ -162,7 +162,7 @@ def verify(logits_path: Path, teacher_dir: Path, clips_dir: Path, data_cfg, k: i
     """
     logits_path = Path(logits_path)
     model, meta = load_trained(teacher_dir, device)
-    clips, _, n = all_clips(clips_dir)
+    clips, _, n = all_clips(clips_dir, meta.get("input", "enhanced"))
     try:
         return _verify(model, meta, clips, n, logits_path, data_cfg, k, device, seed, console)
     finally:

@@ -64,7 +64,8 @@ class Stage:
     def record_name(self, cfg: Config) -> str:
         """`student` has one record per variant (its own output folder), others one record."""
         out = self.out(cfg)
-        return f"{self.name}@{out.split('/', 1)[1]}" if "/" in out else self.name
+        # a study's ablation arms nest folders deeper: one flat record name per output folder
+        return f"{self.name}@{out.split('/', 1)[1].replace('/', '--')}" if "/" in out else self.name
 
 
 def section_keys(cfg: Config, section: str, exclude: tuple[str, ...] = ()) -> list[str]:

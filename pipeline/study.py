@@ -36,10 +36,10 @@ import numpy as np
 
 from . import atomic
 from .config import Config, apply_overrides, validate
-from .stages import STAGES, Graph, Stage, code_digest, execute, params_hash, section_keys
+from .stages import STAGES, Graph, Stage, code_digest, execute, params_hash, section_keys, upstream_closure
 
 MODELS = ("teacher", "baseline", "student")
-STUDY_JSON, STUDY_MD, STUDY_PNG = "study.json", "study.md", "study.png"
+STUDY_JSON, STUDY_MD, STUDY_PNG, ABLATION_JSON = "study.json", "study.md", "study.png", "ablation.json"
 BOOTSTRAP = 2000  # resamples of the test videos
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,  # df 1..10
         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,  # df 11..20
@@ -60,10 +60,63 @@ class Arm:
 ARMS = (Arm("dlkdd"),)  # the paper's comparison: DL-KDD student vs baseline, the config as given
 
 
+def ablation_arms(cfg: Config) -> tuple[Arm, ...]:
+    """`--ablate`: the rows that say where a gain comes from, on the same seeds and test videos.
+
+    - from-scratch: teacher and student (so the baseline too) start from random weights instead
+      of the configured prior (only when a model starts from one);
+    - teacher-original: the teacher learns from, and labels, the original dark clips: the
+      dual-light question (does the enhanced view add anything beyond a pretrained teacher?);
+    - teacher-gamma: the teacher's input enhanced by gamma correction instead of the configured
+      enhancer (when that is not gamma already);
+    - teacher-small: a teacher of the student's architecture instead of the larger one.
+    """
+    from .weights import PRETRAIN, uses_pretrain
+
+    def from_prior(section: str) -> bool:
+        source = getattr(cfg, section).pretrained
+        return uses_pretrain(cfg, section) or source not in ("", PRETRAIN)
+    arms = [ARMS[0]]
+    if from_prior("teacher") or from_prior("student"):
+        arms.append(Arm("from-scratch", ("teacher.pretrained=", "student.pretrained=")))
+    if cfg.teacher.input != "original":
+        arms.append(Arm("teacher-original", ("teacher.input=original",)))
+    if cfg.enhancer.kind != "gamma" and cfg.teacher.input != "original":
+        arms.append(Arm("teacher-gamma", ("enhancer.kind=gamma",)))
+    if cfg.teacher.model != cfg.student.model:
+        arms.append(Arm("teacher-small", (f"teacher.model={cfg.student.model}",)))
+    return tuple(arms)
+
+
 # ----------------------------------------------------------------------------- where seeds live
 
 def _baseline_params(cfg: Config) -> list[str]:
     return STAGES["baseline"].params(cfg)
+
+
+def _closure_params(stages: dict[str, Stage], name: str, cfg: Config) -> dict:
+    """The config values `name` and everything upstream of it read."""
+    return {s: {k: cfg.get(k) for k in stages[s].params(cfg)} for s in upstream_closure(name, stages, cfg)}
+
+
+def arm_stages(stages: dict[str, Stage], base: Config, arm_cfg: Config, arm: Arm) -> dict[str, Stage]:
+    """`stages` with the outputs an arm changes moved to `ablation/<arm>/...`: a stage whose own or
+    upstream params differ from the base config's gets its own folder; the others (the clips, and
+    the baseline where the student's side is unchanged) stay shared with the base arm."""
+    if not arm.overrides:
+        return stages
+    out = dict(stages)
+    for name, stage in stages.items():
+        if _closure_params(stages, name, arm_cfg) != _closure_params(stages, name, base):
+            out[name] = replace(stage, out=lambda c, o=stage.out: f"ablation/{arm.name}/{o(c)}")
+    return out
+
+
+def stages_for(cfg: Config, arm: Arm, seed: int, vary_teacher: bool) -> dict[str, Stage]:
+    """The stage table of one arm of a study (per-seed folders; the arm's own folders)."""
+    stages = study_stages(vary_teacher)
+    return arm_stages(stages, seed_config(cfg, ARMS[0], seed, vary_teacher),
+                      seed_config(cfg, arm, seed, vary_teacher), arm)
 
 
 def study_stages(vary_teacher: bool) -> dict[str, Stage]:
@@ -126,7 +179,8 @@ def run_seed(job: dict) -> dict:
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     cfg = seed_config(job["cfg"], job["arm"], job["seed"], job["vary_teacher"])
-    graph = Graph(cfg, Path(job["cache"]), stages=study_stages(job["vary_teacher"]))
+    graph = Graph(cfg, Path(job["cache"]),
+                  stages=stages_for(job["cfg"], job["arm"], job["seed"], job["vary_teacher"]))
     con = Console(stderr=True, quiet=job.get("quiet", False))
     for target in ("baseline", "student"):
         execute(graph, target, job["device"], con)
@@ -225,6 +279,55 @@ def summarize(results: list[dict]) -> dict:
             "difference": {"mean": round(mean, 4), "ci95": [None if c is None else round(c, 4) for c in ci]}}
 
 
+def _paired(a: list[float], b: list[float]) -> dict:
+    mean, ci = t_interval([y - x for x, y in zip(a, b)])
+    return {"mean": round(mean, 4), "ci95": [None if c is None else round(c, 4) for c in ci]}
+
+
+def summarize_arms(results: list[dict], arms: list[str]) -> dict:
+    """ablation.json: per arm, mean +- sd of each model and the student's paired differences (by
+    seed) against the arm's own baseline and against the first arm's (DL-KDD) student."""
+    by = {(r["arm"], r["seed"]): r for r in results}
+    seeds = sorted({r["seed"] for r in results})
+    dlkdd = [by[(arms[0], s)]["top1"]["student"] for s in seeds]
+    out = {"seeds": seeds, "arms": []}
+    for arm in arms:
+        top = {m: [by[(arm, s)]["top1"][m] for s in seeds] for m in MODELS}
+        row = {"arm": arm, **{m: dict(zip(("mean", "sd"), map(lambda v: round(v, 4), _mean_sd(top[m]))))
+                              for m in MODELS},
+               "student_vs_baseline": _paired(top["baseline"], top["student"]),
+               "student_vs_dlkdd_student": _paired(dlkdd, top["student"]),
+               "rows": [{"seed": s, **{m: round(top[m][k], 4) for m in MODELS}} for k, s in enumerate(seeds)]}
+        out["arms"].append(row)
+    return out
+
+
+ARM_TEXT = {"dlkdd": "DL-KDD as configured", "from-scratch": "teacher and student from random weights",
+            "teacher-original": "teacher on original (dark) clips", "teacher-gamma": "teacher on gamma-corrected clips",
+            "teacher-small": "teacher of the student's architecture"}
+
+
+def ablation_markdown(ablation: dict, arms: tuple[Arm, ...]) -> str:
+    def ci(d: dict) -> str:
+        lo, hi = d["ci95"]
+        return f"{d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]" if lo is not None else f"{d['mean']:+.2f}"
+    lines = ["## Ablation: where the gain comes from", "",
+             f"Same seeds ({', '.join(map(str, ablation['seeds']))}) and test videos for every row; test top-1 "
+             "(multi-view, %) mean +- sd over seeds; differences are paired by seed with their 95 % "
+             "t-interval.", "",
+             "| arm | overrides | teacher | baseline | student | student - baseline | student - DL-KDD student |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    overrides = {a.name: " ".join(a.overrides) or "(config as given)" for a in arms}
+    for row in ablation["arms"]:
+        a = row["arm"]
+        cells = [f"{row[m]['mean']:.2f} +- {row[m]['sd']:.2f}" for m in MODELS]
+        vs_d = "-" if a == ablation["arms"][0]["arm"] else ci(row["student_vs_dlkdd_student"])
+        lines.append(f"| {ARM_TEXT.get(a, a)} | `{overrides[a]}` | " + " | ".join(cells)
+                     + f" | {ci(row['student_vs_baseline'])} | {vs_d} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def _fmt(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:+.{digits}f}" if digits < 0 else f"{x:.{digits}f}"
 
@@ -292,9 +395,11 @@ def plot_study(study: dict, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the study
 
-def shared_upstream(cfg: Config, cache: Path, device: str, console, vary_teacher: bool) -> None:
-    """Bring what every seed shares up to date once, before seeds (maybe in parallel) read it."""
-    graph = Graph(cfg, cache, stages=study_stages(vary_teacher))
+def shared_upstream(cfg: Config, arm: Arm, seed: int, cache: Path, device: str, console,
+                    vary_teacher: bool) -> None:
+    """Bring what every seed of an arm shares up to date once, before seeds (maybe in parallel) read it."""
+    graph = Graph(seed_config(cfg, arm, seed, vary_teacher), cache,
+                  stages=stages_for(cfg, arm, seed, vary_teacher))
     execute(graph, "enhance" if vary_teacher else "soft-labels", device, console)
 
 
@@ -305,7 +410,7 @@ def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, 
         raise StudyError(f"--jobs {jobs}: must be >= 1")
     cache = Path(cache)
     for arm in arms:
-        shared_upstream(seed_config(cfg, arm, seeds[0], vary_teacher), cache, device, console, vary_teacher)
+        shared_upstream(cfg, arm, seeds[0], cache, device, console, vary_teacher)
     tasks = [{"cfg": cfg, "cache": str(cache), "device": device, "seed": s, "arm": arm,
               "vary_teacher": vary_teacher, "quiet": jobs > 1,
               "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0}
@@ -324,6 +429,11 @@ def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, 
     out = cache / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / STUDY_JSON, study)
-    atomic.write_bytes(out / STUDY_MD, report_markdown(study, first, command).encode())
+    text = report_markdown(study, first, command)
+    if len(arms) > 1:
+        ablation = summarize_arms(results, [a.name for a in arms])
+        atomic.write_json(out / ABLATION_JSON, ablation)
+        text += ablation_markdown(ablation, arms)
+    atomic.write_bytes(out / STUDY_MD, text.encode())
     plot_study(study, out / STUDY_PNG)
     return study

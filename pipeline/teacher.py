@@ -15,4 +15,4 @@ from .distill import make_loss_fn
 
 def run_stage(ctx) -> dict:
     t = ctx.cfg.teacher  # plain cross-entropy (alpha = 0), with the configured label smoothing
-    return train_classifier(ctx, t, "enhanced", "teacher", loss_fn=make_loss_fn(0.0, 1.0, t.label_smoothing))
+    return train_classifier(ctx, t, t.input, "teacher", loss_fn=make_loss_fn(0.0, 1.0, t.label_smoothing))

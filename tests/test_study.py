@@ -92,3 +92,73 @@ def test_study_json_shape_and_a_new_seed_trains_only_itself(tmp_path, monkeypatc
     study.run_study(cfg, cache, [0, 1, 2], "cpu", con)
     assert sorted(ran) == [(2, "baseline"), (2, "student")]  # a new seed trains only that seed
     assert json.loads((cache / "report" / "study.json").read_text())["seeds"] == [0, 1, 2]
+
+
+def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
+    cfg = _tiny_config()
+    cfg.teacher.model = "r2plus1d_tiny"
+    names = [a.name for a in study.ablation_arms(cfg)]
+    # pretraining is off (no pretrain.root): no from-scratch row; enhancer "none" is not gamma
+    assert names == ["dlkdd", "teacher-original", "teacher-gamma", "teacher-small"]
+    cfg.pretrain.root = "/footage/day"
+    assert study.ablation_arms(cfg)[1].name == "from-scratch"
+    cfg.pretrain.root = ""
+    arms = {a.name: a for a in study.ablation_arms(cfg)}
+    moved = {}
+    for name, arm in arms.items():
+        stages = study.stages_for(cfg, arm, 0, False)
+        arm_cfg = study.seed_config(cfg, arm, 0, False)
+        moved[name] = {s for s in stages if stages[s].out(arm_cfg).startswith(f"ablation/{name}/")}
+    assert moved["dlkdd"] == set()
+    assert moved["teacher-original"] == {"teacher", "soft-labels", "student", "evaluate"}  # clips, baseline shared
+    assert moved["teacher-small"] >= {"teacher", "soft-labels", "student"} and "enhance" not in moved["teacher-small"]
+    assert {"enhancer", "enhance", "teacher", "baseline", "student"} <= moved["teacher-gamma"]
+    # every output folder has its own record: (arm, stage) pairs that share a folder share a record
+    folders, records = set(), set()
+    for a in arms.values():
+        stages, c = study.stages_for(cfg, a, 0, False), study.seed_config(cfg, a, 0, False)
+        for s in ("teacher", "student", "baseline"):
+            folders.add(stages[s].out(c))
+            records.add(stages[s].record_name(c))
+    assert len(records) == len(folders)
+
+
+def test_ablation_summary_pairs_each_arm_with_its_baseline_and_the_dlkdd_student():
+    results = []
+    for seed, (b, d, o) in enumerate([(50, 60, 55), (40, 52, 47), (45, 57, 50)]):
+        results.append({"arm": "dlkdd", "seed": seed, "top1": {"teacher": 70, "baseline": b, "student": d}})
+        results.append({"arm": "teacher-original", "seed": seed, "top1": {"teacher": 65, "baseline": b, "student": o}})
+    ab = study.summarize_arms(results, ["dlkdd", "teacher-original"])
+    assert ab["seeds"] == [0, 1, 2] and [r["arm"] for r in ab["arms"]] == ["dlkdd", "teacher-original"]
+    first, second = ab["arms"]
+    assert first["student_vs_baseline"]["mean"] == pytest.approx(np.mean([10, 12, 12]), abs=1e-3)
+    assert second["student_vs_dlkdd_student"]["mean"] == pytest.approx(np.mean([-5, -5, -7]), abs=1e-3)
+    assert second["student_vs_dlkdd_student"]["ci95"][1] < 0
+    md = study.ablation_markdown(ab, (study.Arm("dlkdd"), study.Arm("teacher-original", ("teacher.input=original",))))
+    assert "teacher on original (dark) clips" in md and "`teacher.input=original`" in md
+
+
+@pytest.mark.slow
+def test_study_with_an_ablation_arm_trains_its_own_teacher_and_student_only(tmp_path, monkeypatch):
+    cfg = _tiny_config()
+    cache = _cache(tmp_path, cfg)
+    ran: list[tuple[str, int, str]] = []
+    execute = study.execute
+
+    def recording(graph, target, device, console, **kw):
+        names = execute(graph, target, device, console, **kw)
+        ran.extend((graph.out_dir("teacher").as_posix(), graph.cfg.student.seed, n) for n in names)
+        return names
+    monkeypatch.setattr(study, "execute", recording)
+    arms = (study.ARMS[0], study.Arm("teacher-original", ("teacher.input=original",)))
+    study.run_study(cfg, cache, [0, 1], "cpu", Console(quiet=True), arms=arms)
+    trained = sorted(n for _, _, n in ran)
+    # base: teacher, soft-labels, 2 baselines, 2 students; the arm: its teacher, soft-labels, 2 students
+    assert trained.count("teacher") == 2 and trained.count("baseline") == 2 and trained.count("student") == 4
+    ablation = json.loads((cache / "report" / "ablation.json").read_text())
+    assert [a["arm"] for a in ablation["arms"]] == ["dlkdd", "teacher-original"]
+    second = ablation["arms"][1]
+    assert [r["baseline"] for r in second["rows"]] == [r["baseline"] for r in ablation["arms"][0]["rows"]]
+    meta = json.loads((cache / "ablation" / "teacher-original" / "teacher" / "meta.json").read_text())
+    assert meta["input"] == "original"
+    assert "Ablation: where the gain comes from" in (cache / "report" / "study.md").read_text()
