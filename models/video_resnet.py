@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .bert_head import TemporalBERTHead
+from ..errors import UserError
 
 FAMILIES = {  # conv kind of layer1..layer4 (the stem follows layer1's kind)
     "r3d": ("3d", "3d", "3d", "3d"),
@@ -153,7 +154,7 @@ class VideoResNet(nn.Module):
         return self.fc(self.dropout(self.features(x)))
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(UserError, ValueError):
     """A pretrained state dict that does not fit the model (wrong architecture or width)."""
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .stages import StageError, dataset_root, file_digest
+from ..errors import StageError
+from .digest import file_digest
+from .videos import dataset_root
 
 ENHANCER_FILE = "weights.pt"
 
@@ -77,9 +79,8 @@ def process_video(job: Job, T: int, clips: dict, size: tuple[int, int], enhancer
                                   device=device)[inverse.ravel()].reshape(frames.shape)
     finally:
         torch.set_num_threads(before)
-    st = os.stat(job.path)
     return {"job": job, "original": frames, "enhanced": enhanced, "indices": indices,
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            "size": os.stat(job.path).st_size}
 
 
 def _fit_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -236,12 +237,16 @@ class ShardWriter:
         for r in results:
             job = r["job"]
             if "error" in r:
-                errors.append({"video": job.rel, "path": job.path, "split": job.split, "reason": r["error"]})
+                # named relative to the dataset root, as everything in the cache: a moved dataset
+                # (or cache) leaves errors.json, and so every downstream stage, unchanged
+                reason = r["error"]
+                if reason.startswith(job.path):
+                    reason = job.rel + reason[len(job.path):]
+                errors.append({"video": job.rel, "path": job.rel, "split": job.split, "reason": reason})
                 continue
             for c in range(r["original"].shape[0]):
                 rows.append({"video": job.rel, "split": job.split, "label": job.label, "clip": c,
                              "frames": r["indices"][c].tolist(), "source_size": r["size"],
-                             "source_mtime_ns": r["mtime_ns"],
                              "mean_original": round(float(r["original"][c].mean()) / 255, 5),
                              "mean_enhanced": round(float(r["enhanced"][c].mean()) / 255, 5)})
         part = {"fingerprint": self.fingerprint, "rows": rows, "errors": errors}
@@ -348,7 +353,7 @@ def finish(ctx, plan, classes, size, seconds, todo) -> dict:
         raise EnhanceError(f"no video could be read ({len(errors)} failed; first: {first})")
     cfg = ctx.cfg
     index = {"format_version": 1, "classes": classes, "T": cfg.data.frames, "H": size[0], "W": size[1],
-             "root": str(dataset_root(cfg)), "clips": clips}
+             "clips": clips}  # videos relative to the dataset root, which may move
     atomic.write_json(out / "index.json", index)
     atomic.write_json(out / "errors.json", errors)
     nbytes = sum(p.stat().st_size for p in out.glob("shard-*.h5"))
@@ -364,7 +369,7 @@ def finish(ctx, plan, classes, size, seconds, todo) -> dict:
                       f"{nbytes / 1e9:.3f} GB; mean brightness {before:.3f} -> {after:.3f}; "
                       f"{len(errors)} failed" + (f" (listed in {out / 'errors.json'})" if errors else ""))
     for e in errors[:5]:
-        ctx.console.print(f"  [red]failed[/] {e['reason']}")
+        ctx.console.print(f"  [red]failed[/] {dataset_root(cfg) / e['reason']}", highlight=False)
     if len(errors) > 5:
         ctx.console.print(f"  ... and {len(errors) - 5} more in errors.json")
     return summary

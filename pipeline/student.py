@@ -28,7 +28,7 @@ from .checkpoints import write_meta
 from .data import LOGITS_FILE, ViewDataset, clips_index, read_logits
 from .distill import make_loss_fn
 from .shards import ClipDataset, ShardError
-from .stages import StageError
+from ..errors import StageError
 from .train import train
 
 # logits.h5 attrs that must equal the config's view settings when soft-labels wrote them
@@ -135,21 +135,3 @@ def run_baseline(ctx) -> dict:
     # Nothing here may depend on student.alpha or student.temperature: they are not baseline params.
     return _train_student(ctx, 0.0, None, "baseline",
                           {"alpha": 0.0, "temperature": None, "variant": ctx.out.name})
-
-
-def list_variants(cache: Path) -> list[dict]:
-    """One row per trained student variant in `cache` (from its stage records), oldest first."""
-    rows = []
-    for path in sorted((Path(cache) / "stages").glob("student@*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
-            rec = {}
-        summary = rec.get("summary") or {}
-        student = (rec.get("params") or {}).get("student") or {}
-        rows.append({"variant": path.stem.split("@", 1)[1],
-                     "alpha": summary.get("alpha", student.get("alpha")),
-                     "temperature": summary.get("temperature", student.get("temperature")),
-                     "top1": summary.get("top1"), "top5": summary.get("top5"),
-                     "started": rec.get("started")})
-    return sorted(rows, key=lambda r: (r["started"] or "", r["variant"]))

@@ -16,7 +16,7 @@ from .. import models
 from .checkpoints import write_meta
 from .data import ViewDataset, clips_index
 from .shards import ClipDataset
-from .stages import StageError
+from ..errors import StageError
 from .train import train
 
 

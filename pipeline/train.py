@@ -39,11 +39,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from .atomic import atomic_path
 from .config import TrainConfig
+from ..errors import UserError
 
 CHECKPOINT, BEST, MODEL, METRICS = "checkpoint.pt", "best.pt", "model.pt", "metrics.jsonl"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model (one line)."""
 
 

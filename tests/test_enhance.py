@@ -10,7 +10,7 @@ from rich.console import Console
 from dlkdd.pipeline import enhance
 from dlkdd.pipeline.config import Config, set_value
 from dlkdd.pipeline.shards import read_clip
-from dlkdd.pipeline.stages import Graph, execute
+from dlkdd.pipeline.graph import Graph, execute
 from videofix import make_video_dataset
 
 

@@ -23,7 +23,7 @@ from dlkdd.pipeline.checkpoints import load_trained
 from dlkdd.pipeline.data import read_logits
 from dlkdd.pipeline.enhancer import load_enhancer
 from dlkdd.pipeline.shards import ClipDataset, ShardError
-from dlkdd.pipeline.stages import upstream_closure
+from dlkdd.pipeline.graph import upstream_closure
 from dlkdd.pipeline.train import CheckpointError, load_checkpoint
 from relfix import (REPO, SIGINT, SIGKILL, Proc, assert_one_line_error, assert_same_shards,
                     assert_same_state, base_args, chunk_offset, child_env, copy_cache, flip_byte,
