@@ -437,6 +437,19 @@ class Graph:
         atomic.write_json(self.record_path(name), rec)
         return rec
 
+    def restamp(self, name: str) -> bool:
+        """After a fresh-by-content check (--checksum) of files copied with new mtimes: record
+        their present size and mtime, so cheap checks read them as fresh again."""
+        rec = self.record(name)
+        now = self.input_stats(name, content=True)
+        inputs = {k: now.get(k, v) for k, v in rec["components"]["inputs"].items()}
+        outputs = {rel: {**meta, **stat_of(self.cache / rel)} for rel, meta in rec["outputs"].items()}
+        if inputs == rec["components"]["inputs"] and outputs == rec["outputs"]:
+            return False
+        rec["components"]["inputs"], rec["outputs"] = inputs, outputs
+        atomic.write_json(self.record_path(name), rec)
+        return True
+
     def forget(self, name: str) -> None:
         """Drop the record before rerunning, so an interrupted run reads as missing, never fresh."""
         try:
@@ -485,7 +498,8 @@ def execute(graph: Graph, target: str, device: Device, console, force: bool = Fa
     for name in upstream_closure(target, graph.stages):
         st = states[name] = _forced(graph.status(name, states), force and name == target)
         if st.state == "fresh":
-            console.print(f"[green]✓[/] {name}: fresh")
+            restamped = graph.checksum and not dry_run and graph.restamp(name)
+            console.print(f"[green]✓[/] {name}: fresh" + (" (same content; new mtimes recorded)" if restamped else ""))
         elif dry_run:
             console.print(f"[yellow]•[/] {name}: would run ({'; '.join(st.reasons)})")
         else:

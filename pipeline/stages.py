@@ -42,6 +42,14 @@ def enhancer_inputs(cfg: Config) -> dict:
     return ins if e.mode == "import" else {**ins, **dataset_inputs(cfg, ("train",))}
 
 
+def pretrained_weights(section: str):
+    """A training section's `pretrained` file is an input (its content counts), not its path."""
+    def inputs(cfg: Config) -> dict:
+        path = getattr(cfg, section).pretrained
+        return {f"{section}.pretrained": Path(path)} if path else {}
+    return inputs
+
+
 def all_videos(cfg: Config) -> dict:
     return dataset_inputs(cfg, ("train", "test"))
 
@@ -74,23 +82,25 @@ STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
           params=(*DATA_KEYS, "enhance.shard_size", "enhance.compression"), inputs=all_videos, outputs="clips",
           doc="decode, sample, resize and enhance every video into HDF5 clip shards"),
     Stage(name="teacher", run="dlkdd.pipeline.teacher:run_stage", upstream=("enhance",),
-          params=("teacher.*", *VIEW_KEYS), trains=True,
+          params=("teacher.*", "-teacher.pretrained", *VIEW_KEYS), inputs=pretrained_weights("teacher"),
+          trains=True,
           doc="train the teacher on enhanced clips, views as augmentation"),
     Stage(name="soft-labels", run="dlkdd.pipeline.soft_labels:run_stage", upstream=("teacher", "enhance"),
           params=VIEW_KEYS,
           doc="run the teacher once over every (clip, view); cache the logits"),
     Stage(name="baseline", run="dlkdd.pipeline.student:run_baseline", upstream=("enhance",),
-          params=("student.*", "-student.alpha", "-student.temperature", *VIEW_KEYS), trains=True,
+          params=("student.*", "-student.alpha", "-student.temperature", "-student.pretrained", *VIEW_KEYS),
+          inputs=pretrained_weights("student"), trains=True,
           doc="the same student trained without distillation (alpha = 0), for comparison"),
     Stage(name="student", run="dlkdd.pipeline.student:run_student", upstream=("soft-labels", "enhance"),
-          params=("student.*", *VIEW_KEYS), outputs=student_folder, trains=True,
+          params=("student.*", "-student.pretrained", *VIEW_KEYS), inputs=pretrained_weights("student"),
+          outputs=student_folder, trains=True,
           doc="train the student on original dark clips against the cached teacher logits"),
     Stage(name="evaluate", run="dlkdd.pipeline.evaluate:run_stage",
           upstream=("teacher", "baseline", "student", "enhance"),
           params=("evaluate.*", "-evaluate.batch_size", "data.crop"), outputs="report",
           doc="top-1/top-5 of teacher, baseline and student; report/results.md and plots"),
 ]}
-TRAINING_STAGES = tuple(name for name, s in STAGES.items() if s.trains)
 
 
 def list_variants(cache: Path) -> list[dict]:

@@ -316,6 +316,10 @@ def test_a_moved_or_copied_cache_stays_fresh(tmp_path):
     result = CliRunner().invoke(cli, [*plain, *TINY, "status", "--checksum", "--json"])
     assert result.exit_code == 0, result.output
     assert {r["state"] for r in json.loads(result.output)["stages"]} == {"fresh"}
+    assert not _all_fresh(_states(*plain)), "new mtimes: only content can tell"
+    result = CliRunner().invoke(cli, [*plain, *TINY, "evaluate", "--checksum"])  # runs nothing ...
+    assert result.exit_code == 0 and "running" not in result.output, result.output
+    assert _all_fresh(_states(*plain)), "... and records the new mtimes"
     # one video's content changes, size and mtime kept: --checksum sees it
     video = sorted((tmp_path / "plain" / "data").rglob("*.mp4"))[0]
     st = video.stat()
@@ -329,3 +333,22 @@ def test_a_moved_or_copied_cache_stays_fresh(tmp_path):
     assert rows["enhance"]["state"] == "stale" and rows["enhance"]["kinds"] == ["input"]
     assert video.relative_to(tmp_path / "plain" / "data").as_posix() in rows["enhance"]["reasons"][0]
     assert all(rows[n]["state"] == "stale" for n in ALL - {"enhancer", "enhance"})
+
+
+def test_weights_files_count_by_content_not_by_where_they_lie(tmp_path):
+    from dlkdd.pipeline.config import set_value
+    a = tmp_path / "a" / "weights.pth"
+    a.parent.mkdir()
+    a.write_bytes(b"pretend weights")
+    cfg = Config()
+    set_value(cfg, "teacher.pretrained", str(a))
+    cache = tmp_path / "cache"
+    mark_all_fresh(gr.Graph(cfg, cache))
+    b = tmp_path / "b" / "elsewhere.pth"
+    b.parent.mkdir()
+    shutil.copy2(a, b)  # the same file, another path
+    set_value(cfg, "teacher.pretrained", str(b))
+    assert stale_set(gr.Graph(cfg, cache)) == set()
+    b.write_bytes(b"other weights!!")
+    states = gr.Graph(cfg, cache, checksum=True).statuses()
+    assert states["teacher"].reasons == ["inputs changed teacher.pretrained"]
