@@ -119,8 +119,8 @@ def _pct(x) -> str:
 
 
 def console():
-    from rich.console import Console
-    return Console(stderr=True)
+    from .pipeline.progress import make_console
+    return make_console()
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -327,7 +327,8 @@ def sample(out_dir, seed, classes, videos_per_class, test_per_class, size):
               help="PNG to write. Default: <cache>/preview.png.")
 @click.pass_obj
 def preview(settings: Settings, videos, clips, frames, out):
-    """PNG grid of original (top) and enhanced (bottom) frames, for VIDEOS or for cached clips.
+    """PNG grid of original (top), enhanced (middle) frames and the enhancer's curve map (bottom;
+    learned enhancers), for VIDEOS or for cached clips.
 
     With VIDEOS, they are enhanced with the cache's enhancer (fitted first if needed);
     without, clips are read from the cache (built first if needed).
@@ -335,14 +336,16 @@ def preview(settings: Settings, videos, clips, frames, out):
     from .pipeline import preview as pv
     cfg = settings.config()
     graph = settings.graph()
+    from .pipeline.enhancer import load_enhancer
     if videos:
         run_target(settings, "enhancer")
-        from .pipeline.enhancer import load_enhancer
         enhancer = load_enhancer(graph.out_dir("enhancer") / "weights.pt")
         pairs = pv.video_pairs(list(videos)[:clips], enhancer, frames, cfg.data.short_side, settings.device())
     else:
         run_target(settings, "enhance")
+        enhancer = load_enhancer(graph.out_dir("enhancer") / "weights.pt")
         pairs = pv.cache_pairs(graph.out_dir("enhance"), clips)
+    pairs = pv.with_curves(pairs, enhancer)
     out = out or settings.cache / "preview.png"
     title = f"{cfg.enhancer.kind} enhancer — {pv.describe(pairs)}"
     pv.save_png(pv.grid(pairs, frames), pairs, out, title)

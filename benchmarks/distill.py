@@ -79,7 +79,7 @@ def one_epoch(student, dataset, cfg, loss_fn) -> float:
     train_one_epoch(student, loader, optimizer, loss_fn, step=0,
                     lr_fn=lambda step: lr_at(step, len(loader), 0, s.lr), device=torch.device("cpu"),
                     scaler=torch.amp.GradScaler("cuda", enabled=False), dtype=None, grad_clip=s.grad_clip,
-                    progress=None, desc="bench")
+                    desc="bench")
     return time.perf_counter() - t0
 
 

@@ -12,7 +12,6 @@ Families differ only in which convolution each stage uses:
 """
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 
 from .bert_head import TemporalBERTHead
 from ..errors import UserError
+from .torchfile import safe_load
 
 FAMILIES = {  # conv kind of layer1..layer4 (the stem follows layer1's kind)
     "r3d": ("3d", "3d", "3d", "3d"),
@@ -159,14 +159,7 @@ class PretrainedWeightsError(UserError, ValueError):
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # missing, truncated, or a pickle that needs code to run: never executed
-        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        reason = (f"it needs code execution to load (global {blocked.group(1)}), which weights_only refuses"
-                  if blocked else f"{type(e).__name__}: {lines[0][:160]}" if lines else type(e).__name__)
-        raise PretrainedWeightsError(f"{path}: cannot load pretrained weights: {reason}") from None
+    obj = safe_load(path, PretrainedWeightsError, "cannot load pretrained weights")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # our own checkpoints (and torchvision references') nest it
     if not isinstance(obj, dict):

@@ -1,19 +1,58 @@
-"""Trained models in the cache: `model.pt` (written by the training loop) plus `meta.json`.
+"""Trained models in the cache: checkpoint I/O, `model.pt` (written by the training loop) plus `meta.json`.
 
-`meta.json` says how to rebuild the network and what input it expects, so
-evaluation, `predict` and `export` need nothing but the folder.
+Every checkpoint is written atomically and read with `weights_only=True` (through
+`models.torchfile.safe_load`, which explains a refusal in one line). `meta.json`
+says how to rebuild the network and what input it expects, so evaluation,
+`predict` and `export` need nothing but the folder.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from . import atomic
-from .train import MODEL, CheckpointError, load_checkpoint
+from ..models.torchfile import safe_load
+from ..errors import UserError
+from .errors import first_line
 
-META = "meta.json"
+CHECKPOINT, BEST, MODEL, META = "checkpoint.pt", "best.pt", "model.pt", "meta.json"
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model (one line)."""
+
+
+def save_checkpoint(obj: dict, path: Path) -> None:
+    """torch.save, atomically; a failed write is an OSError naming the file (ENOSPC when the disk is full)."""
+    try:
+        with atomic.atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as e:  # torch reports a failed write (a full disk, say) as RuntimeError
+        full = shutil.disk_usage(Path(path).parent).free < (64 << 20)
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      os.strerror(errno.ENOSPC) if full else f"cannot write ({first_line(e)})",
+                      str(path)) from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint (or model.pt); any failure is one CheckpointError line naming the file."""
+    state = safe_load(path, CheckpointError, "unreadable checkpoint")
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"{path}: unreadable checkpoint (not a training checkpoint)")
+    return state
+
+
+def load_weights_into(model: torch.nn.Module, path: Path, weights: dict, what: str = "the model") -> None:
+    """model.load_state_dict(weights); a mismatch is one CheckpointError line naming `path`."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: does not fit {what} ({first_line(e)})") from None
 
 
 def write_meta(out_dir: Path, *, model_name: str, num_classes: int, classes: list[str], input: str,
@@ -46,10 +85,7 @@ def load_trained(out_dir: Path, device: str = "cpu"):
     path = out_dir / MODEL
     if not path.exists():
         raise CheckpointError(f"{path}: missing; train this model first")
-    ckpt = load_checkpoint(path)
+    weights = load_checkpoint(path)["model"]
     model = models.build(meta["model"], meta["num_classes"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: does not fit {meta['model']} ({str(e).splitlines()[0]})") from None
+    load_weights_into(model, path, weights, meta["model"])
     return model.to(device).eval(), meta

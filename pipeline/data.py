@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .errors import first_line
 from .shards import ClipDataset
 from .views import apply_view, clip_views, multi_view_crops, view_params
 
@@ -63,23 +64,6 @@ class ViewDataset(Dataset):
         return x, y, torch.tensor([cid, v])
 
 
-class AllViewsDataset(Dataset):
-    """Every view of every clip, (x, clip id, view), in (clip, view) order: what soft-labels runs over."""
-
-    def __init__(self, clips: ClipDataset, data_cfg):
-        self.clips, self.cfg = clips, data_cfg
-        _, self.H, self.W = clips.shape
-
-    def __len__(self) -> int:
-        return len(self.clips) * self.cfg.views
-
-    def __getitem__(self, k: int):
-        i, v = divmod(k, self.cfg.views)
-        clip, _, _ = self.clips[i]
-        cid = self.clips.clip_ids[i]
-        return apply_view(clip, view_params(cid, v, self.H, self.W, self.cfg), self.cfg.crop), cid, v
-
-
 class ClipAllViews(Dataset):
     """All V views of one clip stacked, (V, 3, T, crop, crop): one clip read per item."""
 
@@ -122,4 +106,4 @@ def read_logits(path: Path) -> tuple[np.ndarray, dict]:
     except FileNotFoundError:
         raise ShardError(f"{path}: soft labels missing; run `dlkdd soft-labels`") from None
     except (OSError, KeyError) as e:
-        raise ShardError(f"{path}: unreadable soft labels ({str(e).splitlines()[0]})") from None
+        raise ShardError(f"{path}: unreadable soft labels ({first_line(e)})") from None

@@ -43,7 +43,7 @@ def content_digest(path: Path) -> str:
     if Path(path).suffix == MODEL_SUFFIX:
         try:
             return tensor_digest(path)
-        except Exception:  # noqa: BLE001 - unreadable: its bytes still identify it (and differ)
+        except ValueError:  # unreadable: its bytes still identify it (and differ)
             pass
     return sha256_of(path)
 
@@ -51,7 +51,9 @@ def content_digest(path: Path) -> str:
 def tensor_digest(path: Path) -> str:
     """sha256 over the loaded object: dict keys in order, tensors by dtype, shape and bytes."""
     import torch
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+
+    from ..models.torchfile import safe_load
+    obj = safe_load(path, ValueError, "unreadable")
     h = hashlib.sha256()
     _feed(h, obj, torch)
     return h.hexdigest()
@@ -61,7 +63,7 @@ def _feed(h, obj, torch) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().contiguous()
         h.update(f"tensor {t.dtype} {tuple(t.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     elif isinstance(obj, dict):
         h.update(f"dict {len(obj)}\n".encode())
         for k, v in obj.items():  # insertion order: a state dict's order is part of it

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
+from .progress import progress_bar
 from ..errors import StageError
 from .digest import file_digest
 from .videos import dataset_root
@@ -62,6 +63,7 @@ def process_video(job: Job, T: int, clips: dict, size: tuple[int, int], enhancer
     import torch
     from .enhancer import enhance_frames
     from .videos import VideoError, decode_clips
+    from .views import fit_size
     try:
         frames, indices = decode_clips(job.path, T, clips[job.split], min(size), max_long_side=0)
     except VideoError as e:
@@ -71,7 +73,7 @@ def process_video(job: Job, T: int, clips: dict, size: tuple[int, int], enhancer
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        frames = _fit_size(frames, size)
+        frames = fit_size(frames, size)
         flat = frames.reshape(-1, *frames.shape[2:])
         # clips of one video share frames (and short videos repeat them): enhance each once
         _, first, inverse = np.unique(indices.ravel(), return_index=True, return_inverse=True)
@@ -81,19 +83,6 @@ def process_video(job: Job, T: int, clips: dict, size: tuple[int, int], enhancer
         torch.set_num_threads(before)
     return {"job": job, "original": frames, "enhanced": enhanced, "indices": indices,
             "size": os.stat(job.path).st_size}
-
-
-def _fit_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize clips to the cache's (H, W) when a video's aspect ratio differs from the first one's."""
-    if frames.shape[2:4] == tuple(size):
-        return frames
-    import torch
-    import torch.nn.functional as F
-    c, t, h, w, _ = frames.shape
-    x = torch.from_numpy(frames).reshape(c * t, h, w, 3).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return x.reshape(c, t, *size, 3).numpy()
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -162,10 +151,10 @@ def run_stage(ctx) -> dict:
     writer = ShardWriter(out, plan, fingerprint, cfg.enhance.compression, ctx.options.get("strict")
                          or cfg.enhance.strict)
     try:
-        with _progress(ctx.console, sum(len(plan[i]) for i in todo)) as advance:
-            for result in _map(ctx, [j for i in todo for j in plan[i]], args):
+        with progress_bar(ctx.console, "  enhance", sum(len(plan[i]) for i in todo), "videos") as update:
+            for n, result in enumerate(_map(ctx, [j for i in todo for j in plan[i]], args), 1):
                 writer.add(result)
-                advance()
+                update(n)
     except KeyboardInterrupt:
         ctx.console.print(f"  enhance interrupted: {len(done) + writer.written} of {len(plan)} shard(s) "
                           f"finished and kept; the rerun enhances only the others")
@@ -311,32 +300,6 @@ def _take(it, n):
         except StopIteration:
             break
     return out
-
-
-class _progress:
-    """A rich progress bar over videos with videos/s and ETA."""
-
-    def __init__(self, console, total: int):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
-        self.progress = Progress(TextColumn("  enhance"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]} videos/s"), TimeRemainingColumn(),
-                                 console=console, transient=True)
-        self.total = total
-        self.t0 = time.time()
-
-    def __enter__(self):
-        self.progress.start()
-        task = self.progress.add_task("enhance", total=self.total, rate="-")
-
-        def advance():
-            done = self.progress.tasks[0].completed + 1
-            rate = done / max(time.time() - self.t0, 1e-6)
-            self.progress.update(task, advance=1, rate=f"{rate:.1f}")
-        return advance
-
-    def __exit__(self, *exc):
-        self.progress.stop()
 
 
 def finish(ctx, plan, classes, size, seconds, todo) -> dict:

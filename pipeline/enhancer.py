@@ -6,7 +6,7 @@ training frames. `enhance_frames` is the hot path of the `enhance` stage.
 """
 from __future__ import annotations
 
-import contextlib
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -15,9 +15,13 @@ import torch
 import torch.nn as nn
 
 from ..models import zero_dce
+from ..models.torchfile import safe_load
 from ..models.zero_dce import WeightsError
+from . import atomic
 from .atomic import atomic_path
 from .config import EnhancerConfig
+from .device import autocast
+from .progress import progress_bar
 
 LEARNED = ("zero_dce", "zero_dce++")
 
@@ -33,7 +37,7 @@ def make_enhancer(cfg: EnhancerConfig, weights_override: str | Path | None = Non
         return zero_dce.build(cfg.kind, gamma=cfg.gamma).eval()
     if cfg.mode == "fit":
         model = zero_dce.build(cfg.kind, cfg.scale_factor)
-        return zero_dce.init_weights(model, cfg.seed).eval()
+        return zero_dce.init_weights(model, cfg.seed, cfg.init).eval()
     weights = weights_override or cfg.weights
     if not weights:
         raise WeightsError(f"enhancer.mode={cfg.mode} needs enhancer.weights = PATH")
@@ -65,6 +69,11 @@ def fit(model: nn.Module, frames: np.ndarray, cfg: EnhancerConfig,
     weights = {"spa": cfg.w_spa, "exp": cfg.w_exp, "col": cfg.w_col, "tv": cfg.w_tv}
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Cosine decay after a short warm-up: the large early steps shape the curve network, the
+    # small late ones settle it (a constant rate leaves the fit oscillating around its optimum).
+    warmup = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / max(1, cfg.steps)))))
     history = []
     for step in range(cfg.steps):
         x = _random_crops(data, cfg.batch_size, cfg.crop, g).to(device).float().div_(255.0)
@@ -75,6 +84,7 @@ def fit(model: nn.Module, frames: np.ndarray, cfg: EnhancerConfig,
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        sched.step()
         record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
         history.append(record)
         if on_step is not None:
@@ -98,13 +108,7 @@ def save_enhancer(module: nn.Module, path: str | Path, cfg: EnhancerConfig) -> N
 
 def load_enhancer(path: str | Path) -> nn.Module:
     """The enhancer saved by `save_enhancer`, in eval mode; a bad file is a WeightsError."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: enhancer weights file not found")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{path}: cannot load enhancer: {zero_dce.load_failure(e)}") from None
+    record = safe_load(path, WeightsError, "cannot load enhancer")
     if not isinstance(record, dict) or not {"kind", "state_dict"} <= record.keys():
         raise WeightsError(f"{path}: not an enhancer saved by dlkdd (expected keys kind, state_dict)")
     kind = record["kind"]
@@ -114,12 +118,6 @@ def load_enhancer(path: str | Path) -> nn.Module:
     if kind in LEARNED:
         zero_dce.load_weights(module, dict(record["state_dict"]), path)
     return module.eval()
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def enhance_frames(module: nn.Module, frames_uint8: np.ndarray, batch: int = 64,
@@ -139,11 +137,72 @@ def enhance_frames(module: nn.Module, frames_uint8: np.ndarray, batch: int = 64,
                 y = lut(chunk)
             else:
                 x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
-                with _autocast(device):
+                with autocast(device, torch.float16):
                     e = module.enhance(x)
                 y = e.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             out[start:start + batch] = y.cpu().numpy()
     return out
+
+
+# --- fit quality ----------------------------------------------------------------------------
+
+COLLAPSED_CURVE_SPREAD = 1e-3  # curve maps flatter than this across pixels are one global curve
+
+
+def value_spread(original: np.ndarray, enhanced: np.ndarray, min_count: int = 10) -> float:
+    """How pixel-adaptive an enhancement is, in uint8 levels.
+
+    For each channel and original value, the standard deviation of the enhanced values of the
+    pixels that had that value, averaged with pixel counts as weights (values seen fewer than
+    `min_count` times are skipped). A global curve (a lookup table) scores 0; Zero-DCE's point,
+    a curve that depends on the neighbourhood, scores above it.
+    """
+    o = np.asarray(original).reshape(-1, 3).astype(np.int64)
+    e = np.asarray(enhanced).reshape(-1, 3).astype(np.float64)
+    total = weight = 0.0
+    for c in range(3):
+        n = np.bincount(o[:, c], minlength=256)
+        s = np.bincount(o[:, c], weights=e[:, c], minlength=256)
+        s2 = np.bincount(o[:, c], weights=e[:, c] ** 2, minlength=256)
+        keep = n >= min_count
+        var = np.maximum(s2[keep] / n[keep] - (s[keep] / n[keep]) ** 2, 0.0)
+        total += float((np.sqrt(var) * n[keep]).sum())
+        weight += float(n[keep].sum())
+    return total / weight if weight else 0.0
+
+
+@torch.no_grad()
+def fit_quality(model: nn.Module, frames: np.ndarray, cfg: EnhancerConfig, batch: int = 16) -> dict:
+    """Zero-reference loss (weighted total and terms), curve-map spread across pixels, value spread
+    and brightness of `model` on uint8 frames (N, H, W, 3) it was not fitted on."""
+    model = model.cpu().eval()
+    weights = {"spa": cfg.w_spa, "exp": cfg.w_exp, "col": cfg.w_col, "tv": cfg.w_tv}
+    sums: dict[str, float] = {}
+    spreads = []
+    for start in range(0, len(frames), batch):
+        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + batch])).permute(0, 3, 1, 2).float() / 255
+        enhanced, curves = model(x)
+        loss, terms = zero_dce.zero_reference_loss(enhanced, x, curves, weights, cfg.exposure)
+        for k, v in {"loss": loss, **terms}.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+        spreads.append(curves.flatten(2).std(dim=2).mean(dim=1))  # per image: std over pixels
+    enhanced = enhance_frames(model, frames)
+    return {**{k: round(v / len(frames), 6) for k, v in sums.items()},
+            "curve_spread": round(float(torch.cat(spreads).mean()), 6),
+            "value_spread": round(value_spread(frames, enhanced), 4),
+            "mean_before": round(float(frames.mean()) / 255, 4),
+            "mean_after": round(float(enhanced.mean()) / 255, 4)}
+
+
+def quality_warning(ours: dict, reference: dict | None) -> str | None:
+    """One line when the fit has collapsed to a global curve (or adapts far less than the reference)."""
+    if ours["curve_spread"] < COLLAPSED_CURVE_SPREAD:
+        return (f"the fitted enhancer collapsed to one global curve (its curve map varies by "
+                f"{ours['curve_spread']:.1e} across pixels): raise enhancer.steps, or use enhancer.init = he")
+    if reference and ours["value_spread"] < 0.5 * reference["value_spread"]:
+        return (f"the fitted enhancer adapts to the neighbourhood less than half as much as the reference "
+                f"(value spread {ours['value_spread']:.2f} vs {reference['value_spread']:.2f} levels)")
+    return None
 
 
 # --- the `enhancer` stage ------------------------------------------------------------------
@@ -173,40 +232,64 @@ def training_frames(cfg, frames_per_video: int) -> tuple[np.ndarray, list[str]]:
     return np.stack([f[:h, :w] for f in frames]), failed
 
 
+HOLD_OUT_EVERY = 5  # every 5th training video's frames are kept out of the fit, to judge it
+
+
+def split_held_out(frames: np.ndarray, per_video: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit frames, held-out frames): whole videos held out, so the report sees unseen scenes.
+    With fewer than HOLD_OUT_EVERY videos nothing is held out and both are all frames."""
+    videos = len(frames) // per_video
+    if videos < HOLD_OUT_EVERY:
+        return frames, frames
+    held = (np.arange(len(frames)) // per_video) % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
+    return frames[~held], frames[held]
+
+
 def run_stage(ctx) -> dict:
-    """Write `enhancer/weights.pt`: fitted, fine-tuned, imported, or a parameter-free gamma."""
+    """Write `enhancer/weights.pt` (fitted, fine-tuned, imported, or a parameter-free gamma) and,
+    for a fit, `fit.jsonl` (loss terms per step) and `quality.json` (held-out fit quality)."""
     import json
     cfg = ctx.cfg.enhancer
     model = make_enhancer(cfg)
     summary: dict = {"kind": cfg.kind, "mode": cfg.mode if cfg.kind in LEARNED else "none"}
     if needs_fit(cfg):
         frames, failed = training_frames(ctx.cfg, cfg.frames_per_video)
-        ctx.console.print(f"  fitting {cfg.kind} ({cfg.mode}) on {len(frames)} dark training frames, "
-                          f"{cfg.steps} steps")
-        history = _fit_with_progress(ctx, model, frames, cfg)
+        fit_frames, held = split_held_out(frames, cfg.frames_per_video)
+        ctx.console.print(f"  fitting {cfg.kind} ({cfg.mode}, init {cfg.init}) on {len(fit_frames)} dark "
+                          f"training frames, {cfg.steps} steps; {len(held)} held out for the report")
+        history = _fit_with_progress(ctx, model, fit_frames, cfg)
         with atomic_path(ctx.out / "fit.jsonl") as tmp:
             tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-        sample = frames[:: max(1, len(frames) // 64)]
-        after = enhance_frames(model, sample, device=ctx.device)
-        summary.update(steps=cfg.steps, frames=len(frames), unreadable=len(failed),
+        quality = {"held_out_frames": len(held), "held_out": len(held) < len(frames),
+                   "fitted": fit_quality(model, held, cfg)}
+        if cfg.reference:
+            reference = zero_dce.from_checkpoint(cfg.reference, cfg.scale_factor)
+            quality["reference"] = {"weights": cfg.reference, **fit_quality(reference, held, cfg)}
+        atomic.write_json(ctx.out / "quality.json", quality)
+        q = quality["fitted"]
+        summary.update(steps=cfg.steps, frames=len(fit_frames), unreadable=len(failed),
                        final_loss={k: round(v, 5) for k, v in history[-1].items() if k != "step"},
-                       mean_before=round(float(sample.mean()) / 255, 4),
-                       mean_after=round(float(after.mean()) / 255, 4))
-        ctx.console.print(f"  mean brightness of training frames {summary['mean_before']:.3f} -> "
-                          f"{summary['mean_after']:.3f} (target E = {cfg.exposure})")
+                       quality=quality, mean_before=q["mean_before"], mean_after=q["mean_after"])
+        _report_quality(ctx.console, quality, cfg)
     save_enhancer(model.cpu(), ctx.out / "weights.pt", cfg)
     return summary
 
 
-def _fit_with_progress(ctx, model, frames, cfg) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    cols = (TextColumn("  fit"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[terms]}"),
-            TimeRemainingColumn())
-    with Progress(*cols, console=ctx.console, transient=True) as progress:
-        task = progress.add_task("fit", total=cfg.steps, terms="")
+def _report_quality(console, quality: dict, cfg: EnhancerConfig) -> None:
+    rows = [("fitted", quality["fitted"])] + ([("reference", quality["reference"])] if "reference" in quality else [])
+    where = "held-out frames" if quality["held_out"] else "the fitting frames (too few videos to hold any out)"
+    for name, q in rows:
+        console.print(f"  {name}: on {where}: zero-reference loss {q['loss']:.4f}, curve spread "
+                      f"{q['curve_spread']:.4f}, value spread {q['value_spread']:.2f} levels, brightness "
+                      f"{q['mean_before']:.3f} -> {q['mean_after']:.3f} (target E = {cfg.exposure})")
+    warning = quality_warning(quality["fitted"], quality.get("reference"))
+    if warning:
+        console.print(f"  [yellow]warning:[/] {warning}")
 
+
+def _fit_with_progress(ctx, model, frames, cfg) -> list[dict]:
+    with progress_bar(ctx.console, "  fit", cfg.steps) as update:
         def on_step(step: int, rec: dict) -> None:
             if step % 5 == 0 or step == cfg.steps - 1:
-                terms = " ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "spa", "exp", "col", "tv"))
-                progress.update(task, completed=step + 1, terms=terms)
+                update(step + 1, " ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "spa", "exp", "col", "tv")))
         return fit(model, frames, cfg, on_step=on_step, device=ctx.device)

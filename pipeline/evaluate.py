@@ -26,7 +26,8 @@ from .checkpoints import load_trained
 from .data import CropsDataset, clips_index
 from .shards import ClipDataset
 from ..errors import StageError
-from .train import METRICS, amp_dtype, autocast, read_metrics
+from .device import autocast, resolve_device
+from .train import METRICS, read_metrics
 from .views import apply_view, multi_view_crops
 
 ROWS = ("teacher", "teacher_on_original", "baseline", "student")
@@ -65,17 +66,11 @@ def test_split(index_path: Path) -> TestSplit:
                      np.array([single[v] for v in range(len(order))], dtype=np.int64))
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @torch.inference_mode()
 def crop_probabilities(model, clips: ClipDataset, crop: int, crops: int, batch_size: int,
                        device) -> np.ndarray:
     """Softmax probabilities (N, crops, K) of every clip at each of its `crops` spatial crops."""
-    device = _device(str(device))
+    device = resolve_device(device)
     model.eval()
     data = CropsDataset(clips, crop, crops)
     # batch_size counts network inputs (clips x crops) per forward pass.
@@ -84,7 +79,7 @@ def crop_probabilities(model, clips: ClipDataset, crop: int, crops: int, batch_s
     for x, _, _ in loader:
         n, c = x.shape[:2]
         x = x.flatten(0, 1).to(device, non_blocking=True)
-        with autocast(device, amp_dtype(device)):
+        with autocast(device):
             logits = model(x)
         out.append(torch.softmax(logits.float(), dim=1).reshape(n, c, -1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, crops, 0), np.float32)
@@ -94,14 +89,14 @@ def crop_probabilities(model, clips: ClipDataset, crop: int, crops: int, batch_s
 def centre_probabilities(model, clips: ClipDataset, positions: np.ndarray, crop: int, batch_size: int,
                          device) -> np.ndarray:
     """Softmax probabilities (len(positions), K) of the given clips at view 0 (the centre square)."""
-    device = _device(str(device))
+    device = resolve_device(device)
     model.eval()
     _, H, W = clips.shape
     view = multi_view_crops(H, W, 1)[0]
     out = []
     for s in range(0, len(positions), batch_size):
         x = torch.stack([apply_view(clips[int(i)][0], view, crop) for i in positions[s:s + batch_size]])
-        with autocast(device, amp_dtype(device)):
+        with autocast(device):
             logits = model(x.to(device))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).numpy()
@@ -175,7 +170,7 @@ def run_stage(ctx) -> dict:
         if stage not in loaded:
             loaded.clear()  # one model in memory at a time
             folder = ctx.dir_of(stage)
-            model, meta = load_trained(folder, str(_device(str(ctx.device))))
+            model, meta = load_trained(folder, str(resolve_device(ctx.device)))
             _check_classes(meta, classes, folder)
             loaded[stage] = (model, meta)
         model, meta = loaded[stage]

@@ -42,8 +42,9 @@ SOURCE = Path(__file__).resolve().parent.parent  # the source tree that holds pi
 PACKAGE = __name__.split(".")[0]  # "dlkdd": absolute imports inside the package start with it
 CODE_DIRS = ("pipeline", "models")  # imports are followed inside these folders only
 # Modules that cannot change what a stage writes: config values are fingerprinted as params
-# (a changed default is a changed param), atomic.py decides how files are written, not what.
-NEUTRAL = ("pipeline/config.py", "pipeline/atomic.py")
+# (a changed default is a changed param), atomic.py decides how files are written, not what,
+# progress.py what the console shows.
+NEUTRAL = ("pipeline/config.py", "pipeline/atomic.py", "pipeline/progress.py")
 # Settings that change how fast a stage runs, never what it writes.
 SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict"}
 RECORD_FORMAT = 2

@@ -15,32 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import atomic
 from .checkpoints import load_trained
+from .device import resolve_device
 from .videos import VideoError, decode_clips
-from .views import apply_view, multi_view_crops
+from .views import apply_view, fit_size, multi_view_crops
 
 EXPORT_META = "meta.json"
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def fit_size(frames, size: tuple[int, int]) -> torch.Tensor:
-    """(clips, T, h, w, 3) uint8 -> (clips, T, H, W, 3) uint8, resized as the enhance stage does."""
-    x = torch.as_tensor(frames)
-    if tuple(x.shape[2:4]) == tuple(size):
-        return x
-    c, t, h, w, _ = x.shape
-    y = x.reshape(c * t, h, w, 3).permute(0, 3, 1, 2).float()
-    y = F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    y = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return y.reshape(c, t, *size, 3)
 
 
 def _reason(error: Exception, path: str) -> str:
@@ -64,7 +46,7 @@ def predict_videos(student_dir, paths, device="cpu", clips: int | None = None, c
                    topk: int = 5) -> list[dict]:
     """Top-k classes of each video by the student: [{"video", "top": [{"class", "prob"}, ...]}],
     or {"video", "error"} for a video that cannot be decoded."""
-    device = _device(str(device))
+    device = resolve_device(device)
     model, meta = load_trained(Path(student_dir), str(device))
     classes = list(meta["classes"])
     k = max(1, min(int(topk), len(classes)))

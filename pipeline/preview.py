@@ -7,18 +7,42 @@ from pathlib import Path
 import numpy as np
 
 
-def grid(pairs: list[tuple[str, np.ndarray, np.ndarray]], frames: int) -> np.ndarray:
-    """uint8 image: for each (name, original (T,H,W,3), enhanced) two rows of `frames` frames."""
+def grid(pairs: list[tuple], frames: int) -> np.ndarray:
+    """uint8 image: for each (name, original (T,H,W,3), enhanced[, curve map]) a row of `frames`
+    frames per array (the curve map, when given, is a third row)."""
     rows = []
-    for _, orig, enh in pairs:
+    for _, *clips in pairs:
+        orig = clips[0]
         pick = np.linspace(0, len(orig) - 1, min(frames, len(orig))).round().astype(int)
-        for clip in (orig, enh):
+        for clip in clips:
             tiles = [np.pad(clip[t], ((1, 1), (1, 1), (0, 0)), constant_values=255) for t in pick]
             rows.append(np.concatenate(tiles, axis=1))
         rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(rows[:-1], axis=0)
+
+
+def curve_images(enhancer, clip: np.ndarray) -> np.ndarray | None:
+    """The enhancer's curve map for each frame of a uint8 clip (T, H, W, 3), as uint8 grey images:
+    the brightening strength -r averaged over channels (and Zero-DCE's 8 maps), stretched over
+    the clip's own min..max so that spatial variation is visible. None for parameter-free kinds."""
+    import torch
+    if not hasattr(enhancer, "curves"):
+        return None
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float() / 255
+        strength = -enhancer.cpu().eval().curves(x).mean(1)  # (T, H, W); r < 0 brightens
+    lo, hi = float(strength.min()), float(strength.max())
+    grey = ((strength - lo) / max(hi - lo, 1e-8) * 255).round().byte().numpy()
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def with_curves(pairs, enhancer) -> list[tuple]:
+    """Each (name, original, enhanced) pair with the enhancer's curve map appended, when it has one."""
+    if enhancer is None or not hasattr(enhancer, "curves"):
+        return pairs
+    return [(name, orig, enh, curve_images(enhancer, orig)) for name, orig, enh in pairs]
 
 
 def save_png(image: np.ndarray, pairs, out: Path, title: str) -> Path:
@@ -67,4 +91,7 @@ def video_pairs(paths: list[str], enhancer, T: int, short_side: int, device: str
 def describe(pairs) -> str:
     o = np.mean([p[1].mean() for p in pairs]) / 255
     e = np.mean([p[2].mean() for p in pairs]) / 255
-    return f"top: original (mean {o:.3f})   bottom: enhanced (mean {e:.3f})"
+    text = f"rows: original (mean {o:.3f}), enhanced (mean {e:.3f})"
+    if pairs and len(pairs[0]) > 3:
+        return text + ", curve map (brighter = lifted more)"
+    return text

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .errors import first_line
 from . import atomic
 from ..errors import UserError
 
@@ -94,12 +95,7 @@ def _open(path: Path) -> h5py.File:
     except FileNotFoundError:
         raise ShardError(f"{path}: shard missing") from None
     except OSError as e:
-        raise ShardError(f"{path}: not a readable HDF5 shard: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise ShardError(f"{path}: not a readable HDF5 shard: {first_line(e)}") from None
 
 
 def _read_row(f: h5py.File, path, row: int, which: str) -> np.ndarray:
@@ -113,7 +109,7 @@ def _read_row(f: h5py.File, path, row: int, which: str) -> np.ndarray:
         return dset[row]
     except OSError as e:
         raise ShardError(f"{path}: clip {row}: {which}: checksum mismatch / unreadable: "
-                         f"{_first_line(e)}") from None
+                         f"{first_line(e)}") from None
 
 
 def read_clip(path, row: int, which: str = "original"):
@@ -139,7 +135,7 @@ def read_meta(path) -> dict:
                 "format_version": int(f.attrs.get("format_version", 0)),
             }
         except (KeyError, OSError) as e:
-            raise ShardError(f"{path}: unreadable metadata: {_first_line(e)}") from None
+            raise ShardError(f"{path}: unreadable metadata: {first_line(e)}") from None
 
 
 def verify_shard(path) -> list[str]:
@@ -166,7 +162,7 @@ def verify_shard(path) -> list[str]:
             try:
                 f[name][()]
             except OSError as e:
-                problems.append(f"{path}: {name}: unreadable: {_first_line(e)}")
+                problems.append(f"{path}: {name}: unreadable: {first_line(e)}")
         for name in CLIP_DATASETS:
             for row in range(f[name].shape[0]):
                 try:
@@ -180,14 +176,12 @@ class ClipDataset(Dataset):
     """Clips addressed by (shard path, row), in the given order.
 
     `__getitem__(i)` returns `(clip, label, i)`: clip is a uint8 tensor
-    (T, H, W, 3), or `transform(clip_np, i)` when a transform is given. With
-    `which="both"` clip is the pair (original, enhanced), and the transform
-    gets the pair, so one view geometry can be applied to both.
+    (T, H, W, 3); with `which="both"` the pair (original, enhanced).
     Shards are opened on first access in each process, never in __init__.
     """
 
     def __init__(self, rows: Sequence[tuple], labels: Sequence[int], which: str = "original",
-                 transform=None, clip_ids: Sequence[int] | None = None):
+                 clip_ids: Sequence[int] | None = None):
         if which not in WHICH:
             raise ValueError(f"which={which!r}: expected one of {', '.join(WHICH)}")
         self.rows = [(str(p), int(r)) for p, r in rows]
@@ -198,13 +192,12 @@ class ClipDataset(Dataset):
         if len(self.clip_ids) != len(self.rows):
             raise ValueError(f"{len(self.rows)} clips but {len(self.clip_ids)} clip ids")
         self.which = which
-        self.transform = transform
         self._files: dict[str, h5py.File] = {}
         self._pid = os.getpid()
 
     @classmethod
-    def from_index(cls, index_json_path, split: str | None = None, which: str = "original",
-                   transform=None) -> "ClipDataset":
+    def from_index(cls, index_json_path, split: str | None = None,
+                   which: str = "original") -> "ClipDataset":
         """The clips of `split` (all if None) listed in `clips/index.json`, in index order."""
         index_json_path = Path(index_json_path)
         try:
@@ -219,7 +212,7 @@ class ClipDataset(Dataset):
         root = index_json_path.parent
         clips = [c for c in index["clips"] if split is None or c["split"] == split]
         ds = cls([(root / c["shard"], c["row"]) for c in clips], [c["label"] for c in clips],
-                 which=which, transform=transform, clip_ids=[c["id"] for c in clips])
+                 which=which, clip_ids=[c["id"] for c in clips])
         ds.classes = list(index.get("classes", []))
         ds.videos = [c["video"] for c in clips]
         ds.shape = tuple(index[k] for k in ("T", "H", "W") if k in index)
@@ -243,9 +236,7 @@ class ClipDataset(Dataset):
             clip = tuple(_read_row(f, path, row, name) for name in CLIP_DATASETS)
         else:
             clip = _read_row(f, path, row, self.which)
-        if self.transform is not None:
-            clip = self.transform(clip, i)
-        elif self.which == "both":
+        if self.which == "both":
             clip = tuple(torch.from_numpy(c) for c in clip)
         else:
             clip = torch.from_numpy(clip)

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .errors import first_line
 from .atomic import atomic_path
 from .checkpoints import load_trained
 from .data import LOGITS_FILE, ClipAllViews, clips_index
+from .progress import progress_bar
 from .shards import ClipDataset
 from .views import apply_view, view_params
 from ..errors import StageError, UserError
@@ -56,13 +58,6 @@ def all_clips(clips_dir: Path) -> tuple[ClipDataset, list[str]]:
         raise StageError(f"{index_path}: clip ids are not 0..N-1 in index order")
     splits = [c["split"] for c in json.loads(index_path.read_text())["clips"]]
     return clips, splits
-
-
-def _progress(console, label: str, unit: str = "clips"):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    return Progress(TextColumn(f"  {label}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn(f"{{task.fields[rate]}} {unit}/s"), TimeRemainingColumn(),
-                    console=console, transient=True, disable=console is None)
 
 
 @torch.inference_mode()
@@ -115,16 +110,14 @@ def run_stage(ctx) -> dict:
     labels = np.array(clips.labels)
     agree = [0, 0]  # view-0 top-1 hits and count, on the test split
     t0 = time.perf_counter()
-    with _progress(ctx.console, "soft-labels") as progress:
-        task = progress.add_task("soft-labels", total=n, rate="-")
+    with progress_bar(ctx.console, "  soft-labels", n, "clips") as update:
 
         def on_batch(start: int, block: np.ndarray) -> None:
             sel = test[start:start + len(block)]
             hits = block[sel, 0].argmax(-1) == labels[start:start + len(block)][sel]
             agree[0] += int(hits.sum())
             agree[1] += int(sel.sum())
-            done = start + len(block)
-            progress.update(task, completed=done, rate=f"{done / max(1e-9, time.perf_counter() - t0):.1f}")
+            update(start + len(block))
 
         batches = teacher_logits(model, clips, cfg.data, cfg.soft_labels.batch_size, ctx.device,
                                  cfg.teacher.num_workers)
@@ -149,7 +142,7 @@ def _read_entry(dset, path, c: int, v: int) -> np.ndarray:
         return dset[c, v]
     except OSError as e:
         raise VerifyError(f"{path}: entry (clip {c}, view {v}) unreadable: "
-                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                          f"{first_line(e)}") from None
 
 
 def verify(logits_path: Path, teacher_dir: Path, clips_dir: Path, data_cfg, k: int, device: str = "cpu",
@@ -174,7 +167,7 @@ def _verify(model, meta, clips, logits_path, data_cfg, k, device, seed, console)
     except FileNotFoundError:
         raise VerifyError(f"{logits_path}: missing; run `dlkdd soft-labels`") from None
     except OSError as e:
-        raise VerifyError(f"{logits_path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+        raise VerifyError(f"{logits_path}: not a readable HDF5 file ({first_line(e)})") from None
     with f, exact_float32(), torch.inference_mode():
         if "logits" not in f:
             raise VerifyError(f"{logits_path}: no dataset 'logits'")
@@ -196,9 +189,8 @@ def _verify(model, meta, clips, logits_path, data_cfg, k, device, seed, console)
         for e in sorted(int(p) for p in picks):
             by_clip.setdefault(e // V, []).append(e % V)
         _, H, W = clips.shape
-        t0, done = time.perf_counter(), 0
-        with _progress(console, "verify", "entries") as progress:
-            task = progress.add_task("verify", total=len(picks), rate="-")
+        done = 0
+        with progress_bar(console, "  verify", len(picks), "entries") as update:
             for c, vs in by_clip.items():
                 clip, _, _ = clips[c]
                 x = torch.stack([apply_view(clip, view_params(c, v, H, W, views_cfg), views_cfg.crop)
@@ -210,8 +202,7 @@ def _verify(model, meta, clips, logits_path, data_cfg, k, device, seed, console)
                         raise VerifyError(f"{logits_path}: entry (clip {c}, view {v}) differs from the "
                                           f"teacher by {d:.2e} > 1e-4")
                 done += len(vs)
-                progress.update(task, completed=done,
-                                rate=f"{done / max(1e-9, time.perf_counter() - t0):.1f}")
+                update(done)
     return len(picks)
 
 
@@ -224,7 +215,7 @@ def verify_cache(graph, device: str, k: int, console=None) -> int:
             with h5py.File(path, "r") as f:
                 made_by = f.attrs.get("teacher_fingerprint", "unknown")
         except OSError as e:
-            raise VerifyError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+            raise VerifyError(f"{path}: not a readable HDF5 file ({first_line(e)})") from None
         if made_by not in ("unknown", record["outputs_digest"]):
             raise VerifyError(f"{path}: made by another teacher than {graph.out_dir('teacher')} holds "
                               f"now; run `dlkdd soft-labels`")

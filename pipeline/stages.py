@@ -29,7 +29,7 @@ def enhancer_params(cfg: Config) -> list[str]:
     scale = ["enhancer.scale_factor"] if e.kind == "zero_dce++" else []
     if e.mode == "import":
         return ["enhancer.kind", "enhancer.mode", *scale]
-    skip = {"enhancer.gamma", "enhancer.weights", "enhancer.scale_factor"}
+    skip = {"enhancer.gamma", "enhancer.weights", "enhancer.reference", "enhancer.scale_factor"}  # files: inputs
     keys = [k for k in section_keys(cfg, "enhancer") if k not in skip]
     return [*DATA_KEYS, *keys, *scale]
 
@@ -39,7 +39,11 @@ def enhancer_inputs(cfg: Config) -> dict:
     if e.kind not in ("zero_dce", "zero_dce++"):
         return {}
     ins = {} if e.mode == "fit" else {"enhancer.weights": Path(e.weights)}
-    return ins if e.mode == "import" else {**ins, **dataset_inputs(cfg, ("train",))}
+    if e.mode == "import":
+        return ins
+    if e.reference:  # the quality report's reference weights
+        ins["enhancer.reference"] = Path(e.reference)
+    return {**ins, **dataset_inputs(cfg, ("train",))}
 
 
 def pretrained_weights(section: str):

@@ -9,51 +9,23 @@ Validation is the test split's original clips at view 0.
 `baseline` is the same student (model, seed, data order, views, schedule) trained
 with alpha = 0, reading no logits, so it never depends on the teacher; a student
 variant with alpha = 0 ends with bit-identical weights (on the CPU). The two
-together say what distillation adds.
-
-The helpers below are deliberately local (not imported from `pipeline.teacher`):
-the student's fingerprint covers this module, not the teacher's.
+together say what distillation adds. The training itself is
+`classifiers.train_classifier`, shared with the teacher.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .. import models
-from .checkpoints import write_meta
+from .classifiers import class_names, train_classifier, view_datasets
 from .data import LOGITS_FILE, ViewDataset, clips_index, read_logits
 from .distill import make_loss_fn
 from .shards import ClipDataset, ShardError
-from ..errors import StageError
-from .train import train
 
 # logits.h5 attrs that must equal the config's view settings when soft-labels wrote them
 VIEW_ATTRS = ("views", "view_seed", "crop", "min_scale")
-
-
-def _is_main_process() -> bool:
-    """Rank 0 under torchrun (or no torchrun): the one process that writes shared files."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _class_names(clips: ClipDataset) -> list[str]:
-    if getattr(clips, "classes", None):
-        return list(clips.classes)
-    return [str(k) for k in range(max(clips.labels, default=-1) + 1)]
-
-
-def build_student(cfg, num_classes: int, console=None) -> torch.nn.Module:
-    """`cfg.student.model`, initialised from `cfg.student.seed` (the same for student and baseline)."""
-    s = cfg.student
-    torch.manual_seed(s.seed)
-    model = models.build(s.model, num_classes, pretrained=s.pretrained or None)
-    if model.pretrained_note and console is not None:
-        console.print(f"  {s.model}: {model.pretrained_note}", markup=False, highlight=False)
-    return model
 
 
 def load_soft_labels(path: Path, data_cfg, num_clips: int, classes: list[str]) -> np.ndarray:
@@ -83,39 +55,19 @@ def load_soft_labels(path: Path, data_cfg, num_clips: int, classes: list[str]) -
 def student_datasets(ctx, logits: np.ndarray | None = None) -> tuple[ViewDataset, ViewDataset]:
     """(train: original clips, one view drawn per (seed, epoch, clip) [+ that view's teacher logits],
     val: the test split's original clips at view 0)."""
-    index = clips_index(ctx.dir_of("enhance"))
-    train_clips = ClipDataset.from_index(index, "train", "original")
-    val_clips = ClipDataset.from_index(index, "test", "original")
-    if len(train_clips) == 0:
-        raise StageError(f"{index}: the train split has no clips")
-    train_set = ViewDataset(train_clips, ctx.cfg.data, seed=ctx.cfg.student.seed, logits=logits)
-    val_set = ViewDataset(val_clips, ctx.cfg.data, view=0)
-    return train_set, val_set
+    return view_datasets(ctx, "original", ctx.cfg.student.seed, logits)
 
 
 def _train_student(ctx, alpha: float, logits: np.ndarray | None, desc: str, extra: dict) -> dict:
-    cfg, s = ctx.cfg, ctx.cfg.student
-    train_set, val_set = student_datasets(ctx, logits)
-    classes = _class_names(train_set.clips)
-    model = build_student(cfg, len(classes), ctx.console)
-    fingerprint = ctx.graph.inspect(ctx.name).fingerprint
-    ctx.console.print(f"  {desc} {s.model}: {len(train_set)} train clips (original, {cfg.data.views} views"
-                      + (f", alpha {alpha:g}, T {s.temperature:g}" if logits is not None else ", plain CE")
-                      + f"), {len(val_set)} test clips (view 0)", markup=False, highlight=False)
+    s = ctx.cfg.student
+    about = f", alpha {alpha:g}, T {s.temperature:g}" if logits is not None else ", plain CE"
     loss_fn = make_loss_fn(alpha, s.temperature if alpha > 0 else 1.0)  # T is unused at alpha = 0
-    summary = train(model, train_set, val_set, s, ctx.out, fingerprint, loss_fn=loss_fn, device=ctx.device,
-                    console=ctx.console, desc=desc, restart_on_corrupt=True)  # unreadable: retrain
-    meta = {}
-    if _is_main_process():
-        meta = write_meta(ctx.out, model_name=s.model, num_classes=len(classes), classes=classes,
-                          input="original", data_cfg=cfg.data, H=train_set.H, W=train_set.W, extra=extra)
+    summary = train_classifier(ctx, s, "original", desc, logits=logits, loss_fn=loss_fn, about=about,
+                               extra=extra)
     best = s.keep == "best"  # model.pt holds the best epoch's weights then, else the last
-    return {"model": s.model,
-            "top1": summary["best_top1" if best else "last_top1"],
+    return {"top1": summary["best_top1" if best else "last_top1"],
             "top5": summary["best_top5" if best else "last_top5"],
-            "alpha": extra["alpha"], "temperature": extra["temperature"],
-            "params": meta.get("params"), "gflops_per_clip": meta.get("gflops_per_clip"),
-            "train_clips": len(train_set), "val_clips": len(val_set), **summary}
+            "alpha": extra["alpha"], "temperature": extra["temperature"], **summary}
 
 
 def run_student(ctx) -> dict:
@@ -123,7 +75,7 @@ def run_student(ctx) -> dict:
     s = ctx.cfg.student
     path = ctx.dir_of("soft-labels") / LOGITS_FILE
     every = ClipDataset.from_index(clips_index(ctx.dir_of("enhance")))  # logits rows are global clip ids
-    logits = load_soft_labels(path, ctx.cfg.data, len(every), _class_names(every))
+    logits = load_soft_labels(path, ctx.cfg.data, len(every), class_names(every))
     if s.alpha > 0 and not np.isfinite(logits).all():
         raise ShardError(f"{path}: holds NaN or infinite logits; rerun `dlkdd soft-labels`")
     return _train_student(ctx, s.alpha, logits, "student",

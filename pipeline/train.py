@@ -17,15 +17,11 @@ Accuracies (top1, top5) are percentages, as in the papers' tables.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import math
 import os
 import random
-import re
-import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -33,19 +29,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
 
 from .atomic import atomic_path
+from .errors import first_line
+from .checkpoints import (BEST, CHECKPOINT, MODEL, CheckpointError, load_checkpoint, load_weights_into,
+                          save_checkpoint)
 from .config import TrainConfig
-from ..errors import UserError
+from .device import amp_dtype, autocast, resolve_device
+from .progress import make_console, progress_bar, say
 
-CHECKPOINT, BEST, MODEL, METRICS = "checkpoint.pt", "best.pt", "model.pt", "metrics.jsonl"
-
-
-class CheckpointError(UserError, RuntimeError):
-    """A checkpoint that cannot be read or does not fit the model (one line)."""
+METRICS = "metrics.jsonl"
 
 
 # ---------------------------------------------------------------------------- seeding
@@ -166,92 +160,43 @@ def to_device(obj, device: torch.device):
     return obj
 
 
-def autocast(device: torch.device, dtype):
-    return torch.autocast("cuda", dtype=dtype) if device.type == "cuda" else nullcontext()
-
-
-def amp_dtype(device: torch.device):
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def save(obj: dict, path: Path) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(obj, tmp)
-    except RuntimeError as e:  # torch reports a failed write (a full disk, say) as RuntimeError
-        full = shutil.disk_usage(Path(path).parent).free < (64 << 20)
-        raise OSError(errno.ENOSPC if full else errno.EIO,
-                      os.strerror(errno.ENOSPC) if full else f"cannot write ({_first_line(e)})",
-                      str(path)) from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
-
-
-def _load_reason(e: BaseException) -> str:
-    """Why torch.load failed, in a few words (torch's own text advises turning weights_only off)."""
-    blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
-    if blocked:
-        return f"it needs code execution to load (global {blocked.group(1)}), which weights_only refuses"
-    return f"{type(e).__name__}: {_first_line(e)}"
-
-
-def load_checkpoint(path: Path) -> dict:
-    """torch.load with weights_only=True; any failure is one CheckpointError line naming the file."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint missing") from None
-    except Exception as e:  # truncated zip, bad pickle, disallowed global, I/O error...
-        raise CheckpointError(f"{path}: unreadable checkpoint: {_load_reason(e)}") from None
-    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-        raise CheckpointError(f"{path}: unreadable checkpoint (not a training checkpoint)")
-    return state
-
-
 # ---------------------------------------------------------------------------- one epoch
 
 def train_one_epoch(model, loader, optimizer, loss_fn, *, step: int, lr_fn: Callable[[int], float],
-                    device, scaler, dtype, grad_clip: float, progress: Progress | None, desc: str) -> tuple[dict, int]:
-    """One pass over `loader`; sets the LR every step. Returns local sums and the next step number."""
+                    device, scaler, dtype, grad_clip: float, console=None, desc: str = "train") -> tuple[dict, int]:
+    """One pass over `loader`; sets the LR every step. Returns local sums and the next step number.
+    A live bar (`desc`, running loss, accuracy, clips/s) shows on a terminal `console`."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen, lr, last_shown = 0, lr_fn(step), 0.0
-    task = progress.add_task(desc, total=len(loader), loss=0.0, acc=0.0, rate=0.0) if progress else None
+    seen, lr, last_shown, batches = 0, lr_fn(step), 0.0, 0
     start = time.perf_counter()
-    for x, y, extra in loader:
-        x, y, extra = to_device(x, device), to_device(y, device), to_device(extra, device)
-        lr = lr_fn(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(device, dtype):
-            logits = model(x)
-            loss = loss_fn(logits, y, extra)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        step += 1
-        loss_sum += loss.detach().double() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
-        if task is not None:
-            now = time.perf_counter()
-            if now - last_shown > 0.25 or seen == len(loader.sampler):  # .item() syncs the GPU; not every step
+    with progress_bar(console, desc, len(loader)) as update:
+        for x, y, extra in loader:
+            x, y, extra = to_device(x, device), to_device(y, device), to_device(extra, device)
+            lr = lr_fn(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(device, dtype):
+                logits = model(x)
+                loss = loss_fn(logits, y, extra)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step, batches = step + 1, batches + 1
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            now, text = time.perf_counter(), None
+            if now - last_shown > 0.25 or batches == len(loader):  # .item() syncs the GPU; not every step
                 last_shown = now
-                progress.update(task, advance=0, loss=loss_sum.item() / seen, acc=100.0 * correct.item() / seen,
-                                rate=seen / (now - start))
-            progress.advance(task)
-    if task is not None:
-        progress.remove_task(task)
+                text = (f"loss {loss_sum.item() / seen:.3f}  acc {100.0 * correct.item() / seen:.1f}%  "
+                        f"{seen / (now - start):.1f} clips/s")
+            update(batches, text)
     return {"loss_sum": loss_sum.item(), "correct": correct.item(), "n": seen, "lr": lr,
             "seconds": time.perf_counter() - start}, step
 
@@ -268,7 +213,7 @@ def _evaluate_sums(model, dataset, batch_size: int, device, num_workers: int = 0
     all_logits, all_labels = [], []
     for x, y, _ in loader:
         x, y = to_device(x, device), to_device(y, device)
-        with autocast(device, amp_dtype(device)):
+        with autocast(device):
             logits = model(x)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -292,7 +237,8 @@ def evaluate(model, dataset, batch_size: int, device="cpu", num_workers: int = 0
 # ---------------------------------------------------------------------------- distributed
 
 @dataclasses.dataclass
-class _Dist:
+class DdpGroup:
+    """This process's place among the torchrun processes (rank 0 of 1 without torchrun)."""
     rank: int = 0
     world: int = 1
     owned: bool = False  # we called init_process_group, so we tear it down
@@ -322,18 +268,18 @@ class _Dist:
             dist.barrier()
 
 
-def setup_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
+def setup_distributed(device: torch.device) -> tuple[DdpGroup, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return _Dist(), device
+        return DdpGroup(), device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     owned = not dist.is_initialized()
     if owned:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), owned), device
+    return DdpGroup(dist.get_rank(), dist.get_world_size(), owned), device
 
 
 # ---------------------------------------------------------------------------- run bookkeeping
@@ -375,216 +321,270 @@ def summarize(history: list[dict], epochs: int, epochs_run: int, resumed_from: i
     }
 
 
-def _say(console: Console, text: str, style: str | None = None) -> None:
-    console.print(text, style=style, markup=False, highlight=False)
+def epoch_line(desc: str, row: dict, epochs: int) -> str:
+    """One epoch's figures on one line (the log of a run is these lines)."""
+    return (f"{desc} epoch {row['epoch']}/{epochs}  "
+            f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.1f}%  "
+            f"val top1 {row['val_top1']:.1f}% top5 {row['val_top5']:.1f}%  "
+            f"lr {row['lr']:.2e}  {row['clips_per_s']:.1f} clips/s")
 
 
-def _resume_state(out_dir: Path, fingerprint: str, restart_on_corrupt: bool, console: Console,
-                  say: bool) -> dict | None:
-    path = out_dir / CHECKPOINT
+@dataclasses.dataclass
+class _Run:
+    """What one `train` call resolved: its settings, where it writes, and its place among the ranks."""
+    cfg: TrainConfig
+    out_dir: Path
+    fingerprint: str
+    loss_fn: Callable
+    device: torch.device
+    console: object  # rich.console.Console
+    desc: str
+    restart_on_corrupt: bool
+    ddp: DdpGroup
+
+    @property
+    def verbose(self) -> bool:
+        """Whether this process speaks: rank 0, unless the console is quiet."""
+        return self.ddp.main and not self.console.quiet
+
+    def say(self, text: str, style: str | None = None) -> None:
+        if self.verbose:
+            say(self.console, text, style)
+
+    def path(self, name: str) -> Path:
+        return self.out_dir / name
+
+
+@dataclasses.dataclass
+class _Trainer:
+    """The live training state an epoch updates."""
+    model: torch.nn.Module
+    net: torch.nn.Module  # `model`, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dtype: object  # the autocast dtype, None on the CPU
+    best: dict  # {"top1", "epoch"} of the best validation so far
+    step: int  # optimizer steps taken
+
+
+# ---------------------------------------------------------------------------- restore
+
+def _resume_state(run: _Run) -> dict | None:
+    """The checkpoint to resume from: None when absent, made with another fingerprint, or unreadable
+    (with restart_on_corrupt; without it, unreadable is a CheckpointError)."""
+    path = run.path(CHECKPOINT)
     if not path.exists():
         return None
     try:
         state = load_checkpoint(path)
     except CheckpointError as e:
-        if not restart_on_corrupt:
+        if not run.restart_on_corrupt:
             raise
-        if say:
-            _say(console, f"warning: {e}; starting over", "yellow")
+        run.say(f"warning: {e}; starting over", "yellow")
         return None
-    if state.get("fingerprint") != fingerprint:
-        if say:
-            _say(console, f"{path}: made with other settings or code (fingerprint differs); starting over")
+    if state.get("fingerprint") != run.fingerprint:
+        run.say(f"{path}: made with other settings or code (fingerprint differs); starting over")
         return None
     return state
+
+
+def _restore_history(run: _Run, state: dict | None) -> list[dict]:
+    """metrics.jsonl rows of the epochs the checkpoint holds; a fresh start clears the last run's files."""
+    done = state["epoch"] if state else 0
+    history = read_metrics(run.path(METRICS), upto=done)
+    if run.ddp.main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        if state is None:  # a fresh start: nothing of an earlier run may survive next to the new one
+            for name in (BEST, MODEL):
+                run.path(name).unlink(missing_ok=True)
+        write_metrics(run.path(METRICS), history)
+    run.ddp.barrier()
+    return history
 
 
 def _best_record(out_dir: Path, state: dict) -> dict:
     """Best val top-1 so far. best.pt is written just before the checkpoint, so it can be one epoch ahead."""
     best = dict(state.get("best") or {"top1": -1.0, "epoch": 0})
-    path = out_dir / BEST
-    if path.exists():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved["metrics"]["val_top1"] > best["top1"]:
-                best = {"top1": saved["metrics"]["val_top1"], "epoch": saved["epoch"]}
-        except Exception:
-            pass  # unreadable best.pt: the next improvement rewrites it
+    try:
+        saved = load_checkpoint(out_dir / BEST)
+        if saved["metrics"]["val_top1"] > best["top1"]:
+            best = {"top1": saved["metrics"]["val_top1"], "epoch": saved["epoch"]}
+    except (CheckpointError, KeyError, TypeError):
+        pass  # missing or unreadable best.pt: the next improvement rewrites it
     return best
 
 
-def _load_final(model, out_dir: Path, console: Console, say: bool) -> bool:
+def _load_final(model, run: _Run) -> bool:
     """Load model.pt into `model`; False when it is missing, or unreadable (then rewritten from the checkpoint)."""
-    path = out_dir / MODEL
+    path = run.path(MODEL)
     if not path.exists():
         return False
     try:
-        model.load_state_dict(load_checkpoint(path)["model"])
+        load_weights_into(model, path, load_checkpoint(path)["model"])
         return True
     except CheckpointError as e:
-        reason = str(e)
-    except (RuntimeError, ValueError, KeyError) as e:
-        reason = f"{path}: does not fit the model ({_first_line(e)})"
-    if say:
-        _say(console, f"warning: {reason}; rewriting it from {out_dir / CHECKPOINT}", "yellow")
+        run.say(f"warning: {e}; rewriting it from {run.path(CHECKPOINT)}", "yellow")
     return False
 
 
-def _finish(model, out_dir: Path, cfg: TrainConfig, fingerprint: str, history: list[dict],
-            best: dict, rank: _Dist) -> None:
-    """Write model.pt: the best epoch's weights (keep=best) or the last; the in-memory model matches it."""
-    rank.barrier()  # best.pt is whole before any rank reads it
-    epoch, weights = cfg.epochs, None
-    if cfg.keep == "best" and (out_dir / BEST).exists():
-        saved = load_checkpoint(out_dir / BEST)
-        epoch, weights = saved["epoch"], saved["model"]
-        model.load_state_dict(weights)
-    if rank.main:
-        row = next((r for r in history if r["epoch"] == epoch), history[-1] if history else {})
-        save({"model": weights if weights is not None else model.state_dict(),
-              "config": dataclasses.asdict(cfg), "fingerprint": fingerprint, "epoch": epoch,
-              "metrics": row}, out_dir / MODEL)
-    rank.barrier()
-
-
-# ---------------------------------------------------------------------------- the loop
-
-def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, cfg: TrainConfig, out_dir: Path,
-          fingerprint: str, loss_fn: Callable | None = None, device="cpu", console: Console | None = None,
-          desc: str = "train", restart_on_corrupt: bool = False) -> dict:
-    """Train `model` (initialised by the caller) for cfg.epochs, resuming from out_dir/checkpoint.pt if it
-    belongs to the same `fingerprint`. Writes checkpoint.pt every epoch, metrics.jsonl, best.pt (keep=best)
-    and finally model.pt. Returns a summary (see `summarize`)."""
-    out_dir = Path(out_dir)
-    loss_fn = loss_fn or cross_entropy
-    console = console or Console(stderr=True)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                          else "cpu" if device == "auto" else device)
-    rank, device = setup_distributed(device)
-    try:
-        return _train(model, train_set, val_set, cfg, out_dir, fingerprint, loss_fn, device, console,
-                      desc, restart_on_corrupt, rank)
-    except KeyboardInterrupt:
-        if rank.main and not console.quiet:
-            _say(console, f"{desc} interrupted: {_kept(out_dir, cfg.epochs, fingerprint)}", "yellow")
-        raise
-    finally:
-        if rank.owned:
-            dist.destroy_process_group()
-
-
-def _kept(out_dir: Path, epochs: int, fingerprint: str) -> str:
-    """What an interrupted run leaves for the next one to resume from."""
-    try:
-        state = load_checkpoint(out_dir / CHECKPOINT)
-    except CheckpointError:
-        state = None
-    if state is None or state.get("fingerprint") != fingerprint:
-        return "no epoch had finished; the rerun starts over"
-    return f"checkpoint of epoch {state['epoch']}/{epochs} kept; the rerun resumes from it"
-
-
-def _train(model, train_set, val_set, cfg, out_dir, fingerprint, loss_fn, device, console, desc,
-           restart_on_corrupt, rank: _Dist) -> dict:
-    say = rank.main and not console.quiet
-    state = _resume_state(out_dir, fingerprint, restart_on_corrupt, console, say)
-    start_epoch = state["epoch"] if state else 0
-    if rank.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if state is None:  # a fresh start: nothing of an earlier run may survive next to the new one
-            for name in (BEST, MODEL):
-                (out_dir / name).unlink(missing_ok=True)
-        history = read_metrics(out_dir / METRICS, upto=start_epoch)
-        write_metrics(out_dir / METRICS, history)
-    else:
-        history = read_metrics(out_dir / METRICS, upto=start_epoch)
-    rank.barrier()
-    if state and start_epoch >= cfg.epochs and _load_final(model, out_dir, console, say):
-        if say:
-            _say(console, f"{desc}: already trained ({start_epoch}/{cfg.epochs} epochs); nothing to do")
-        return summarize(history, cfg.epochs, 0, start_epoch)
-
-    model.to(device)
-    optimizer = make_optimizer(model, cfg)
-    dtype = amp_dtype(device)
+def _restore_trainer(model, state: dict | None, run: _Run) -> _Trainer:
+    """Model on its device, optimizer and grad scaler: fresh, or as the checkpoint left them."""
+    model.to(run.device)
+    optimizer = make_optimizer(model, run.cfg)
+    dtype = amp_dtype(run.device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    best = {"top1": -1.0, "epoch": 0}
+    best, step = {"top1": -1.0, "epoch": 0}, 0
     if state:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{out_dir / CHECKPOINT}: checkpoint does not fit this model "
-                                  f"({_first_line(e)})") from None
+            raise CheckpointError(f"{run.path(CHECKPOINT)}: checkpoint does not fit this model "
+                                  f"({first_line(e)})") from None
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
-        best = _best_record(out_dir, state)
-        if say:
-            _say(console, f"{desc}: resuming from epoch {start_epoch}/{cfg.epochs}")
+        best, step = _best_record(run.out_dir, state), state["scheduler"]["step"]
+        run.say(f"{run.desc}: resuming from epoch {state['epoch']}/{run.cfg.epochs}")
     net = model
-    if rank.world > 1:
+    if run.ddp.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    return _Trainer(model, net, optimizer, scaler, dtype, best, step)
 
-    data = EpochDataset(train_set, cfg.seed)
-    sampler = EpochSampler(train_set, cfg.seed, rank.rank, rank.world)
-    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=False,
-                        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                        pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
-    steps_per_epoch = len(loader)
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    step = state["scheduler"]["step"] if state else 0
-    val_part = Subset(val_set, range(rank.rank, len(val_set), rank.world)) if rank.world > 1 else val_set
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.1f}%  "
-                                   "{task.fields[rate]:.1f} clips/s"),
-                        TimeRemainingColumn(), console=console, transient=True,
-                        disable=not (say and (console.is_terminal or console.is_jupyter)))
-    with progress:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            seed_everything(derive_seed(cfg.seed, epoch, _MAIN))
-            data.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            stats, step = train_one_epoch(
-                net, loader, optimizer, loss_fn, step=step,
-                lr_fn=lambda s: lr_at(s, total_steps, warmup_steps, cfg.lr), device=device, scaler=scaler,
-                dtype=dtype, grad_clip=cfg.grad_clip, progress=progress,
-                desc=f"{desc} {epoch + 1}/{cfg.epochs}")
-            rank.sync_buffers(model)
-            val = _evaluate_sums(model, val_part, cfg.batch_size, device, cfg.num_workers)
-            loss_sum, correct, n, secs, v_loss, v1, v5, vn = rank.sum(
-                stats["loss_sum"], stats["correct"], stats["n"], stats["seconds"],
-                val["loss_sum"], val["c1"], val["c5"], val["n"])
-            vn = max(1, vn)
-            row = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": loss_sum / max(1, n),
-                   "train_acc": 100.0 * correct / max(1, n), "val_loss": v_loss / vn,
-                   "val_top1": 100.0 * v1 / vn, "val_top5": 100.0 * v5 / vn,
-                   "seconds": time.perf_counter() - t0,
-                   "clips_per_s": n / max(1e-9, secs / rank.world)}  # mean of per-rank seconds
-            history.append(row)
-            improved = row["val_top1"] > best["top1"]
-            if improved:
-                best = {"top1": row["val_top1"], "epoch": row["epoch"]}
-            if rank.main:  # metrics and best.pt first: a crash before the checkpoint makes them be redone
-                write_metrics(out_dir / METRICS, history)
-                if improved and cfg.keep == "best":
-                    save({"model": model.state_dict(), "epoch": row["epoch"], "metrics": row}, out_dir / BEST)
-                ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": {"step": step, "total_steps": total_steps, "warmup_steps": warmup_steps},
-                        "epoch": epoch + 1, "config": dataclasses.asdict(cfg), "fingerprint": fingerprint,
-                        "best": best}
-                if scaler.is_enabled():
-                    ckpt["scaler"] = scaler.state_dict()
-                save(ckpt, out_dir / CHECKPOINT)
-            if say:
-                _say(console, f"{desc} epoch {row['epoch']}/{cfg.epochs}  "
-                              f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.1f}%  "
-                              f"val top1 {row['val_top1']:.1f}% top5 {row['val_top5']:.1f}%  "
-                              f"lr {row['lr']:.2e}  {row['clips_per_s']:.1f} clips/s")
+# ---------------------------------------------------------------------------- loader
+
+def _train_loader(train_set: Dataset, run: _Run) -> DataLoader:
+    """Batches of (epoch, index)-keyed items whose order and randomness depend only on (seed, epoch)."""
+    cfg = run.cfg
+    return DataLoader(EpochDataset(train_set, cfg.seed), batch_size=cfg.batch_size,
+                      sampler=EpochSampler(train_set, cfg.seed, run.ddp.rank, run.ddp.world), drop_last=False,
+                      num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                      pin_memory=run.device.type == "cuda",
+                      generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
+
+
+def _val_part(val_set: Dataset, ddp: DdpGroup) -> Dataset:
+    """This rank's share of the validation set (all of it without torchrun)."""
+    return Subset(val_set, range(ddp.rank, len(val_set), ddp.world)) if ddp.world > 1 else val_set
+
+
+# ---------------------------------------------------------------------------- the epoch loop
+
+def _epoch_row(epoch: int, stats: dict, val: dict, ddp: DdpGroup, seconds: float) -> dict:
+    """One metrics.jsonl row, summed over the ranks."""
+    loss_sum, correct, n, secs, v_loss, v1, v5, vn = ddp.sum(
+        stats["loss_sum"], stats["correct"], stats["n"], stats["seconds"],
+        val["loss_sum"], val["c1"], val["c5"], val["n"])
+    vn = max(1, vn)
+    return {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": loss_sum / max(1, n),
+            "train_acc": 100.0 * correct / max(1, n), "val_loss": v_loss / vn,
+            "val_top1": 100.0 * v1 / vn, "val_top5": 100.0 * v5 / vn, "seconds": seconds,
+            "clips_per_s": n / max(1e-9, secs / ddp.world)}  # mean of per-rank seconds
+
+
+def _save_epoch(t: _Trainer, run: _Run, history: list[dict], improved: bool, schedule: dict) -> None:
+    """Rank 0 writes metrics and best.pt first, then the checkpoint: a crash before the checkpoint
+    makes them be redone."""
+    row, cfg = history[-1], run.cfg
+    write_metrics(run.path(METRICS), history)
+    if improved and cfg.keep == "best":
+        save_checkpoint({"model": t.model.state_dict(), "epoch": row["epoch"], "metrics": row}, run.path(BEST))
+    ckpt = {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+            "scheduler": {"step": t.step, **schedule}, "epoch": row["epoch"],
+            "config": dataclasses.asdict(cfg), "fingerprint": run.fingerprint, "best": t.best}
+    if t.scaler.is_enabled():
+        ckpt["scaler"] = t.scaler.state_dict()
+    save_checkpoint(ckpt, run.path(CHECKPOINT))
+
+
+def _epoch_loop(t: _Trainer, loader: DataLoader, val_set: Dataset, run: _Run, history: list[dict],
+                start_epoch: int) -> None:
+    """Epochs start_epoch..cfg.epochs-1: reseed, train, validate, record, checkpoint, print one line."""
+    cfg = run.cfg
+    schedule = {"total_steps": cfg.epochs * len(loader), "warmup_steps": round(cfg.warmup_epochs * len(loader))}
+    val_part = _val_part(val_set, run.ddp)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        seed_everything(derive_seed(cfg.seed, epoch, _MAIN))
+        loader.dataset.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
+        stats, t.step = train_one_epoch(
+            t.net, loader, t.optimizer, run.loss_fn, step=t.step,
+            lr_fn=lambda s: lr_at(s, schedule["total_steps"], schedule["warmup_steps"], cfg.lr),
+            device=run.device, scaler=t.scaler, dtype=t.dtype, grad_clip=cfg.grad_clip,
+            console=run.console if run.verbose else None, desc=f"{run.desc} {epoch + 1}/{cfg.epochs}")
+        run.ddp.sync_buffers(t.model)
+        val = _evaluate_sums(t.model, val_part, cfg.batch_size, run.device, cfg.num_workers)
+        history.append(_epoch_row(epoch, stats, val, run.ddp, time.perf_counter() - t0))
+        improved = history[-1]["val_top1"] > t.best["top1"]
+        if improved:
+            t.best = {"top1": history[-1]["val_top1"], "epoch": history[-1]["epoch"]}
+        if run.ddp.main:
+            _save_epoch(t, run, history, improved, schedule)
+        run.say(epoch_line(run.desc, history[-1], cfg.epochs))
+
+
+def _finish(model, run: _Run, history: list[dict]) -> None:
+    """Write model.pt: the best epoch's weights (keep=best) or the last; the in-memory model matches it."""
+    cfg = run.cfg
+    run.ddp.barrier()  # best.pt is whole before any rank reads it
+    epoch, weights = cfg.epochs, None
+    if cfg.keep == "best" and run.path(BEST).exists():
+        saved = load_checkpoint(run.path(BEST))
+        epoch, weights = saved["epoch"], saved["model"]
+        model.load_state_dict(weights)
+    if run.ddp.main:
+        row = next((r for r in history if r["epoch"] == epoch), history[-1] if history else {})
+        save_checkpoint({"model": weights if weights is not None else model.state_dict(),
+                         "config": dataclasses.asdict(cfg), "fingerprint": run.fingerprint, "epoch": epoch,
+                         "metrics": row}, run.path(MODEL))
+    run.ddp.barrier()
+
+
+# ---------------------------------------------------------------------------- train
+
+def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, cfg: TrainConfig, out_dir: Path,
+          fingerprint: str, loss_fn: Callable | None = None, device="cpu", console=None,
+          desc: str = "train", restart_on_corrupt: bool = False) -> dict:
+    """Train `model` (initialised by the caller) for cfg.epochs, resuming from out_dir/checkpoint.pt if it
+    belongs to the same `fingerprint`. Writes checkpoint.pt every epoch, metrics.jsonl, best.pt (keep=best)
+    and finally model.pt. Returns a summary (see `summarize`)."""
+    console = console or make_console()
+    ddp, device = setup_distributed(resolve_device(device))
+    run = _Run(cfg, Path(out_dir), fingerprint, loss_fn or cross_entropy, device, console, desc,
+               restart_on_corrupt, ddp)
+    try:
+        return _train(model, train_set, val_set, run)
+    except KeyboardInterrupt:
+        run.say(f"{desc} interrupted: {_kept(run)}", "yellow")
+        raise
+    finally:
+        if ddp.owned:
+            dist.destroy_process_group()
+
+
+def _kept(run: _Run) -> str:
+    """What an interrupted run leaves for the next one to resume from."""
+    try:
+        state = load_checkpoint(run.path(CHECKPOINT))
+    except CheckpointError:
+        state = None
+    if state is None or state.get("fingerprint") != run.fingerprint:
+        return "no epoch had finished; the rerun starts over"
+    return f"checkpoint of epoch {state['epoch']}/{run.cfg.epochs} kept; the rerun resumes from it"
+
+
+def _train(model, train_set: Dataset, val_set: Dataset, run: _Run) -> dict:
+    state = _resume_state(run)
+    start_epoch = state["epoch"] if state else 0
+    history = _restore_history(run, state)
+    if state and start_epoch >= run.cfg.epochs and _load_final(model, run):
+        run.say(f"{run.desc}: already trained ({start_epoch}/{run.cfg.epochs} epochs); nothing to do")
+        return summarize(history, run.cfg.epochs, 0, start_epoch)
+    trainer = _restore_trainer(model, state, run)
+    loader = _train_loader(train_set, run)
+    _epoch_loop(trainer, loader, val_set, run, history, start_epoch)
     del loader  # stops persistent workers now rather than at garbage collection
-    _finish(model, out_dir, cfg, fingerprint, history, best, rank)
-    return summarize(history, cfg.epochs, cfg.epochs - start_epoch, start_epoch if state else None)
+    _finish(model, run, history)
+    return summarize(history, run.cfg.epochs, run.cfg.epochs - start_epoch, start_epoch if state else None)

@@ -79,10 +79,6 @@ class DatasetIndex:
 
 # ------------------------------------------------------------------ split lists
 
-def _where(path, line: int = 0) -> str:
-    return f"{path}:{line}" if line else f"{path}"
-
-
 def _data_lines(path) -> list[tuple[int, str]]:
     """(line number, text) of every non-blank, non-comment line; BOM and CRLF tolerated."""
     try:
@@ -531,11 +527,3 @@ def decode_clips(path, T: int, clips: int, short_side: int, max_long_side: int =
     frames = batch[inverse.reshape(indices.shape)]
     return np.ascontiguousarray(frames, dtype=np.uint8), indices
 
-
-def video_stat(path) -> tuple[int, int]:
-    """(size in bytes, mtime in ns): the cheap fingerprint of a video file."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise VideoError(f"{path}: file not found") from None
-    return st.st_size, st.st_mtime_ns

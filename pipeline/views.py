@@ -52,6 +52,20 @@ def clip_views(clip_id: int, H: int, W: int, views_cfg) -> list[View]:
     return [view_params(clip_id, v, H, W, views_cfg) for v in range(views_cfg.views)]
 
 
+def fit_size(frames, size: tuple[int, int]) -> np.ndarray:
+    """uint8 clips (clips, T, h, w, 3) -> (clips, T, H, W, 3): resized (bilinear, antialiased) when a
+    video's frame size differs from the cache's (H, W). The one resize of both the enhance stage
+    (training input) and `predict` (serving input), so the two cannot drift apart."""
+    frames = np.asarray(frames)
+    if frames.shape[2:4] == tuple(size):
+        return frames
+    c, t, h, w, _ = frames.shape
+    x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(c * t, h, w, 3).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return x.reshape(c, t, *size, 3).numpy()
+
+
 def apply_view(clip, view: View, crop: int) -> torch.Tensor:
     """uint8 (T, H, W, 3) clip -> float32 (3, T, crop, crop) in [0, 1]: box, resize, flip."""
     clip = torch.as_tensor(clip)

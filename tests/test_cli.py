@@ -1,6 +1,7 @@
 """The command line: help texts, status on an empty cache, one-line errors, a tiny end-to-end run."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,34 @@ def test_teacher_under_torchrun_two_processes(videos, tmp_path):
     assert len((tmp_path / "c" / "teacher" / "metrics.jsonl").read_text().splitlines()) == 2
     status = json.loads(invoke(*base, "status", "--json").output)["stages"]
     assert {r["stage"]: r["state"] for r in status}["teacher"] == "fresh"
+
+
+@pytest.mark.slow
+def test_run_logged_to_a_file_keeps_every_epoch_on_one_line(videos, tmp_path):
+    """`dlkdd run > log.txt 2>&1`: no terminal, no COLUMNS; every epoch's figures on one line,
+    one line per stage event, no progress-bar fragments or control codes."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    log = tmp_path / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, "-m", "dlkdd.cli", "--data", str(videos), "--cache",
+                               str(tmp_path / "c"), "--device", "cpu", *TINY, "--set", "teacher.epochs=2",
+                               "--set", "student.epochs=2", "run"],
+                              stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, timeout=600)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert "\x1b" not in text and "\r" not in text and "━" not in text and "ETA" not in text
+    figures = (r"train loss \d+\.\d{4} acc \d+\.\d% +val top1 \d+\.\d% top5 \d+\.\d% +"
+               r"lr \d\.\d\de[-+]\d\d +\d+\.\d clips/s")
+    lines = text.splitlines()
+    log_part = text.split("# DL-KDD results")[0].splitlines()
+    assert log_part and "" not in log_part  # a live bar leaves blank lines behind in a file
+    for desc in ("teacher", "baseline", "student"):
+        epoch_lines = [line for line in lines if line.startswith(f"{desc} epoch ")]
+        assert len(epoch_lines) == 2, (desc, text)
+        for n, line in enumerate(epoch_lines, 1):
+            assert re.fullmatch(rf"{desc} epoch {n}/2 +{figures}", line), line
+    assert max(len(line) for line in lines) > 80  # long lines are kept whole, not wrapped at 80 columns
+    for stage in ("enhancer", "enhance", "teacher", "soft-labels", "baseline", "student", "evaluate"):
+        assert sum(re.fullmatch(rf"▶ {stage}: running \(.+\)", line) is not None for line in lines) == 1, stage
+        assert sum(re.fullmatch(rf"✓ {stage}: done in \d+\.\d s", line) is not None for line in lines) == 1, stage

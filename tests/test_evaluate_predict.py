@@ -12,15 +12,16 @@ import pytest
 import torch
 from rich.console import Console
 
+import dlkdd
 from dlkdd import models
 from dlkdd.pipeline import evaluate as ev
-from dlkdd.pipeline.checkpoints import write_meta
+from dlkdd.pipeline.checkpoints import MODEL, write_meta
 from dlkdd.pipeline.config import Config, DataConfig
 from dlkdd.pipeline.evaluate import ROWS, format_table, run_stage
 from dlkdd.pipeline.predict import check_export, export_student, predict_videos, read_export_meta
 from dlkdd.pipeline.shards import ClipDataset
 from dlkdd.pipeline.graph import Context, Graph
-from dlkdd.pipeline.train import METRICS, MODEL
+from dlkdd.pipeline.train import METRICS
 from dlkdd.pipeline.views import apply_view, multi_view_crops
 from tests.cachefix import make_clip_cache
 from tests.videofix import write_video
@@ -223,7 +224,7 @@ def _run(code: str, cwd: Path) -> str:
 
 
 def test_predict_never_imports_the_enhancer(student_dir, videos):
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+    code = (f"import sys; sys.path.insert(0, {str(Path(dlkdd.__file__).parents[1])!r})\n"
             "from dlkdd.pipeline.predict import predict_videos\n"
             f"r = predict_videos({str(student_dir)!r}, [{str(videos['square'])!r}])\n"
             "assert 'top' in r[0], r\n"

@@ -56,6 +56,7 @@ EDITS = [
     ("pipeline/teacher.py", {"teacher", "soft-labels", "student", "evaluate"}),
     ("pipeline/soft_labels.py", {"soft-labels", "student", "evaluate"}),
     ("pipeline/student.py", {"baseline", "student", "evaluate"}),
+    ("pipeline/classifiers.py", TRAINED),  # shared by teacher and student
     ("pipeline/evaluate.py", {"evaluate"}),
     ("models/video_resnet.py", TRAINED),
     ("models/zero_dce.py", ALL),
@@ -143,10 +144,11 @@ def test_model_files_are_digested_by_their_tensors(tmp_path):
     torch = pytest.importorskip("torch")
     from dlkdd.pipeline.digest import content_digest, sha256_of
     state = {"model": {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2, dtype=torch.float16)},
-             "epoch": 3}
+             "epoch": 3, "step": torch.tensor(7)}
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     torch.save(state, a)
-    torch.save({"model": {k: v.clone() for k, v in state["model"].items()}, "epoch": 3}, b)
+    torch.save({"model": {k: v.clone() for k, v in state["model"].items()}, "epoch": 3, "step": torch.tensor(7)}, b)
+    assert sha256_of(a) != sha256_of(b)  # the zip names its records after the file: other bytes
     assert content_digest(a) == content_digest(b)
     state["model"]["w"][0, 0] = 0.5
     torch.save(state, b)

@@ -227,19 +227,8 @@ def test_from_index_filters_split(two_shards):
     assert train.clip_ids == [0, 2, 4]
 
 
-def test_both_and_transform(two_shards):
+def test_both(two_shards):
     index, originals, enhanced, _ = two_shards
-    seen = []
-
-    def transform(pair, i):
-        seen.append(i)
-        orig, enh = pair
-        return torch.from_numpy(orig.astype(np.int16) + enh)
-
-    ds = ClipDataset.from_index(index, None, which="both", transform=transform)
-    clip, _, i = ds[2]
-    assert i == 2 and seen == [2]
-    assert (clip == 255).all()
     orig, enh = ClipDataset.from_index(index, None, which="both")[3][0]
     np.testing.assert_array_equal(orig.numpy(), originals[3])
     np.testing.assert_array_equal(enh.numpy(), enhanced[3])

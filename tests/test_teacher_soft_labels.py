@@ -10,7 +10,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from dlkdd.pipeline import soft_labels, teacher
+from dlkdd.pipeline import classifiers, soft_labels, teacher
 from dlkdd.pipeline.checkpoints import load_trained
 from dlkdd.pipeline.config import Config
 from dlkdd.pipeline.data import LOGITS_FILE
@@ -75,7 +75,7 @@ def test_second_run_does_not_retrain(cache):
 def test_view_datasets_for_the_student(cache):
     graph = cache[0]
     logits = np.random.default_rng(0).standard_normal((30, V, 3)).astype(np.float32)
-    train_set, val_set = teacher.view_datasets(context(graph, "student"), "original", seed=1, logits=logits)
+    train_set, val_set = classifiers.view_datasets(context(graph, "student"), "original", seed=1, logits=logits)
     assert len(train_set) == 18 and len(val_set) == 12 and train_set.clips.which == "original"
     x, y, extra = train_set[5]
     cid = train_set.clips.clip_ids[5]

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from dlkdd.pipeline.config import DataConfig
 from dlkdd.pipeline.videos import (DatasetError, DatasetIndex, VideoEntry, VideoError, decode_clips,
                              decord_reason, detect_format, held_out_count, parse_list, probe,
-                             read_dataset, read_folders, resize_shape, sample_indices, video_stat)
+                             read_dataset, read_folders, resize_shape, sample_indices)
 from videofix import write_video
 
 
@@ -364,14 +364,6 @@ def test_decord_reason_strips_trace():
            "with 1094995529\n\nStack trace returned 10 entries:\n[bt] (0) libdecord.so(+0x1)\n")
     assert decord_reason(msg) == ("Error: av_read_frame failed: Invalid data found when processing "
                                   "input [1094995529]")
-
-
-def test_video_stat(ramp_video, tmp_path):
-    size, mtime = video_stat(ramp_video)
-    st = os.stat(ramp_video)
-    assert (size, mtime) == (st.st_size, st.st_mtime_ns) and size > 0
-    with pytest.raises(VideoError):
-        video_stat(tmp_path / "nope.mp4")
 
 
 def test_video_entry_is_frozen():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import dlkdd
 from dlkdd.pipeline.config import DataConfig
 from dlkdd.pipeline.views import View, apply_view, clip_views, multi_view_crops, view_params
 
@@ -31,7 +32,8 @@ def test_reproducible_in_this_and_another_process():
             f"print(json.dumps([list(view_params(k, v, {H}, {W}, c).__dict__.values())"
             " for k in range(20) for v in range(6)]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True, env={"PYTHONHASHSEED": "123", "OMP_NUM_THREADS": "1"})
+                         check=True, env={"PYTHONHASHSEED": "123", "OMP_NUM_THREADS": "1",
+                                             "PYTHONPATH": str(Path(dlkdd.__file__).parents[1])})
     there = [View(*row) for row in json.loads(out.stdout)]
     assert there == here
 

@@ -1,0 +1,79 @@
+"""What the `teacher`, `student` and `baseline` stages share: one way to train a video classifier.
+
+Each draws one seeded view per train clip per epoch (`ViewDataset`: the finite set
+of views `soft-labels` caches logits for), validates on the test split's centre view
+(view 0), starts from a seeded initialisation, trains with `train.train` and
+describes the result in `meta.json`. The stages differ only in the clips they read
+("enhanced" or "original"), their config section and their loss.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .. import models
+from .checkpoints import write_meta
+from .data import ViewDataset, clips_index
+from .shards import ClipDataset
+from ..errors import StageError
+from .train import train
+
+
+def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset, ViewDataset]:
+    """(train set: one seeded view per clip per epoch, val set: the test split at view 0).
+
+    `which` is "enhanced" (teacher) or "original" (student); `logits` (N, V, K), rows by
+    clip id, makes the train set yield the teacher's logits of the drawn view.
+    """
+    index = clips_index(ctx.dir_of("enhance"))
+    train_clips = ClipDataset.from_index(index, "train", which)
+    val_clips = ClipDataset.from_index(index, "test", which)
+    if len(train_clips) == 0:
+        raise StageError(f"{index}: the train split has no clips")
+    train_set = ViewDataset(train_clips, ctx.cfg.data, seed=seed, logits=logits)
+    val_set = ViewDataset(val_clips, ctx.cfg.data, view=0)
+    return train_set, val_set
+
+
+def class_names(clips: ClipDataset) -> list[str]:
+    """The index's class names, or "0".."K-1" when it lists none."""
+    if getattr(clips, "classes", None):
+        return list(clips.classes)
+    return [str(k) for k in range(max(clips.labels, default=-1) + 1)]
+
+
+def build_model(train_cfg, num_classes: int, console=None) -> torch.nn.Module:
+    """`train_cfg.model` with a seeded initialisation, from `train_cfg.pretrained` when set."""
+    torch.manual_seed(train_cfg.seed)
+    model = models.build(train_cfg.model, num_classes, pretrained=train_cfg.pretrained or None)
+    if model.pretrained_note and console is not None:
+        console.print(f"  {train_cfg.model}: {model.pretrained_note}", markup=False, highlight=False)
+    return model
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or no torchrun): the one process that writes shared files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss_fn=None,
+                     about: str = "", extra: dict | None = None) -> dict:
+    """Train `train_cfg.model` on the `which` clips into ctx.out (model.pt, meta.json); returns the
+    stage summary: model, cost, clip counts and `train`'s summary. `about` adds to the opening line."""
+    cfg = ctx.cfg
+    train_set, val_set = view_datasets(ctx, which, train_cfg.seed, logits)
+    classes = class_names(train_set.clips)
+    model = build_model(train_cfg, len(classes), ctx.console)
+    ctx.console.print(f"  {desc} {train_cfg.model}: {len(train_set)} train clips ({which}, {cfg.data.views} "
+                      f"views{about}), {len(val_set)} test clips (view 0)", markup=False, highlight=False)
+    summary = train(model, train_set, val_set, train_cfg, ctx.out, ctx.graph.inspect(ctx.name).fingerprint,
+                    loss_fn=loss_fn, device=ctx.device, console=ctx.console, desc=desc,
+                    restart_on_corrupt=True)  # an unreadable checkpoint: train again
+    meta = {}
+    if is_main_process():
+        meta = write_meta(ctx.out, model_name=train_cfg.model, num_classes=len(classes), classes=classes,
+                          input=which, data_cfg=cfg.data, H=train_set.H, W=train_set.W, extra=extra)
+    return {"model": train_cfg.model, "params": meta.get("params"),
+            "gflops_per_clip": meta.get("gflops_per_clip"), "train_clips": len(train_set),
+            "val_clips": len(val_set), **summary}
