@@ -56,6 +56,7 @@ ParamSpec = Union[str, Callable[[Config], list]]
 class Stage:
     """One stage, declared by keyword (see the table in `stages.py`).
 
+    upstream: stage names, or a function cfg -> names for what only some configs read.
     params: config keys it reads: "section.key", "section.*" (the section's keys but the
     speed-only ones), "-section.key" (drop one), or a function cfg -> keys.
     outputs: its folder in the cache, or a function cfg -> folder (one folder per variant).
@@ -66,11 +67,18 @@ class Stage:
     name: str
     run: str  # "dlkdd.pipeline.module:function", imported only when the stage runs
     doc: str
-    upstream: tuple[str, ...] = ()
+    upstream: tuple[Union[str, Callable[[Config], tuple]], ...] = ()
     params: tuple[ParamSpec, ...] = ()
     outputs: Union[str, Callable[[Config], str]] = ""
     inputs: Callable[[Config], dict] | None = None
     trains: bool = False
+
+    def upstream_of(self, cfg: Config | None) -> tuple[str, ...]:
+        """The upstream stages under `cfg` (without one: only those every config has)."""
+        names: list[str] = []
+        for up in self.upstream:
+            names += [up] if isinstance(up, str) else (list(up(cfg)) if cfg is not None else [])
+        return tuple(names)
 
     def keys(self, cfg: Config) -> list[str]:
         keys: list[str] = []
@@ -99,8 +107,9 @@ def section_keys(cfg: Config, section: str) -> list[str]:
     return [f"{section}.{k}" for k in names if k not in SPEED_ONLY]
 
 
-def upstream_closure(target: str, stages: dict[str, Stage] | None = None) -> list[str]:
-    """`target` and everything it depends on, in run order (`stages` is in topological order)."""
+def upstream_closure(target: str, stages: dict[str, Stage] | None = None, cfg: Config | None = None) -> list[str]:
+    """`target` and everything it depends on under `cfg`, in run order (`stages` is in
+    topological order)."""
     if stages is None:
         from .stages import STAGES as stages
     need: set[str] = set()
@@ -108,7 +117,7 @@ def upstream_closure(target: str, stages: dict[str, Stage] | None = None) -> lis
     def visit(name: str) -> None:
         if name not in need:
             need.add(name)
-            for up in stages[name].upstream:
+            for up in stages[name].upstream_of(cfg):
                 visit(up)
     visit(target)
     return [n for n in stages if n in need]
@@ -363,7 +372,7 @@ class Graph:
     def inspect(self, name: str) -> Inspection:
         stage = self.stages[name]
         upstream = {}
-        for up in stage.upstream:
+        for up in stage.upstream_of(self.cfg):
             rec = self.record(up)
             upstream[up] = rec.get("outputs_digest", "none") if rec else "none"
         return Inspection(params={k: self.cfg.get(k) for k in stage.keys(self.cfg)},
@@ -387,7 +396,7 @@ class Graph:
         if rec.get("format") != RECORD_FORMAT:
             return StageStatus(name, "stale", [Reason("record", detail="record written by an older dlkdd")],
                                insp, rec)
-        not_fresh = [Reason("upstream", up, f"is {st.state}") for up in self.stages[name].upstream
+        not_fresh = [Reason("upstream", up, f"is {st.state}") for up in self.stages[name].upstream_of(self.cfg)
                      if (st := (upstream_states or {}).get(up)) is not None and st.state != "fresh"]
         causes = list(not_fresh)
         for check in CHECKS:  # an upstream already named as not fresh is not named twice
@@ -496,11 +505,11 @@ def execute(graph: Graph, target: str, device: Device, console, force: bool = Fa
     """Bring `target` and its upstream up to date; return the names of stages that ran."""
     ran: list[str] = []
     states: dict[str, StageStatus] = {}
-    for name in upstream_closure(target, graph.stages):
+    for name in upstream_closure(target, graph.stages, graph.cfg):
         st = states[name] = _forced(graph.status(name, states), force and name == target)
         if st.state == "fresh":
             restamped = graph.checksum and not dry_run and graph.restamp(name)
-            console.print(f"[green]✓[/] {name}: fresh" + (" (same content; new mtimes recorded)" if restamped else ""))
+            console.print(f"[green]✓[/] {name}: fresh" + (" (same content, new mtimes recorded)" * restamped))
         elif dry_run:
             console.print(f"[yellow]•[/] {name}: would run ({'; '.join(st.reasons)})")
         else:
@@ -565,7 +574,7 @@ def execute_distributed(graph: Graph, target: str, device: str, console, rank: i
         raise StageError(f"under torchrun only the training stages run ({trains}); "
                          f"run `dlkdd {target}` without torchrun")
     states: dict[str, StageStatus] = {}
-    for name in upstream_closure(target, graph.stages)[:-1]:
+    for name in upstream_closure(target, graph.stages, graph.cfg)[:-1]:
         states[name] = graph.status(name, states)
         if states[name].state != "fresh":
             raise StageError(f"under torchrun, upstream stages must be fresh: {name} is "

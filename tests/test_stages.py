@@ -174,7 +174,7 @@ def test_a_stage_whose_module_is_absent_is_a_one_line_error(tmp_path):
 def test_real_graph_is_topological_and_closes_over_upstream():
     names = list(stages.STAGES)
     for i, name in enumerate(names):
-        for up in stages.STAGES[name].upstream:
+        for up in stages.STAGES[name].upstream_of(Config()):
             assert names.index(up) < i
     assert st.upstream_closure("soft-labels") == ["enhancer", "enhance", "teacher", "soft-labels"]
     assert st.upstream_closure("baseline") == ["enhancer", "enhance", "baseline"]
@@ -197,3 +197,17 @@ def test_force_on_a_fresh_training_stage_starts_from_an_empty_folder(graph_facto
     st.execute(graph_factory(), "up", "cpu", quiet(), force=True)
     assert not (g.cache / "up" / "checkpoint-like.bin").exists()
     assert (g.cache / "up" / "out.txt").exists()
+
+
+def test_an_upstream_only_some_configs_read(graph_factory, tmp_path):
+    """A stage can name an upstream stage as a function of the config (e.g. pretrained weights)."""
+    fakes = {
+        "up": st.Stage(name="up", run="fake_up:run_stage", params=("teacher.epochs",), doc="up"),
+        "down": st.Stage(name="down", run="fake_down:run_stage", params=("student.alpha",), doc="down",
+                         upstream=(lambda c: ("up",) if c.student.alpha > 0.6 else (),)),
+    }
+    low, high = Config(), Config()
+    set_value(high, "student.alpha", 0.7)
+    assert st.upstream_closure("down", fakes, low) == ["down"]
+    assert st.upstream_closure("down", fakes, high) == ["up", "down"]
+    assert st.execute(st.Graph(high, tmp_path / "c3", stages=fakes), "down", "cpu", quiet()) == ["up", "down"]
