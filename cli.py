@@ -17,6 +17,7 @@ import click
 from .errors import UserError
 
 STAGE_VERBS = {
+    "pretrain": "Train the teacher's and the student's architectures on normal-light footage (pretrain.root).",
     "enhancer": "Fit or import the low-light enhancer (Zero-DCE, Zero-DCE++, gamma).",
     "enhance": "Build the clip caches: original and enhanced clips in HDF5 shards.",
     "teacher": "Train the teacher on enhanced clips.",
@@ -95,6 +96,8 @@ class Settings:
         cfg = build_config(self.config_file, self.overrides)
         if self.data is not None:
             cfg.data.root = str(Path(self.data).resolve())
+        if cfg.pretrain.root:  # like --data: relative to where the command runs, not to the cache
+            cfg.pretrain.root = str(Path(cfg.pretrain.root).resolve())
         if self.seed is not None:
             for key in ("enhancer.seed", "teacher.seed", "student.seed", "data.view_seed"):
                 set_value(cfg, key, self.seed)

@@ -12,9 +12,9 @@ from typing import Callable
 from torch import nn
 
 from .video_resnet import (DEPTHS, FULL_WIDTHS, PretrainedWeightsError, VideoResNet,
-                           load_pretrained)
+                           load_pretrained, read_state_dict)
 
-__all__ = ["build", "names", "PretrainedWeightsError", "VideoResNet"]
+__all__ = ["build", "names", "read_state_dict", "PretrainedWeightsError", "VideoResNet"]
 
 SIZES = {  # size -> (blocks per stage, widths per stage)
     "18": (DEPTHS[18], FULL_WIDTHS),
@@ -51,15 +51,17 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(name: str, num_classes: int, pretrained: str | None = None, **kw) -> nn.Module:
-    """A fresh model; `pretrained` is a torchvision-format state dict file to start from.
+def build(name: str, num_classes: int, pretrained=None, reinit_fc: bool = False, **kw) -> nn.Module:
+    """A fresh model; `pretrained` is a torchvision-format state dict (file or dict) to start from.
 
     With `pretrained`, `model.pretrained_note` says what was loaded (e.g. "fc
     re-initialised: 400 -> 11 classes"); without it the note is None.
-    Other keywords go to the model (e.g. `bert=True`, `dropout=0.5`).
+    `reinit_fc` re-initialises the classifier even when the class count matches (other classes).
+    Other keywords go to the model (e.g. `bert=True`, `dropout=0.5`, `bn_eps=1e-3`).
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
     model = _REGISTRY[name](num_classes, **kw)
-    model.pretrained_note = load_pretrained(model, pretrained) if pretrained else None
+    model.pretrained_note = (load_pretrained(model, pretrained, reinit_fc)
+                              if pretrained is not None and pretrained != "" else None)
     return model

@@ -62,12 +62,15 @@ def shortcut_stride(kind: str, stride: int) -> tuple[int, int, int]:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, kind: str, cin: int, cout: int, stride: int = 1):
+    def __init__(self, kind: str, cin: int, cout: int, stride: int = 1, vmz_mid: bool = False):
         super().__init__()
         mid = mid_planes(cin, cout)  # torchvision uses the block's input width for both convs
+        # VMZ (Caffe2, the IG-65M weights) sizes the second conv from its own widths
+        # (pytorch/vision#1265): they differ only in a stage's first block.
+        mid2 = mid_planes(cout, cout) if vmz_mid else mid
         self.conv1 = nn.Sequential(conv3x3(kind, cin, cout, mid, stride),
                                    nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(conv3x3(kind, cout, cout, mid, 1), nn.BatchNorm3d(cout))
+        self.conv2 = nn.Sequential(conv3x3(kind, cout, cout, mid2, 1), nn.BatchNorm3d(cout))
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or cin != cout:
@@ -100,7 +103,8 @@ class VideoResNet(nn.Module):
     def __init__(self, family: str, blocks: Sequence[int] = DEPTHS[18],
                  widths: Sequence[int] = FULL_WIDTHS, num_classes: int = 400,
                  dropout: float = 0.0, bert: bool = False, bert_heads: int | None = None,
-                 bert_dropout: float = 0.1):
+                 bert_dropout: float = 0.1, bn_eps: float = 1e-5, vmz_mid: bool = False):
+        """`bn_eps` and `vmz_mid` reproduce other frameworks' networks (IG-65M: 1e-3 and True)."""
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; known: {sorted(FAMILIES)}")
@@ -115,14 +119,17 @@ class VideoResNet(nn.Module):
         cin = widths[0]
         for i, (kind, n, cout) in enumerate(zip(kinds, blocks, widths)):
             stride = 1 if i == 0 else 2
-            layer = [BasicBlock(kind, cin, cout, stride)]
-            layer += [BasicBlock(kind, cout, cout) for _ in range(n - 1)]
+            layer = [BasicBlock(kind, cin, cout, stride, vmz_mid)]
+            layer += [BasicBlock(kind, cout, cout, vmz_mid=vmz_mid) for _ in range(n - 1)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
             cin = cout
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
         self._init_weights()
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.eps = bn_eps
         # Attached after _init_weights: the transformer keeps PyTorch's own initialisation.
         self.bert = (TemporalBERTHead(self.feature_dim, heads=bert_heads, dropout=bert_dropout)
                      if bert else None)
@@ -158,7 +165,7 @@ class PretrainedWeightsError(UserError, ValueError):
     """A pretrained state dict that does not fit the model (wrong architecture or width)."""
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     obj = safe_load(path, PretrainedWeightsError, "cannot load pretrained weights")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # our own checkpoints (and torchvision references') nest it
@@ -170,20 +177,23 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_pretrained(model: VideoResNet, path: str) -> str:
-    """Load a torchvision-format state dict; returns a one-line note of what happened.
+def load_pretrained(model: VideoResNet, source, reinit_fc: bool = False) -> str:
+    """Load a torchvision-format state dict (a file, or the dict itself); returns a one-line note.
 
-    A different class count re-initialises `fc` (fine-tuning); a BERT head absent from
-    the file stays freshly initialised; anything else that differs is an error.
+    A different class count, or `reinit_fc` (the file's classes are not ours), re-initialises
+    `fc` (fine-tuning); a BERT head absent from the file stays freshly initialised; anything
+    else that differs is an error.
     """
-    theirs = _read_state_dict(path)
+    path = "pretrained weights" if isinstance(source, dict) else str(source)
+    theirs = dict(source) if isinstance(source, dict) else read_state_dict(path)
     ours = model.state_dict()
     notes = []
     their_fc, our_fc = theirs.get("fc.weight"), ours["fc.weight"]
     if (their_fc is not None and their_fc.ndim == 2 and their_fc.shape[1] == our_fc.shape[1]
-            and their_fc.shape[0] != our_fc.shape[0]):
+            and (reinit_fc or their_fc.shape[0] != our_fc.shape[0])):
         theirs = {k: v for k, v in theirs.items() if not k.startswith("fc.")}
-        notes.append(f"fc re-initialised: {their_fc.shape[0]} -> {our_fc.shape[0]} classes")
+        notes.append(f"fc re-initialised: {their_fc.shape[0]} -> {our_fc.shape[0]} classes"
+                     + (" (other class names)" if their_fc.shape[0] == our_fc.shape[0] else ""))
     for key, value in theirs.items():
         if key not in ours:
             raise PretrainedWeightsError(f"{path}: unexpected key {key!r} (not in the model)")

@@ -56,13 +56,15 @@ def load_weights_into(model: torch.nn.Module, path: Path, weights: dict, what: s
 
 
 def write_meta(out_dir: Path, *, model_name: str, num_classes: int, classes: list[str], input: str,
-               data_cfg, H: int, W: int, extra: dict | None = None) -> dict:
-    """Describe a trained model: architecture, classes, the input it was trained on, its cost."""
+               data_cfg, H: int, W: int, model_kwargs: dict | None = None, extra: dict | None = None) -> dict:
+    """Describe a trained model: architecture (with the options it was built with), classes, the
+    input it was trained on, its cost."""
     from .. import models
     from ..models.profile import count_params, gflops_per_clip
     with torch.device("meta"):
-        probe = models.build(model_name, num_classes)
-    meta = {"model": model_name, "num_classes": num_classes, "classes": list(classes), "input": input,
+        probe = models.build(model_name, num_classes, **(model_kwargs or {}))
+    meta = {"model": model_name, "model_kwargs": dict(model_kwargs or {}), "num_classes": num_classes,
+            "classes": list(classes), "input": input,
             "frames": data_cfg.frames, "short_side": data_cfg.short_side,
             "max_long_side": data_cfg.max_long_side, "crop": data_cfg.crop, "H": H, "W": W,
             "params": count_params(probe),
@@ -86,6 +88,6 @@ def load_trained(out_dir: Path, device: str = "cpu"):
     if not path.exists():
         raise CheckpointError(f"{path}: missing; train this model first")
     weights = load_checkpoint(path)["model"]
-    model = models.build(meta["model"], meta["num_classes"])
+    model = models.build(meta["model"], meta["num_classes"], **(meta.get("model_kwargs") or {}))
     load_weights_into(model, path, weights, meta["model"])
     return model.to(device).eval(), meta

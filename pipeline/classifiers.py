@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 
-import torch
 
-from .. import models
 from .checkpoints import write_meta
-from .data import ViewDataset, clips_index
+from .data import Normalized, ViewDataset, clips_index
 from .shards import ClipDataset
 from ..errors import StageError
 from .train import train
+from .weights import initial_model, input_normalization
 
 
 def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset, ViewDataset]:
@@ -43,13 +42,11 @@ def class_names(clips: ClipDataset) -> list[str]:
     return [str(k) for k in range(max(clips.labels, default=-1) + 1)]
 
 
-def build_model(train_cfg, num_classes: int, console=None) -> torch.nn.Module:
-    """`train_cfg.model` with a seeded initialisation, from `train_cfg.pretrained` when set."""
-    torch.manual_seed(train_cfg.seed)
-    model = models.build(train_cfg.model, num_classes, pretrained=train_cfg.pretrained or None)
-    if model.pretrained_note and console is not None:
-        console.print(f"  {train_cfg.model}: {model.pretrained_note}", markup=False, highlight=False)
-    return model
+def build_model(ctx, train_cfg, classes: list[str]):
+    """(model, init): `train_cfg.model` seeded from `train_cfg.seed`, starting from
+    `train_cfg.pretrained` (see `weights.initial_model`); baseline and student both start here,
+    so they start from identical weights."""
+    return initial_model(train_cfg, classes, ctx.cfg, ctx.cache, ctx.console)
 
 
 def is_main_process() -> bool:
@@ -64,7 +61,10 @@ def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss
     cfg = ctx.cfg
     train_set, val_set = view_datasets(ctx, which, train_cfg.seed, logits)
     classes = class_names(train_set.clips)
-    model = build_model(train_cfg, len(classes), ctx.console)
+    model, init = build_model(ctx, train_cfg, classes)
+    stats = input_normalization(init, data_stats=None)
+    if stats:  # the pretrained source's statistics travel with the weights
+        train_set, val_set = Normalized(train_set, stats), Normalized(val_set, stats)
     ctx.console.print(f"  {desc} {train_cfg.model}: {len(train_set)} train clips ({which}, {cfg.data.views} "
                       f"views{about}), {len(val_set)} test clips (view 0)", markup=False, highlight=False)
     summary = train(model, train_set, val_set, train_cfg, ctx.out, ctx.graph.inspect(ctx.name).fingerprint,
@@ -73,7 +73,9 @@ def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss
     meta = {}
     if is_main_process():
         meta = write_meta(ctx.out, model_name=train_cfg.model, num_classes=len(classes), classes=classes,
-                          input=which, data_cfg=cfg.data, H=train_set.H, W=train_set.W, extra=extra)
+                          input=which, data_cfg=cfg.data, H=train_set.H, W=train_set.W,
+                          model_kwargs=init.model_kwargs,
+                          extra={**(extra or {}), "init": init.source, **({"normalize": stats} if stats else {})})
     return {"model": train_cfg.model, "params": meta.get("params"),
             "gflops_per_clip": meta.get("gflops_per_clip"), "train_clips": len(train_set),
             "val_clips": len(val_set), **summary}

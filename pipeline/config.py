@@ -81,7 +81,9 @@ class EnhanceConfig:
 @dataclass
 class TrainConfig:
     model: str = "r2plus1d_small"  # a name from models.build (see `dlkdd models`)
-    pretrained: str = ""  # a torchvision-format state dict to start from ("" = random init)
+    # "" random | "pretrain" (the pretrain stage's weights for this model; random while pretrain.root
+    # is "") | kinetics400 (r2plus1d_18, r3d_18, mc3_18) | ig65m, ig65m_kinetics (r2plus1d_34) | a file
+    pretrained: str = "pretrain"  # where the weights start (see above); a file is a torchvision-format state dict
     epochs: int = 30  # passes over the train split
     batch_size: int = 8  # clips per optimisation step (small data: more steps per epoch)
     optimizer: str = "adamw"  # adamw | sgd
@@ -113,6 +115,27 @@ class StudentConfig(TrainConfig):
 
 
 @dataclass
+class PretrainConfig:
+    """Normal-light pretraining of the teacher's and the student's architectures (stage `pretrain`)."""
+    root: str = ""  # labelled normal-light dataset ("" = no pretraining); relative to the current folder
+    format: str = "auto"  # split-list format of root: auto | arid | arid15 | mmaction | folders
+    train_list: str = "splits/train.txt"  # train split list, relative to root (ignored for folders)
+    test_list: str = "splits/test.txt"  # test split list, relative to root (ignored for folders)
+    test_fraction: float = 0.25  # folders format only: share of each class held out for test
+    epochs: int = 20  # passes over root's train split
+    batch_size: int = 8  # clips per optimisation step
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 3e-3  # peak learning rate, after warm-up
+    weight_decay: float = 1e-4  # decoupled (AdamW) or L2 (SGD) weight decay
+    momentum: float = 0.9  # SGD momentum
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    grad_clip: float = 5.0  # gradient-norm clip (0 = off)
+    num_workers: int = 0  # DataLoader worker processes
+    keep: str = "last"  # last | best (best top-1 on root's test split)
+    seed: int = 0  # seed of initialisation, shuffling and view draws
+
+
+@dataclass
 class EvaluateConfig:
     crops: int = 3  # multi-view evaluation: spatial crops per clip (left/centre/right)
     batch_size: int = 32  # clips per forward pass
@@ -126,6 +149,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     soft_labels: SoftLabelsConfig = field(default_factory=SoftLabelsConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def get(self, dotted: str) -> Any:
@@ -137,6 +161,20 @@ class Config:
 
 
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
+
+
+# [pretrain]'s dataset settings, which stand in for [data]'s when the pretrain stage decodes
+PRETRAIN_DATA_KEYS = ("pretrain.root", "pretrain.format", "pretrain.train_list", "pretrain.test_list",
+                      "pretrain.test_fraction")
+
+
+def pretrain_data(cfg: Config) -> Config:
+    """The config with `[pretrain]`'s dataset as `[data]` (clip geometry and views unchanged) and no
+    enhancer: what decoding and training read for the normal-light footage."""
+    p = cfg.pretrain
+    data = dataclasses.replace(cfg.data, root=p.root, format=p.format, train_list=p.train_list,
+                               test_list=p.test_list, test_fraction=p.test_fraction)
+    return dataclasses.replace(cfg, data=data, enhancer=dataclasses.replace(cfg.enhancer, kind="none"))
 
 
 def _split_key(cfg: Config, dotted: str):
@@ -220,6 +258,9 @@ CHOICES = {
     "student.optimizer": ("adamw", "sgd"),
     "teacher.keep": ("last", "best"),
     "student.keep": ("last", "best"),
+    "pretrain.format": ("auto", "arid", "arid15", "mmaction", "folders"),
+    "pretrain.optimizer": ("adamw", "sgd"),
+    "pretrain.keep": ("last", "best"),
 }
 POSITIVE = (
     "data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.crop", "data.views",
@@ -230,12 +271,15 @@ POSITIVE = (
     "soft_labels.batch_size",
     "student.epochs", "student.batch_size", "student.lr", "student.temperature",
     "evaluate.crops", "evaluate.batch_size",
+    "pretrain.epochs", "pretrain.batch_size", "pretrain.lr",
 )
 NON_NEGATIVE = (
     "data.max_long_side", "enhance.workers", "enhancer.lr", "enhancer.weight_decay", "enhancer.grad_clip",
     "teacher.weight_decay", "teacher.warmup_epochs", "teacher.grad_clip", "teacher.num_workers",
     "student.weight_decay", "student.warmup_epochs", "student.grad_clip", "student.num_workers",
     "teacher.momentum", "student.momentum",
+    "pretrain.weight_decay", "pretrain.warmup_epochs", "pretrain.grad_clip", "pretrain.num_workers",
+    "pretrain.momentum",
 )
 
 
@@ -259,6 +303,14 @@ def validate(cfg: Config) -> None:
     if cfg.data.crop > cfg.data.short_side:
         raise ConfigError(
             f"data.crop: {cfg.data.crop} is larger than data.short_side {cfg.data.short_side}")
+    if not 0.0 < cfg.pretrain.test_fraction < 1.0:
+        raise ConfigError(f"pretrain.test_fraction: must be in (0, 1), got {cfg.pretrain.test_fraction!r}")
+    from .weights import check_source
+    for section in ("teacher", "student"):
+        train = getattr(cfg, section)
+        problem = check_source(train.pretrained, train.model)
+        if problem:
+            raise ConfigError(f"{section}.pretrained: {problem}")
     if cfg.enhancer.mode in ("finetune", "import") and not cfg.enhancer.weights \
             and cfg.enhancer.kind in ("zero_dce", "zero_dce++"):
         raise ConfigError(f"enhancer.mode={cfg.enhancer.mode} needs enhancer.weights = PATH")

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from .errors import first_line
 from .shards import ClipDataset
-from .views import apply_view, clip_views, multi_view_crops, view_params
+from .views import apply_view, clip_views, multi_view_crops, normalize, view_params
 
 LOGITS_FILE = "logits.h5"
 
@@ -62,6 +62,28 @@ class ViewDataset(Dataset):
         if self.logits is not None:
             return x, y, torch.from_numpy(np.asarray(self.logits[cid, v], dtype=np.float32))
         return x, y, torch.tensor([cid, v])
+
+
+class Normalized(Dataset):
+    """A (x, y, extra) dataset with x standardised by `stats` (a meta.json `normalize` entry)."""
+
+    def __init__(self, dataset: Dataset, stats: dict | None):
+        self.dataset, self.stats = dataset, stats
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getattr__(self, name):  # clips, H, W, ... of the wrapped dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, i: int):
+        x, y, extra = self.dataset[i]
+        return normalize(x, self.stats), y, extra
 
 
 class ClipAllViews(Dataset):

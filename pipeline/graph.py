@@ -43,8 +43,9 @@ PACKAGE = __name__.split(".")[0]  # "dlkdd": absolute imports inside the package
 CODE_DIRS = ("pipeline", "models")  # imports are followed inside these folders only
 # Modules that cannot change what a stage writes: config values are fingerprinted as params
 # (a changed default is a changed param), atomic.py decides how files are written, not what,
-# progress.py what the console shows.
-NEUTRAL = ("pipeline/config.py", "pipeline/atomic.py", "pipeline/progress.py")
+# progress.py what the console shows, and this module and the table whether a stage runs.
+NEUTRAL = ("pipeline/config.py", "pipeline/atomic.py", "pipeline/progress.py", "pipeline/graph.py",
+           "pipeline/stages.py")
 # Settings that change how fast a stage runs, never what it writes.
 SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict"}
 RECORD_FORMAT = 2

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import Config
+from .config import Config, pretrain_data
 from .graph import Stage, params_hash, section_keys
 
 VIEW_KEYS = ("data.crop", "data.views", "data.min_scale", "data.view_seed")
 # What decides the clips; where the dataset lies does not (data.root is no param: the
 # inputs are named relative to it, so a moved dataset is the same dataset).
-DATA_KEYS = ("data.format", "data.train_list", "data.test_list", "data.test_fraction", "data.frames",
-             "data.clips_per_video", "data.test_clips", "data.short_side", "data.max_long_side")
+CLIP_KEYS = ("data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.max_long_side")
+DATA_KEYS = ("data.format", "data.train_list", "data.test_list", "data.test_fraction", *CLIP_KEYS)
 
 
 def enhancer_params(cfg: Config) -> list[str]:
@@ -46,11 +46,32 @@ def enhancer_inputs(cfg: Config) -> dict:
     return {**ins, **dataset_inputs(cfg, ("train",))}
 
 
+def pretrain_params(cfg: Config) -> list[str]:
+    """Its own section, the clip geometry and views, and the two architectures it pretrains."""
+    keys = [k for k in section_keys(cfg, "pretrain") if k != "pretrain.root"]  # inputs are named below it
+    return [*keys, *CLIP_KEYS, *VIEW_KEYS, "enhance.shard_size", "enhance.compression",
+            "teacher.model", "student.model"]
+
+
+def pretrain_videos(cfg: Config) -> dict:
+    return all_videos(pretrain_data(cfg)) if cfg.pretrain.root else {}
+
+
+def uses_pretrain(section: str):
+    """The pretrain stage is upstream of a training stage only when its `pretrained` names it."""
+    def upstream(cfg: Config) -> tuple[str, ...]:
+        from .weights import uses_pretrain
+        return ("pretrain",) if uses_pretrain(cfg, section) else ()
+    return upstream
+
+
 def pretrained_weights(section: str):
-    """A training section's `pretrained` file is an input (its content counts), not its path."""
+    """A `pretrained` state-dict file is an input (its content counts, not its path); registered
+    names are fixed by the hash in their file name, `pretrain` by the upstream stage."""
     def inputs(cfg: Config) -> dict:
-        path = getattr(cfg, section).pretrained
-        return {f"{section}.pretrained": Path(path)} if path else {}
+        from .weights import NAMES, PRETRAIN
+        source = getattr(cfg, section).pretrained
+        return {} if source in ("", PRETRAIN, *NAMES) else {f"{section}.pretrained": Path(source)}
     return inputs
 
 
@@ -79,24 +100,30 @@ def student_folder(cfg: Config) -> str:
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
+    Stage(name="pretrain", run="dlkdd.pipeline.pretrain:run_stage",
+          params=(pretrain_params,), inputs=pretrain_videos, trains=True,
+          doc="train the teacher's and the student's architectures on labelled normal-light footage "
+              "([pretrain] root)"),
     Stage(name="enhancer", run="dlkdd.pipeline.enhancer:run_stage",
           params=(enhancer_params,), inputs=enhancer_inputs,
           doc="fit Zero-DCE on the dataset's own dark training frames, import weights, or gamma"),
     Stage(name="enhance", run="dlkdd.pipeline.enhance:run_stage", upstream=("enhancer",),
           params=(*DATA_KEYS, "enhance.shard_size", "enhance.compression"), inputs=all_videos, outputs="clips",
           doc="decode, sample, resize and enhance every video into HDF5 clip shards"),
-    Stage(name="teacher", run="dlkdd.pipeline.teacher:run_stage", upstream=("enhance",),
+    Stage(name="teacher", run="dlkdd.pipeline.teacher:run_stage", upstream=("enhance", uses_pretrain("teacher")),
           params=("teacher.*", "-teacher.pretrained", *VIEW_KEYS), inputs=pretrained_weights("teacher"),
           trains=True,
           doc="train the teacher on enhanced clips, views as augmentation"),
     Stage(name="soft-labels", run="dlkdd.pipeline.soft_labels:run_stage", upstream=("teacher", "enhance"),
           params=VIEW_KEYS,
           doc="run the teacher once over every (clip, view); cache the logits"),
-    Stage(name="baseline", run="dlkdd.pipeline.student:run_baseline", upstream=("enhance",),
+    Stage(name="baseline", run="dlkdd.pipeline.student:run_baseline",
+          upstream=("enhance", uses_pretrain("student")),
           params=("student.*", "-student.alpha", "-student.temperature", "-student.pretrained", *VIEW_KEYS),
           inputs=pretrained_weights("student"), trains=True,
           doc="the same student trained without distillation (alpha = 0), for comparison"),
-    Stage(name="student", run="dlkdd.pipeline.student:run_student", upstream=("soft-labels", "enhance"),
+    Stage(name="student", run="dlkdd.pipeline.student:run_student",
+          upstream=("soft-labels", "enhance", uses_pretrain("student")),
           params=("student.*", "-student.pretrained", *VIEW_KEYS), inputs=pretrained_weights("student"),
           outputs=student_folder, trains=True,
           doc="train the student on original dark clips against the cached teacher logits"),

@@ -46,7 +46,7 @@ def test_status_on_an_empty_cache_lists_every_stage_missing(videos, tmp_path):
     result = invoke("--data", str(videos), "--cache", str(tmp_path / "c"), "status", "--json")
     assert result.exit_code == 0
     rows = json.loads(result.output)["stages"]
-    assert [r["stage"] for r in rows] == ["enhancer", "enhance", "teacher", "soft-labels", "baseline",
+    assert [r["stage"] for r in rows] == ["pretrain", "enhancer", "enhance", "teacher", "soft-labels", "baseline",
                                          "student", "evaluate"]
     assert {r["state"] for r in rows} == {"missing"}
     assert not (tmp_path / "c").exists()  # status writes nothing

@@ -23,7 +23,7 @@ from dlkdd.pipeline.stages import STAGES
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 ALL = set(STAGES)
-TRAINED = {"teacher", "soft-labels", "baseline", "student", "evaluate"}
+TRAINED = {"pretrain", "teacher", "soft-labels", "baseline", "student", "evaluate"}
 
 
 def mark_all_fresh(graph: gr.Graph) -> None:
@@ -58,6 +58,7 @@ EDITS = [
     ("pipeline/student.py", {"baseline", "student", "evaluate"}),
     ("pipeline/classifiers.py", TRAINED),  # shared by teacher and student
     ("pipeline/evaluate.py", {"evaluate"}),
+    ("pipeline/pretrain.py", {"pretrain"}),  # upstream of no stage unless pretrain.root is set
     ("models/video_resnet.py", TRAINED),
     ("models/zero_dce.py", ALL),
 ]
@@ -354,3 +355,19 @@ def test_weights_files_count_by_content_not_by_where_they_lie(tmp_path):
     b.write_bytes(b"other weights!!")
     states = gr.Graph(cfg, cache, checksum=True).statuses()
     assert states["teacher"].reasons == ["inputs changed teacher.pretrained"]
+
+
+def test_editing_pretrain_reaches_the_stages_that_start_from_it(source_copy, tmp_path):
+    from dlkdd.pipeline.config import set_value
+    cfg = Config()
+    set_value(cfg, "pretrain.root", str(SAMPLE))
+    set_value(cfg, "teacher.pretrained", "pretrain")
+    set_value(cfg, "student.pretrained", "")  # the student starts from random weights
+
+    def graph():
+        return gr.Graph(cfg, tmp_path / "cache", source=source_copy)
+    mark_all_fresh(graph())
+    assert stale_set(graph()) == set()
+    target = source_copy / "pipeline" / "pretrain.py"
+    target.write_text(target.read_text() + "\n\ndef added_for_the_test():\n    return 1\n")
+    assert stale_set(graph()) == {"pretrain", "teacher", "soft-labels", "student", "evaluate"}

@@ -1,0 +1,140 @@
+"""The `pretrain` stage: the teacher's and the student's architectures trained on normal-light footage.
+
+The dark task alone gives a teacher nothing for the enhancer to unlock; a model that has
+learnt the actions in daylight sees the enhanced clip as familiar input. This stage trains
+each architecture (once when teacher and student share it) on the labelled dataset of
+`[pretrain]`, from random weights, and keeps the result in `pretrain/<model>/` (model.pt,
+meta.json with its classes), where `pretrained = "pretrain"` finds it.
+
+The footage goes through the `enhance` stage's own machinery (decode, sample, resize,
+HDF5 shards, resumable per shard) with the identity enhancer, into `pretrain/clips/`;
+training is the shared loop with the same views as the task. Shards are kept while the
+footage and the clip settings are unchanged, and each architecture resumes from its own
+checkpoint, so changing one model name retrains only that architecture.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .checkpoints import write_meta
+from .config import TrainConfig
+from ..errors import StageError
+from .config import PRETRAIN_DATA_KEYS, pretrain_data
+from .graph import _hash, code_digests
+
+CLIPS = "clips"
+CLIP_CODE = "dlkdd.pipeline.enhance:run_stage"  # the clips are decoded by the enhance stage's code
+
+
+def architectures(cfg) -> list[str]:
+    """The models to pretrain: the teacher's and the student's, each once."""
+    return list(dict.fromkeys([cfg.teacher.model, cfg.student.model]))
+
+
+def train_config(cfg, model: str) -> TrainConfig:
+    """`[pretrain]`'s training keys as the TrainConfig the shared loop reads, for `model`, from random."""
+    keys = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(cfg.pretrain)}
+    return TrainConfig(model=model, pretrained="", **{k: getattr(cfg.pretrain, k) for k in keys})
+
+
+class _ClipCacheContext:
+    """What `enhance.run_stage` reads of its Context, pointed at the normal-light footage: its
+    config, `pretrain/clips/` as output, the identity enhancer, and a fingerprint of the clip
+    settings and videos only (so new training settings keep the shards)."""
+
+    def __init__(self, ctx, out: Path, enhancer_dir: Path, fingerprint: str):
+        self.name, self.out, self.device, self.console = ctx.name, out, ctx.device, ctx.console
+        self.options = ctx.options
+        self.cfg = pretrain_data(ctx.cfg)
+        self.graph = SimpleNamespace(inspect=lambda name: SimpleNamespace(fingerprint=fingerprint))
+        self._enhancer_dir = enhancer_dir
+
+    def dir_of(self, stage: str) -> Path:
+        assert stage == "enhancer", stage
+        return self._enhancer_dir
+
+
+def cache_clips(ctx) -> Path:
+    """Decode the footage into `pretrain/clips/` shards (kept when unchanged); returns index.json."""
+    from .enhance import ENHANCER_FILE
+    from .enhance import run_stage as enhance_clips
+    from .enhancer import make_enhancer, save_enhancer
+    insp = ctx.graph.inspect(ctx.name)
+    clip_params = {k: v for k, v in insp.params.items()
+                   if k.startswith(("data.", "enhance.")) or k in PRETRAIN_DATA_KEYS}
+    fingerprint = _hash([clip_params, insp.inputs, code_digests(CLIP_CODE), insp.versions])
+    out = ctx.out / CLIPS
+    out.mkdir(parents=True, exist_ok=True)
+    day = pretrain_data(ctx.cfg)
+    save_enhancer(make_enhancer(day.enhancer), out / ENHANCER_FILE, day.enhancer)  # identity: no enhancer
+    ctx.console.print(f"  decoding the normal-light footage of {day.data.root}")
+    enhance_clips(_ClipCacheContext(ctx, out, out, fingerprint))
+    return out / "index.json"
+
+
+def clip_stats(clips) -> dict:
+    """Per-channel mean and std, in [0, 1] pixel units, over every frame of `clips` (a ClipDataset)."""
+    total, total_sq, n = np.zeros(3), np.zeros(3), 0
+    for i in range(len(clips)):
+        x = clips[i][0].numpy().reshape(-1, 3).astype(np.float64) / 255.0
+        total += x.sum(0)
+        total_sq += (x * x).sum(0)
+        n += len(x)
+    mean = total / max(n, 1)
+    std = np.sqrt(np.maximum(total_sq / max(n, 1) - mean * mean, 1e-12))
+    return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
+
+
+def _arch_fingerprint(insp, model: str) -> str:
+    """The stage's fingerprint without the other architecture's name: a checkpoint of `model`
+    survives a change of the other model."""
+    params = {k: v for k, v in insp.params.items() if k not in ("teacher.model", "student.model")}
+    return _hash([params, model, insp.inputs, insp.code, insp.versions])
+
+
+def run_stage(ctx) -> dict:
+    import torch
+
+    from .. import models
+    from .data import Normalized, ViewDataset
+    from .shards import ClipDataset
+    from .classifiers import class_names
+    from .train import train
+    from .weights import input_normalization, Init
+    cfg = ctx.cfg
+    if not cfg.pretrain.root:
+        raise StageError("pretrain.root is empty: point it at labelled normal-light footage "
+                         "(--set pretrain.root=DIR), or start the models elsewhere (pretrained = \"\")")
+    index = cache_clips(ctx)
+    train_clips = ClipDataset.from_index(index, "train", "original")
+    val_clips = ClipDataset.from_index(index, "test", "original")
+    if len(train_clips) == 0:
+        raise StageError(f"{index}: the normal-light train split has no clips")
+    classes = class_names(train_clips)
+    # Trained from random weights: its inputs are standardised like any from-scratch model's.
+    data_stats = clip_stats(train_clips) if getattr(cfg.data, "normalize", False) else None
+    stats = input_normalization(Init(""), data_stats)
+    train_set = ViewDataset(train_clips, cfg.data, seed=cfg.pretrain.seed)
+    val_set = ViewDataset(val_clips, cfg.data, view=0)
+    if stats:
+        train_set, val_set = Normalized(train_set, stats), Normalized(val_set, stats)
+    insp = ctx.graph.inspect(ctx.name)
+    summary = {"classes": classes, "train_clips": len(train_clips), "val_clips": len(val_clips), "models": {}}
+    for name in architectures(cfg):
+        tcfg = train_config(cfg, name)
+        torch.manual_seed(tcfg.seed)
+        model = models.build(name, len(classes))
+        ctx.console.print(f"  pretrain {name}: {len(train_clips)} normal-light train clips, "
+                          f"{len(val_clips)} test clips (view 0)", markup=False, highlight=False)
+        out = ctx.out / name
+        result = train(model, train_set, val_set, tcfg, out, _arch_fingerprint(insp, name), device=ctx.device,
+                       console=ctx.console, desc=f"pretrain {name}", restart_on_corrupt=True)
+        extra = {"source": str(cfg.pretrain.root), **({"normalize": stats} if stats else {})}
+        write_meta(out, model_name=name, num_classes=len(classes), classes=classes, input="normal-light",
+                   data_cfg=cfg.data, H=train_clips.shape[1], W=train_clips.shape[2], extra=extra)
+        summary["models"][name] = {k: result.get(k) for k in ("last_top1", "best_top1", "epochs", "seconds")}
+    return summary

@@ -1,0 +1,236 @@
+"""Where a model's weights start: random, a state dict file, the `pretrain` stage, or a registered name.
+
+`teacher.pretrained` / `student.pretrained` name the source; `initial_model` builds the
+network from it, the one place teacher, baseline and student get their starting weights
+(so baseline and student, built from the same student settings, start identical).
+
+Registered names are published weights, downloaded once into torch's hub cache
+(`torch.hub.get_dir()/checkpoints`) and checked against the sha256 prefix in their file
+name, as torch.hub does. They carry the input normalisation they were trained with;
+`input_normalization` makes a training stage use it instead of its own data's statistics.
+
+Importing this module does not import torch (the CLI starts without it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+PRETRAIN = "pretrain"  # the source "the pretrain stage's weights for this architecture"
+
+# torchvision's Kinetics-400 video statistics (torchvision.transforms._presets.VideoClassification);
+# moabitcoin/ig65m-pytorch's extract.py normalises with the same numbers.
+KINETICS_NORMALIZE = {"mean": [0.43216, 0.394666, 0.37645], "std": [0.22803, 0.22145, 0.216989]}
+# The IG-65M weights come from Caffe2 (VMZ): BatchNorm eps 1e-3 and VMZ's conv widths.
+VMZ_KWARGS = {"bn_eps": 1e-3, "vmz_mid": True}
+
+_IG65M = "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0/"
+_TORCHVISION = "https://download.pytorch.org/models/"
+
+
+@dataclass(frozen=True)
+class Published:
+    url: str  # the file name ends in -<sha256 prefix>.pth
+    classes: int  # rows of the published classifier
+    normalize: dict
+    model_kwargs: dict = field(default_factory=dict)
+
+
+# (name, architecture) -> weights; the `_bert` variants load the same backbone.
+REGISTERED: dict[tuple[str, str], Published] = {
+    ("kinetics400", "r2plus1d_18"): Published(_TORCHVISION + "r2plus1d_18-91a641e6.pth", 400, KINETICS_NORMALIZE),
+    ("kinetics400", "r3d_18"): Published(_TORCHVISION + "r3d_18-b3b3357e.pth", 400, KINETICS_NORMALIZE),
+    ("kinetics400", "mc3_18"): Published(_TORCHVISION + "mc3_18-a90a0ba3.pth", 400, KINETICS_NORMALIZE),
+    ("ig65m", "r2plus1d_34"): Published(_IG65M + "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth", 359,
+                                        KINETICS_NORMALIZE, VMZ_KWARGS),
+    ("ig65m_kinetics", "r2plus1d_34"): Published(
+        _IG65M + "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth", 400, KINETICS_NORMALIZE, VMZ_KWARGS),
+}
+NAMES = sorted({name for name, _ in REGISTERED})
+BASE_URL_ENV = "DLKDD_WEIGHTS_BASE_URL"  # serve the same file names from elsewhere (a mirror, tests)
+HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention
+
+
+class WeightsDownloadError(UserError, ValueError):
+    """Published weights that cannot be downloaded or fail their hash check (one line)."""
+
+
+def _arch(model: str) -> str:
+    return model[:-len("_bert")] if model.endswith("_bert") else model
+
+
+def published(name: str, model: str) -> Published | None:
+    return REGISTERED.get((name, _arch(model)))
+
+
+def check_source(source: str, model: str) -> str | None:
+    """Why `source` cannot start `model` (checked with the config, before anything runs), or None."""
+    if source in ("", PRETRAIN):
+        return None
+    if source in NAMES:
+        if published(source, model) is None:
+            archs = sorted(a for n, a in REGISTERED if n == source)
+            return f"{source} weights exist for {', '.join(archs)}, not for {model}"
+        return None
+    if not Path(source).is_file():
+        return (f"{source}: no such file (expected \"\", {PRETRAIN}, a registered name "
+                f"({', '.join(NAMES)}) or a state dict file)")
+    return None
+
+
+def url_of(weights: Published) -> str:
+    base = os.environ.get(BASE_URL_ENV)
+    return base.rstrip("/") + "/" + weights.url.rsplit("/", 1)[1] if base else weights.url
+
+
+def cached_file(url: str) -> Path:
+    import torch
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+
+
+def download(url: str, console=None) -> Path:
+    """The file at `url` in torch's hub cache: downloaded once (progress bar), sha256-prefix checked."""
+    import torch
+    dest = cached_file(url)
+    if dest.is_file():
+        return dest
+    match = HASH_IN_NAME.search(dest.name)
+    if match is None:
+        raise WeightsDownloadError(f"{url}: the file name carries no sha256 prefix to check")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if console is not None:
+        console.print(f"  downloading {url} -> {dest}", markup=False, highlight=False)
+    try:  # writes a temporary sibling and renames it only once the hash matched
+        torch.hub.download_url_to_file(url, str(dest), hash_prefix=match.group(1), progress=True)
+    except RuntimeError as e:
+        if "invalid hash value" in str(e):
+            raise WeightsDownloadError(f"{url}: refused: the download's sha256 does not start with "
+                                       f"{match.group(1)} ({_first_line(e)}); nothing was saved") from None
+        raise
+    except OSError as e:  # URLError, connection refused, timeouts, no route: all OSErrors
+        reason = getattr(e, "reason", None) or e.strerror or type(e).__name__
+        raise WeightsDownloadError(f"cannot download {url} ({reason}); download it by hand and place it "
+                                   f"at {dest}") from None
+    return dest
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+# --- resolving a source ------------------------------------------------------------------
+
+@dataclass
+class Init:
+    """A resolved starting point: the state dict to load (None = random) and what travels with it."""
+    source: str  # what the config said
+    state: dict | None = None
+    reinit_fc: bool = False  # the source's classes are not ours (by name): fresh classifier
+    model_kwargs: dict = field(default_factory=dict)  # architecture options the weights need
+    normalize: dict | None = None  # input statistics the weights were trained with
+    note: str = "random initialisation"
+
+
+def pretrain_dir(cache: Path, model: str) -> Path:
+    """Where the pretrain stage keeps the weights it trained for `model`."""
+    return Path(cache) / "pretrain" / model
+
+
+def pretraining_on(cfg) -> bool:
+    return bool(cfg.pretrain.root)
+
+
+def uses_pretrain(cfg, section: str) -> bool:
+    """Whether the stage training `section` ("teacher" | "student") starts from the pretrain stage."""
+    return getattr(cfg, section).pretrained == PRETRAIN and pretraining_on(cfg)
+
+
+def resolve(train_cfg, classes: list[str], cfg, cache: Path, console=None) -> Init:
+    """The starting point `train_cfg.pretrained` names for `train_cfg.model` and our `classes`."""
+    source, model = train_cfg.pretrained, train_cfg.model
+    problem = check_source(source, model)
+    if problem:
+        from ..errors import StageError
+        raise StageError(f"pretrained = {source!r}: {problem}")
+    if source == "" or (source == PRETRAIN and not pretraining_on(cfg)):
+        return Init(source)
+    if source == PRETRAIN:
+        folder = pretrain_dir(cache, model)
+        return _from_trained(source, folder / "model.pt", folder / "meta.json", classes)
+    weights = published(source, model)
+    if weights is not None:
+        path = download(url_of(weights), console)
+        return Init(source, _read(path), reinit_fc=True, model_kwargs=dict(weights.model_kwargs),
+                    normalize=dict(weights.normalize), note=f"{source} weights ({path.name})")
+    return _from_trained(source, Path(source), Path(source).parent / "meta.json", classes)
+
+
+def _read(path: Path) -> dict:
+    from ..models import read_state_dict
+    return read_state_dict(str(path))
+
+
+def _from_trained(source: str, path: Path, meta_path: Path, classes: list[str]) -> Init:
+    """A state dict file; with a dlkdd meta.json beside it, its classes, options and normalisation."""
+    if not path.is_file():
+        from ..errors import StageError
+        raise StageError(f"{path}: pretrained weights missing" +
+                         ("; run `dlkdd pretrain`" if source == PRETRAIN else ""))
+    state = _read(path)
+    meta = _read_meta(meta_path) if meta_path.is_file() else {}
+    init = Init(source, state, model_kwargs=dict(meta.get("model_kwargs") or {}),
+                normalize=meta.get("normalize"), note=f"weights of {path}")
+    theirs = meta.get("classes")
+    if theirs:
+        init.state, init.reinit_fc = match_classes(state, list(theirs), list(classes))
+    return init
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        from ..errors import StageError
+        raise StageError(f"{path}: unreadable ({_first_line(e)})") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def match_classes(state: dict, theirs: list[str], ours: list[str]) -> tuple[dict, bool]:
+    """(state, reinit_fc): the classifier kept, rows put in our order, when the class names are the
+    same set; re-initialised when they differ."""
+    if sorted(theirs) != sorted(ours) or "fc.weight" not in state:
+        return state, True
+    order = [theirs.index(name) for name in ours]
+    state = dict(state)
+    for key in ("fc.weight", "fc.bias"):
+        if key in state:
+            state[key] = state[key][order].clone()
+    return state, False
+
+
+def initial_model(train_cfg, classes: list[str], cfg, cache: Path, console=None):
+    """(model, init): `train_cfg.model` seeded from `train_cfg.seed`, starting where `pretrained` says."""
+    import torch
+
+    from .. import models
+    init = resolve(train_cfg, classes, cfg, cache, console)
+    torch.manual_seed(train_cfg.seed)  # after resolving: a download must not shift the seeded init
+    model = models.build(train_cfg.model, len(classes), pretrained=init.state, reinit_fc=init.reinit_fc,
+                         **init.model_kwargs)
+    if init.state is not None:
+        init.note = f"{init.note}: {model.pretrained_note}"
+    if console is not None and init.state is not None:
+        console.print(f"  {train_cfg.model}: {init.note}", markup=False, highlight=False)
+    return model, init
+
+
+def input_normalization(init: Init, data_stats: dict | None) -> dict | None:
+    """The statistics a model's inputs are standardised with: those its pretrained source was trained
+    with when it has them (they travel with the weights), else its own data's."""
+    return init.normalize or data_stats
