@@ -356,39 +356,119 @@ def preview(settings: Settings, videos, clips, frames, out):
 
 
 @cli.command()
-@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--clips", type=int, default=2, show_default=True, help="Temporal clips per video.")
-@click.option("--crops", type=int, default=3, show_default=True, help="Spatial crops per clip.")
-@click.option("--top", "topk", type=int, default=5, show_default=True, help="Classes to print.")
+@click.argument("videos", nargs=-1, type=click.Path(path_type=str))
+@click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Text file of videos, one path per line (relative to the file's folder).")
+@click.option("--window", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+              help="Classify every window of this many seconds (a timeline) instead of whole videos.")
+@click.option("--stride", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+              help="Seconds between window starts (default: --window, no overlap).")
+@click.option("--min-prob", type=click.FloatRange(0, 1), default=None, metavar="P",
+              help="With --window: merge consecutive windows of the same top class at probability "
+                   ">= P into segments and print those.")
+@click.option("--timeline", "timeline_png", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --window: write a PNG of enhanced thumbnails above per-class probability curves "
+                   "(one file per video: OUT-<video>.png when there are several).")
+@click.option("--clips", type=click.IntRange(1), default=2, show_default=True,
+              help="Temporal clips per whole video.")
+@click.option("--crops", type=click.IntRange(1), default=None,
+              help="Spatial crops per clip. Default: 3 per whole video, 1 per window.")
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--top", "topk", type=int, default=5, show_default=True, help="Classes to print (whole videos).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one row per video, window or segment.")
 @click.pass_obj
-def predict(settings: Settings, videos, clips, crops, topk, as_json):
-    """Classify VIDEOS with the trained student alone, on original frames (no enhancer)."""
-    from .pipeline.predict import predict_videos
-    graph = settings.graph()
-    results = predict_videos(graph.out_dir("student"), list(videos), device=settings.device(),
-                             clips=clips, crops=crops, topk=topk)
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
+def predict(settings: Settings, videos, list_file, window, stride, min_prob, timeline_png, clips, crops,
+            batch, topk, as_json, as_csv):
+    """Classify VIDEOS (files or folders, searched recursively) with the trained student alone,
+    on original frames (no enhancer). With --window, print a timeline per video: start, end,
+    top class, probability and runner-up per window (or merged segments with --min-prob).
+    An unreadable video is reported and skipped; the exit status is 1 if any was."""
+    from .pipeline import infer
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv: choose one")
+    if window is None and (stride is not None or min_prob is not None or timeline_png is not None):
+        raise click.UsageError("--stride, --min-prob and --timeline need --window SECONDS")
+    if not videos and list_file is None:
+        raise click.UsageError("name VIDEOS (files or folders) or --list FILE")
+    paths = infer.collect_videos(videos, list_file)
+    student = settings.graph().out_dir("student")
+    if window is None:
+        from .pipeline.predict import predict_videos
+        results = predict_videos(student, paths, device=settings.device(), clips=clips, crops=crops or 3,
+                                 topk=topk)
+        _print_results(results, as_json, as_csv, "videos")
     else:
-        for r in results:
-            if "error" in r:
-                click.echo(f"{r['video']}: error: {r['error']}", err=True)
-                continue
-            ranked = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"])
-            click.echo(f"{r['video']}: {ranked}")
+        results = _predict_windows(settings, student, paths, window, window if stride is None else stride, min_prob, crops or 1,
+                                   batch, timeline_png)
+        _print_results(results, as_json, as_csv, "segments" if min_prob is not None else "windows")
     if any("error" in r for r in results):
         sys.exit(1)
+
+
+def _predict_windows(settings, student, paths, window, stride, min_prob, crops, batch, timeline_png):
+    """Timelines of every video, as each finishes: pictures written, errors reported on stderr."""
+    import numpy as np
+    from .pipeline import infer
+    enhance = _thumbnail_enhancer(settings) if timeline_png is not None else None
+    pictures = iter(infer.timeline_paths(timeline_png, paths)) if timeline_png is not None else None
+    results = []
+    for r in infer.predict_many_windows(student, paths, window, stride, min_prob or 0.0, crops, batch,
+                                        settings.device(), 12 if enhance else 0, console()):
+        png = next(pictures) if pictures is not None else None
+        if "error" in r:
+            click.echo(f"{r['video']}: error: {r['error']}", err=True)
+        elif png is not None:
+            from .pipeline.timeline import save_timeline
+            shots = r["_thumbnails"]
+            frames = enhance(np.stack(list(shots.values()))) if shots else []
+            save_timeline(r, png, dict(zip(shots, frames)))
+            click.echo(f"wrote {png}", err=True)
+        results.append(infer.public(r))
+    return results
+
+
+def _thumbnail_enhancer(settings):
+    """The cache's enhancer (fitted first if needed), for the timeline's thumbnails only."""
+    run_target(settings, "enhancer")
+    from .pipeline.enhancer import enhance_frames, load_enhancer
+    module = load_enhancer(settings.graph().out_dir("enhancer") / "weights.pt")
+    return lambda frames: enhance_frames(module, frames, device=settings.device())
+
+
+def _print_results(results: list[dict], as_json: bool, as_csv: bool, kind: str) -> None:
+    from .pipeline import infer
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    elif as_csv:
+        click.echo(infer.to_csv(results, kind), nl=False)
+    for r in results:
+        if "error" in r:
+            if kind == "videos":  # windowed runs reported theirs as they happened
+                click.echo(f"{r['video']}: error: {r['error']}", err=True)
+        elif not (as_json or as_csv):
+            if kind == "videos":
+                ranked = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"])
+                click.echo(f"{r['video']}: {ranked}")
+            else:
+                click.echo(infer.timeline_text(r, segments=kind == "segments"))
 
 
 @cli.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_obj
 def export(settings: Settings, out):
-    """Write the trained student as a TorchScript file OUT that runs without dlkdd
-    (torch.jit.load; class names and input size in its meta.json extra file)."""
-    from .pipeline.predict import export_student
-    path = export_student(settings.graph().out_dir("student"), out)
+    """Write the trained student to OUT: ONNX if OUT ends in .onnx (dynamic batch; class names
+    and normalisation in its metadata; needs the onnx extra), else TorchScript that runs without
+    dlkdd (torch.jit.load; class names and input size in its meta.json extra file). Both take
+    pixel / 255 clips and apply the model's input statistics inside."""
+    student = settings.graph().out_dir("student")
+    if out.suffix.lower() == ".onnx":
+        from .pipeline.onnx_export import export_onnx
+        path = export_onnx(student, out)
+    else:
+        from .pipeline.predict import export_student
+        path = export_student(student, out)
     click.echo(f"wrote {path}")
 
 

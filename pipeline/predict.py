@@ -6,6 +6,10 @@ video with no enhancement cost, so nothing here imports the enhancer
 temporal clips the way the enhance stage cut the cache (segment-based uniform
 sampling, short side resized, resized to the cache's H x W when the aspect
 differs), each cut into `crops` spatial crops; softmax probabilities are averaged.
+
+A model's input statistics (meta.json `normalize`) travel with it: `NormalizedInput`
+applies them (through `views.normalize`) inside the model that predict runs and that
+export writes, so every caller feeds pixel / 255.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from . import atomic
 from .checkpoints import load_trained
 from .device import resolve_device
 from .videos import VideoError, decode_clips
-from .views import apply_view, fit_size, multi_view_crops
+from .views import apply_view, fit_size, multi_view_crops, normalize
 
 EXPORT_META = "meta.json"
 
@@ -31,14 +35,36 @@ def _reason(error: Exception, path: str) -> str:
     return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
 
 
+class NormalizedInput(torch.nn.Module):
+    """The trained network behind its input statistics: takes pixel / 255, returns logits."""
+
+    def __init__(self, model: torch.nn.Module, stats: dict | None):
+        super().__init__()
+        self.model = model
+        self.stats = dict(stats) if stats else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(normalize(x, self.stats))
+
+
+def load_student(student_dir, device="cpu") -> tuple[NormalizedInput, dict]:
+    """(the trained model wrapped to take pixel / 255, in eval mode on `device`, its meta)."""
+    model, meta = load_trained(Path(student_dir), str(device))
+    return NormalizedInput(model, meta.get("normalize")).eval(), meta
+
+
+def clip_inputs(frames, meta: dict, crops: int) -> torch.Tensor:
+    """(clips, T, H, W, 3) uint8 at the model's clip size -> (clips x crops, 3, T, crop, crop) in [0, 1]."""
+    views = multi_view_crops(int(meta["H"]), int(meta["W"]), crops)
+    return torch.stack([apply_view(clip, v, int(meta["crop"])) for clip in frames for v in views])
+
+
 def video_inputs(path, meta: dict, clips: int, crops: int) -> torch.Tensor:
     """(clips x crops, 3, T, crop, crop) float network inputs of one video; VideoError if unreadable."""
     H, W = int(meta["H"]), int(meta["W"])
     # Decode as the enhance stage did: short side at the cache's short side, then fit to (H, W).
     frames, _ = decode_clips(path, int(meta["frames"]), clips, min(H, W), 0)
-    frames = fit_size(frames, (H, W))
-    views = multi_view_crops(H, W, crops)
-    return torch.stack([apply_view(clip, v, int(meta["crop"])) for clip in frames for v in views])
+    return clip_inputs(fit_size(frames, (H, W)), meta, crops)
 
 
 @torch.inference_mode()
@@ -47,7 +73,7 @@ def predict_videos(student_dir, paths, device="cpu", clips: int | None = None, c
     """Top-k classes of each video by the student: [{"video", "top": [{"class", "prob"}, ...]}],
     or {"video", "error"} for a video that cannot be decoded."""
     device = resolve_device(device)
-    model, meta = load_trained(Path(student_dir), str(device))
+    model, meta = load_student(student_dir, device)
     classes = list(meta["classes"])
     k = max(1, min(int(topk), len(classes)))
     out = []
@@ -68,17 +94,21 @@ def predict_videos(student_dir, paths, device="cpu", clips: int | None = None, c
 # ----------------------------------------------------------------------------------- export
 
 def export_meta(meta: dict, T: int) -> dict:
-    """What a user of the TorchScript file needs to know, stored in it as meta.json."""
+    """What a user of an exported file (TorchScript or ONNX) needs to know, stored in it."""
     crop = int(meta["crop"])
+    stats = meta.get("normalize") or None
+    norm = ("inside the model: (x - normalize.mean) / normalize.std; feed pixel / 255" if stats
+            else "none (pixel / 255)")
     return {
         "model": meta["model"], "num_classes": meta["num_classes"], "classes": list(meta["classes"]),
         "trained_on": meta.get("input", "original"),
         "input": {"shape": [-1, 3, T, crop, crop], "layout": "N, C=RGB, T, H, W", "dtype": "float32",
-                  "range": [0.0, 1.0], "normalization": "none (pixel / 255)", "frames": T, "crop": crop,
+                  "range": [0.0, 1.0], "normalization": norm, "frames": T, "crop": crop,
                   "clip_size": [int(meta["H"]), int(meta["W"])], "short_side": meta.get("short_side"),
                   "max_long_side": meta.get("max_long_side"),
                   "sampling": "segment-based uniform: T equal segments, one frame per segment",
                   "crops": "short-side squares resized to crop x crop (centre for one view)"},
+        "normalize": stats,
         "output": "logits (N, num_classes); softmax and average over clips and crops",
         "params": meta.get("params"), "gflops_per_clip": meta.get("gflops_per_clip"),
         **{k: meta[k] for k in ("alpha", "temperature", "variant") if k in meta},
@@ -90,17 +120,26 @@ def _quiet_jit():
     """torch >= 2.9 flags TorchScript as deprecated; it is still the format that loads with torch alone."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # normalize's constants, by design
         yield
 
 
-def _to_torchscript(model: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    """Scripted (any batch and T); traced if scripting fails (then fixed to the example's T)."""
+def _to_torchscript(model: NormalizedInput, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """Scripted (any batch and T); traced if scripting fails (then fixed to the example's T).
+
+    The network is scripted alone; with input statistics, the wrapper around it is traced,
+    which records normalize's constants and keeps the scripted network (and its free shapes).
+    """
     with _quiet_jit():
         try:
-            return torch.jit.script(model)
+            net = torch.jit.script(model.model)
         except Exception:
             with torch.no_grad():
-                return torch.jit.trace(model, example, check_trace=False)
+                net = torch.jit.trace(model.model, example, check_trace=False)
+        if not model.stats:
+            return net
+        with torch.no_grad():
+            return torch.jit.trace(NormalizedInput(net, model.stats), example, check_trace=False)
 
 
 def check_export(out_path, model: torch.nn.Module, example: torch.Tensor) -> float:
@@ -115,8 +154,9 @@ def check_export(out_path, model: torch.nn.Module, example: torch.Tensor) -> flo
 
 def export_student(student_dir, out_path, example_T: int | None = None) -> Path:
     """Write the student as TorchScript that needs only `torch.jit.load`; class names and the input
-    spec are in the file's extra file meta.json. Checked against the model before it replaces `out_path`."""
-    model, meta = load_trained(Path(student_dir), "cpu")
+    spec are in the file's extra file meta.json; input statistics are applied inside it. Checked against
+    the model before it replaces `out_path`."""
+    model, meta = load_student(student_dir, "cpu")
     T = int(example_T or meta["frames"])
     crop = int(meta["crop"])
     example = torch.rand(2, 3, T, crop, crop, generator=torch.Generator().manual_seed(0))

@@ -370,3 +370,52 @@ def sample_stats(root, decode: bool = True) -> dict:
         stats["mean_brightness"] = round(total / max(count, 1) / 255, 4)
         stats["class_brightness"] = {n: round(float(np.mean(v)), 4) for n, v in per_class.items() if v}
     return stats
+
+
+# ---------------------------------------------------------------- long videos
+
+def write_long_video(out: Path, clips: list, seconds: float | None = None, fps: int | None = None,
+                     size: tuple[int, int] | None = None) -> dict:
+    """Concatenate `clips` (video files of one frame size), looping over them until `seconds`
+    (default: once through), into one H.264 mp4 at `fps` (default: the first clip's rate),
+    its frames scaled to `size` = (width, height) if given.
+
+    Streams frame by frame (never the whole video in memory), so an hour-long test video is
+    as cheap to hold as a short one. Returns {"frames", "fps", "seconds", "parts": [(clip,
+    first frame, end frame), ...]}: the ground truth of what plays when.
+    """
+    import av
+
+    out = Path(out)
+    with av.open(str(clips[0])) as first:
+        rate = int(fps or round(float(first.streams.video[0].average_rate)))
+        w, h = first.streams.video[0].width, first.streams.video[0].height
+    limit = None if seconds is None else int(round(seconds * rate))
+    parts, n = [], 0
+    tmp = out.with_name(out.name + ".tmp")
+    with av.open(str(tmp), "w", format="mp4") as dst:
+        stream = dst.add_stream("libx264", rate=rate, options={"crf": str(CRF), "preset": "veryfast",
+                                                               "threads": "1"})
+        stream.width, stream.height = size or (w, h)
+        stream.pix_fmt = "yuv420p"
+        k = 0
+        while (limit is None and k < len(clips)) or (limit is not None and n < limit):
+            clip = clips[k % len(clips)]
+            start = n
+            with av.open(str(clip)) as src:
+                for frame in src.decode(video=0):
+                    if limit is not None and n >= limit:
+                        break
+                    if (frame.width, frame.height) != (w, h):
+                        raise ValueError(f"{clip}: frames are {frame.width}x{frame.height}, "
+                                         f"the first clip's are {w}x{h}")
+                    image = frame.reformat(*size, format="rgb24") if size else frame.reformat(format="rgb24")
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(image.to_ndarray(), format="rgb24")):
+                        dst.mux(packet)
+                    n += 1
+            parts.append((str(clip), start, n))
+            k += 1
+        for packet in stream.encode():
+            dst.mux(packet)
+    tmp.replace(out)
+    return {"frames": n, "fps": rate, "seconds": n / rate, "parts": parts}
