@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from .errors import UserError
+
 STAGE_VERBS = {
     "pretrain": "Train the teacher's and the student's architectures on normal-light footage (pretrain.root).",
     "enhancer": "Fit or import the low-light enhancer (Zero-DCE, Zero-DCE++, gamma).",
@@ -24,30 +26,6 @@ STAGE_VERBS = {
     "student": "Train the student on original dark clips against the cached teacher logits.",
     "evaluate": "Score teacher, baseline and student on the test split; write the report.",
 }
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean a user mistake or a bad input: one line, no traceback."""
-    from .pipeline.config import ConfigError
-    from .pipeline.lock import LockError
-    from .pipeline.stages import StageError
-    errors: list[type[BaseException]] = [ConfigError, LockError, StageError]
-    for mod, names in (("dlkdd.pipeline.videos", ("DatasetError", "VideoError")),
-                       ("dlkdd.pipeline.shards", ("ShardError",)),
-                       ("dlkdd.pipeline.checkpoints", ("CheckpointError",)),
-                       ("dlkdd.models.zero_dce", ("WeightsError",)),
-                       ("dlkdd.models", ("PretrainedWeightsError",)),
-                       ("dlkdd.pipeline.weights", ("WeightsDownloadError",)),
-                       ("dlkdd.pipeline.soft_labels", ("VerifyError",)),
-                       ("dlkdd.pipeline.enhance", ("EnhanceError",)),
-                       ("dlkdd.pipeline.infer", ("InputListError",)),
-                       ("dlkdd.pipeline.onnx_export", ("ExportError",)),
-                       ("dlkdd.pipeline.study", ("StudyError",))):
-        mod_obj = sys.modules.get(mod)
-        for name in names:
-            if mod_obj is not None and hasattr(mod_obj, name):
-                errors.append(getattr(mod_obj, name))
-    return tuple(errors)
 
 
 class Group(click.Group):
@@ -65,7 +43,7 @@ class Group(click.Group):
         except (click.ClickException, click.exceptions.Abort):
             raise
         except Exception as e:  # noqa: BLE001 - narrowed just below
-            if isinstance(e, _user_errors()):
+            if isinstance(e, UserError):
                 raise click.ClickException(_one_line(e)) from None
             if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:
                 raise click.ClickException(_os_error_line(e)) from None
@@ -135,7 +113,7 @@ class Settings:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def graph(self, checksum: bool = False):
-        from .pipeline.stages import Graph
+        from .pipeline.graph import Graph
         return Graph(self.config(), self.cache, checksum=checksum)
 
 
@@ -220,22 +198,22 @@ def _stage_command(name: str, help_text: str):
 
 def run_target(settings: Settings, target: str, force=False, dry_run=False, wait=0.0,
                checksum=False, options=None) -> list[str]:
+    from .pipeline.graph import execute, execute_distributed
     from .pipeline.lock import CacheLock
-    from .pipeline.stages import execute, execute_distributed
     con = console()
     graph = settings.graph(checksum=checksum)
-    device = settings.device()
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dry_run:  # launched by torchrun: rank 0 holds the lock for all
         if rank != 0:
             con.quiet = True
-            return execute_distributed(graph, target, device, con, rank, force=force)
+            return execute_distributed(graph, target, settings.device(), con, rank, force=force)
         with CacheLock(settings.cache, wait=wait):
-            return execute_distributed(graph, target, device, con, rank, force=force)
+            return execute_distributed(graph, target, settings.device(), con, rank, force=force)
+    # the device (torch) is asked for only when a stage runs: a fresh cache or --dry-run needs no torch
     if dry_run:
-        return execute(graph, target, device, con, force=force, dry_run=True, options=options)
+        return execute(graph, target, settings.device, con, force=force, dry_run=True, options=options)
     with CacheLock(settings.cache, wait=wait):
-        ran = execute(graph, target, device, con, force=force, options=options)
+        ran = execute(graph, target, settings.device, con, force=force, options=options)
     if not ran:
         con.print(f"nothing to do: {target} and everything upstream of it are fresh")
     return ran
@@ -267,39 +245,62 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
 @click.pass_obj
 def status(settings: Settings, as_json, verify, checksum):
     """Show each stage as fresh, stale or missing, with the reason."""
-    from .pipeline.stages import STAGES
+    from .pipeline.stages import STAGES, list_variants
     graph = settings.graph(checksum=checksum)
     states = graph.statuses(verify=verify)
     rows = []
     for name, st in states.items():
         rec = st.record or {}
         rows.append({"stage": name, "state": st.state, "reasons": st.reasons,
-                     "output": str(graph.out_dir(name).relative_to(graph.cache)),
+                     "kinds": [c.kind for c in st.causes],
+                     "output": graph.out_dir(name).relative_to(graph.cache).as_posix(),
                      "finished": rec.get("started"), "seconds": rec.get("seconds"),
                      "about": STAGES[name].doc})
-    from .pipeline.student import list_variants
     variants = list_variants(settings.cache)
     if as_json:
         click.echo(json.dumps({"stages": rows, "student_variants": variants}, indent=2))
-        return
+    elif sys.stdout.isatty():
+        _status_tables(settings.cache, rows, variants)
+    else:  # a log or a pipe: one line per stage, nothing wrapped
+        click.echo(f"dlkdd cache {settings.cache}")
+        for r in rows:
+            why = "; ".join(r["reasons"]) or "-"
+            click.echo(f"{r['stage']:<12} {r['state']:<8} {_last_run(r) or '-':<25} {r['output']:<12} {why}")
+        for v in variants:
+            click.echo(f"student variant {v['variant']}  alpha {v['alpha']}  T {v['temperature']}  "
+                       f"top-1 {_pct(v['top1'])}  top-5 {_pct(v['top5'])}  trained {_when(v['started']) or '-'}")
+
+
+def _when(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else ""
+
+
+def _last_run(r: dict) -> str:
+    return f"{_when(r['finished'])} ({r['seconds']:.0f} s)" if r["finished"] else ""
+
+
+def _status_tables(cache, rows: list[dict], variants: list[dict]) -> None:
+    """rich tables as wide as the terminal: only the reasons and folders wrap, never a timestamp."""
+    from rich.console import Console
     from rich.table import Table
-    table = Table(title=f"dlkdd cache {settings.cache}")
-    for col in ("stage", "state", "why", "output", "last run"):
-        table.add_column(col)
+    table = Table(title=f"dlkdd cache {cache}")
+    table.add_column("stage", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("why", overflow="fold", ratio=3)
+    table.add_column("output", overflow="fold", ratio=1)
+    table.add_column("last run", no_wrap=True)
     colour = {"fresh": "green", "stale": "yellow", "missing": "red"}
     for r in rows:
-        when = f"{r['finished'][:16].replace('T', ' ')} ({r['seconds']:.0f} s)" if r["finished"] else ""
-        table.add_row(r["stage"], f"[{colour[r['state']]}]{r['state']}[/]",
-                      "\n".join(r["reasons"]), r["output"], when)
-    from rich.console import Console
+        table.add_row(r["stage"], f"[{colour[r['state']]}]{r['state']}[/]", "\n".join(r["reasons"]),
+                      r["output"], _last_run(r))
     Console().print(table)
     if variants:
         vt = Table(title="student variants in this cache (each in its own folder)")
         for col in ("variant", "alpha", "T", "top-1", "top-5", "trained"):
-            vt.add_column(col)
+            vt.add_column(col, no_wrap=col != "variant", overflow="fold")
         for v in variants:
             vt.add_row(v["variant"], f"{v['alpha']}", f"{v['temperature']}", _pct(v["top1"]), _pct(v["top5"]),
-                       f"{v['started'] or ''}"[:16].replace("T", " "))
+                       _when(v["started"]))
         Console().print(vt)
 
 

@@ -355,7 +355,7 @@ def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int
     from torch.utils.data import DataLoader
     from dlkdd.pipeline.enhance import clip_size, list_jobs, process_videos
     from dlkdd.pipeline.shards import ClipDataset
-    from dlkdd.pipeline.stages import Graph, execute
+    from dlkdd.pipeline.graph import Graph, execute
     cfg = Config()
     cfg.data.root = str(root)
     cfg.enhancer.kind = "zero_dce++"

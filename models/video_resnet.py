@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .bert_head import TemporalBERTHead
+from ..errors import UserError
 from .torchfile import safe_load
 
 FAMILIES = {  # conv kind of layer1..layer4 (the stem follows layer1's kind)
@@ -160,7 +161,7 @@ class VideoResNet(nn.Module):
         return self.fc(self.dropout(self.features(x)))
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(UserError, ValueError):
     """A pretrained state dict that does not fit the model (wrong architecture or width)."""
 
 

@@ -16,13 +16,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UserError
 from .torchfile import safe_load
 
 KINDS = ("zero_dce", "zero_dce++", "gamma", "none")
 ITERATIONS = 8  # curve applications, as the authors
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """An enhancer weights file that cannot be used (one line: the file and why)."""
 
 

@@ -17,12 +17,13 @@ import torch
 
 from . import atomic
 from ..models.torchfile import safe_load
+from ..errors import UserError
 from .errors import first_line
 
 CHECKPOINT, BEST, MODEL, META = "checkpoint.pt", "best.pt", "model.pt", "meta.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model (one line)."""
 
 

@@ -14,7 +14,7 @@ import os
 from .checkpoints import write_meta
 from .data import ViewDataset, clips_index, split_statistics
 from .shards import ClipDataset
-from .stages import StageError
+from ..errors import StageError
 from .train import train
 from .weights import initial_model, input_normalization
 

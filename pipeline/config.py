@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from ..errors import UserError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A user mistake in a config file or a --set override (one line)."""
 
 
@@ -166,6 +168,20 @@ class Config:
 
 
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
+
+
+# [pretrain]'s dataset settings, which stand in for [data]'s when the pretrain stage decodes
+PRETRAIN_DATA_KEYS = ("pretrain.root", "pretrain.format", "pretrain.train_list", "pretrain.test_list",
+                      "pretrain.test_fraction")
+
+
+def pretrain_data(cfg: Config) -> Config:
+    """The config with `[pretrain]`'s dataset as `[data]` (clip geometry and views unchanged) and no
+    enhancer: what decoding and training read for the normal-light footage."""
+    p = cfg.pretrain
+    data = dataclasses.replace(cfg.data, root=p.root, format=p.format, train_list=p.train_list,
+                               test_list=p.test_list, test_fraction=p.test_fraction)
+    return dataclasses.replace(cfg, data=data, enhancer=dataclasses.replace(cfg.enhancer, kind="none"))
 
 
 def _split_key(cfg: Config, dotted: str):

@@ -23,7 +23,9 @@ import numpy as np
 
 from . import atomic
 from .progress import progress_bar
-from .stages import StageError, dataset_root, file_digest
+from ..errors import StageError
+from .digest import file_digest
+from .videos import dataset_root
 
 ENHANCER_FILE = "weights.pt"
 
@@ -83,8 +85,7 @@ def process_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], 
         distinct.append(frames.reshape(-1, *frames.shape[2:])[first])
         inverses.append(inverse.ravel())
         st = os.stat(job.path)
-        results.append({"job": job, "original": frames, "indices": indices,
-                        "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        results.append({"job": job, "original": frames, "indices": indices, "size": st.st_size})
     if distinct:
         enhanced = enhance_frames(_enhancer(enhancer_path, device), np.concatenate(distinct),
                                   batch=batch_frames, device=device)
@@ -277,12 +278,16 @@ class ShardWriter:
         for r in results:
             job = r["job"]
             if "error" in r:
-                errors.append({"video": job.rel, "path": job.path, "split": job.split, "reason": r["error"]})
+                # named relative to the dataset root, as everything in the cache: a moved dataset
+                # (or cache) leaves errors.json, and so every downstream stage, unchanged
+                reason = r["error"]
+                if reason.startswith(job.path):
+                    reason = job.rel + reason[len(job.path):]
+                errors.append({"video": job.rel, "path": job.rel, "split": job.split, "reason": reason})
                 continue
             for c in range(r["original"].shape[0]):
                 rows.append({"video": job.rel, "split": job.split, "label": job.label, "clip": c,
                              "frames": r["indices"][c].tolist(), "source_size": r["size"],
-                             "source_mtime_ns": r["mtime_ns"],
                              "mean_original": round(float(r["original"][c].mean()) / 255, 5),
                              "mean_enhanced": round(float(r["enhanced"][c].mean()) / 255, 5),
                              "moments": {w: channel_moments(r[w][c]) for w in ("original", "enhanced")}})
@@ -456,7 +461,7 @@ def finish(ctx, plan, classes, size, seconds, todo) -> dict:
     for c in clips:
         del c["moments"]
     index = {"format_version": 1, "classes": classes, "T": cfg.data.frames, "H": size[0], "W": size[1],
-             "root": str(dataset_root(cfg)), "normalize": stats, "clips": clips}
+             "normalize": stats, "clips": clips}  # videos relative to the dataset root, which may move
     atomic.write_json(out / "index.json", index)
     atomic.write_json(out / "errors.json", errors)
     nbytes = sum(p.stat().st_size for p in out.glob("shard-*.h5"))
@@ -472,7 +477,7 @@ def finish(ctx, plan, classes, size, seconds, todo) -> dict:
                       f"{nbytes / 1e9:.3f} GB; mean brightness {before:.3f} -> {after:.3f}; "
                       f"{len(errors)} failed" + (f" (listed in {out / 'errors.json'})" if errors else ""))
     for e in errors[:5]:
-        ctx.console.print(f"  [red]failed[/] {e['reason']}")
+        ctx.console.print(f"  [red]failed[/] {dataset_root(cfg) / e['reason']}", highlight=False)
     if len(errors) > 5:
         ctx.console.print(f"  ... and {len(errors) - 5} more in errors.json")
     return summary

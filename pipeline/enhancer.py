@@ -227,8 +227,7 @@ MAX_FIT_VIDEOS = 512  # fitting needs variety, not every video: a spread of at m
 
 def training_frames(cfg, frames_per_video: int) -> tuple[np.ndarray, list[str]]:
     """`frames_per_video` uniformly spaced frames from (a spread of) the training videos."""
-    from .stages import dataset_root
-    from .videos import VideoError, decode_clips, read_dataset
+    from .videos import VideoError, dataset_root, decode_clips, read_dataset
     entries = read_dataset(cfg.data, dataset_root(cfg)).entries("train")
     if len(entries) > MAX_FIT_VIDEOS:
         entries = [entries[i] for i in np.linspace(0, len(entries) - 1, MAX_FIT_VIDEOS).astype(int)]

@@ -28,7 +28,7 @@ from . import atomic
 from .checkpoints import load_trained
 from .data import CropsDataset, clips_index
 from .shards import ClipDataset
-from .stages import StageError
+from ..errors import StageError
 from .device import autocast, resolve_device
 from .train import METRICS, read_metrics
 from .views import apply_view, multi_view_crops, normalize

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .device import resolve_device
 from .predict import _reason, clip_inputs, load_student
 from .progress import progress_bar
@@ -28,7 +29,7 @@ from .videos import (VideoError, _frame_shape, _is_video, _open, _precheck, deco
 from .views import fit_size
 
 
-class InputListError(ValueError):
+class InputListError(UserError, ValueError):
     """A bad `--list` file or no videos to predict (one line)."""
 
 

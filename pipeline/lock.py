@@ -15,8 +15,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import UserError
 
-class LockError(RuntimeError):
+
+class LockError(UserError, RuntimeError):
     """Another process holds the cache (one line, names the holder)."""
 
 

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from . import atomic
+from ..errors import UserError
 from .predict import export_meta, load_student
 
 INPUT, OUTPUT = "clip", "logits"
 OPSET = 17
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that cannot be made or does not match the model (one line)."""
 
 

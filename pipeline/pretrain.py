@@ -21,11 +21,12 @@ from types import SimpleNamespace
 
 from .checkpoints import write_meta
 from .config import TrainConfig
-from .stages import PRETRAIN_DATA_KEYS, StageError, _hash, code_digest, pretrain_data
+from ..errors import StageError
+from .config import PRETRAIN_DATA_KEYS, pretrain_data
+from .graph import _hash, code_digests
 
 CLIPS = "clips"
-CLIP_MODULES = ("dlkdd.pipeline.enhance", "dlkdd.pipeline.videos", "dlkdd.pipeline.shards",
-                "dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce")
+CLIP_CODE = "dlkdd.pipeline.enhance:run_stage"  # the clips are decoded by the enhance stage's code
 
 
 def architectures(cfg) -> list[str]:
@@ -64,7 +65,7 @@ def cache_clips(ctx) -> Path:
     insp = ctx.graph.inspect(ctx.name)
     clip_params = {k: v for k, v in insp.params.items()
                    if k.startswith(("data.", "enhance.")) or k in PRETRAIN_DATA_KEYS}
-    fingerprint = _hash([clip_params, insp.inputs, {m: code_digest(m) for m in CLIP_MODULES}, insp.versions])
+    fingerprint = _hash([clip_params, insp.inputs, code_digests(CLIP_CODE), insp.versions])
     out = ctx.out / CLIPS
     out.mkdir(parents=True, exist_ok=True)
     day = pretrain_data(ctx.cfg)

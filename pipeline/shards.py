@@ -24,13 +24,14 @@ from torch.utils.data import Dataset
 
 from .errors import first_line
 from . import atomic
+from ..errors import UserError
 
 FORMAT_VERSION = 1
 CLIP_DATASETS = ("original", "enhanced")
 WHICH = ("original", "enhanced", "both")
 
 
-class ShardError(RuntimeError):
+class ShardError(UserError, RuntimeError):
     """A shard is missing, unreadable or corrupt (one line naming the file)."""
 
 

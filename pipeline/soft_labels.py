@@ -29,14 +29,14 @@ from .checkpoints import load_trained
 from .data import LOGITS_FILE, ClipAllViews, clips_index
 from .progress import progress_bar
 from .shards import ClipDataset
-from .stages import StageError
 from .views import apply_view, normalize, view_params
+from ..errors import StageError, UserError
 
 TOLERANCE = 1e-4  # absolute: what batching and kernel choice may change in a float32 logit
 CHUNK_BYTES = 1 << 18  # ~256 KB chunks of rows: small enough for h5py's chunk cache
 
 
-class VerifyError(RuntimeError):
+class VerifyError(UserError, RuntimeError):
     """Cached logits that disagree with the teacher, or cannot be read (one line naming the file)."""
 
 

@@ -92,21 +92,3 @@ def run_baseline(ctx) -> dict:
     # Nothing here may depend on student.alpha or student.temperature: they are not baseline params.
     return _train_student(ctx, 0.0, None, "baseline",
                           {"alpha": 0.0, "temperature": None, "variant": ctx.out.name})
-
-
-def list_variants(cache: Path) -> list[dict]:
-    """One row per trained student variant in `cache` (from its stage records), oldest first."""
-    rows = []
-    for path in sorted((Path(cache) / "stages").glob("student@*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
-            rec = {}
-        summary = rec.get("summary") or {}
-        student = (rec.get("params") or {}).get("student") or {}
-        rows.append({"variant": path.stem.split("@", 1)[1],
-                     "alpha": summary.get("alpha", student.get("alpha")),
-                     "temperature": summary.get("temperature", student.get("temperature")),
-                     "top1": summary.get("top1"), "top5": summary.get("top5"),
-                     "started": rec.get("started")})
-    return sorted(rows, key=lambda r: (r["started"] or "", r["variant"]))

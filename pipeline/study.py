@@ -34,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from . import atomic
 from .config import Config, apply_overrides, validate
-from .stages import STAGES, Graph, Stage, code_digest, execute, params_hash, section_keys, upstream_closure
+from .graph import Graph, Stage, code_digests, execute, params_hash, section_keys, upstream_closure
+from .stages import STAGES
 
 MODELS = ("teacher", "baseline", "student")
 STUDY_JSON, STUDY_MD, STUDY_PNG, ABLATION_JSON = "study.json", "study.md", "study.png", "ablation.json"
@@ -46,7 +48,7 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,  
         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # df 21..30
 
 
-class StudyError(ValueError):
+class StudyError(UserError):
     """A bad --seeds value or study setting (one line)."""
 
 
@@ -91,12 +93,12 @@ def ablation_arms(cfg: Config) -> tuple[Arm, ...]:
 # ----------------------------------------------------------------------------- where seeds live
 
 def _baseline_params(cfg: Config) -> list[str]:
-    return STAGES["baseline"].params(cfg)
+    return STAGES["baseline"].keys(cfg)
 
 
 def _closure_params(stages: dict[str, Stage], name: str, cfg: Config) -> dict:
     """The config values `name` and everything upstream of it read."""
-    return {s: {k: cfg.get(k) for k in stages[s].params(cfg)} for s in upstream_closure(name, stages, cfg)}
+    return {s: {k: cfg.get(k) for k in stages[s].keys(cfg)} for s in upstream_closure(name, stages, cfg)}
 
 
 def arm_stages(stages: dict[str, Stage], base: Config, arm_cfg: Config, arm: Arm) -> dict[str, Stage]:
@@ -108,7 +110,7 @@ def arm_stages(stages: dict[str, Stage], base: Config, arm_cfg: Config, arm: Arm
     out = dict(stages)
     for name, stage in stages.items():
         if _closure_params(stages, name, arm_cfg) != _closure_params(stages, name, base):
-            out[name] = replace(stage, out=lambda c, o=stage.out: f"ablation/{arm.name}/{o(c)}")
+            out[name] = replace(stage, outputs=lambda c, f=stage.folder: f"ablation/{arm.name}/{f(c)}")
     return out
 
 
@@ -123,16 +125,16 @@ def study_stages(vary_teacher: bool) -> dict[str, Stage]:
     """The stage table with per-seed folders: the baseline always, the teacher and its soft labels
     (and so the student) when the teacher's seed varies too. Upstream stages are shared."""
     stages = dict(STAGES)
-    stages["baseline"] = replace(STAGES["baseline"], out=lambda c: (
+    stages["baseline"] = replace(STAGES["baseline"], outputs=lambda c: (
         f"baseline/seed{c.student.seed}-{params_hash(c, _baseline_params(c))[:8]}"))
     if vary_teacher:
-        teacher_keys = STAGES["teacher"].params
-        stages["teacher"] = replace(STAGES["teacher"], out=lambda c: (
+        teacher_keys = STAGES["teacher"].keys
+        stages["teacher"] = replace(STAGES["teacher"], outputs=lambda c: (
             f"teacher/seed{c.teacher.seed}-{params_hash(c, teacher_keys(c))[:8]}"))
-        stages["soft-labels"] = replace(STAGES["soft-labels"], out=lambda c: (
-            f"soft-labels/{stages['teacher'].out(c).split('/', 1)[1]}"))
-        student_out = STAGES["student"].out
-        stages["student"] = replace(STAGES["student"], out=lambda c: (
+        stages["soft-labels"] = replace(STAGES["soft-labels"], outputs=lambda c: (
+            f"soft-labels/{stages['teacher'].folder(c).split('/', 1)[1]}"))
+        student_out = STAGES["student"].folder
+        stages["student"] = replace(STAGES["student"], outputs=lambda c: (
             f"student/teacher-seed{c.teacher.seed}-{student_out(c).split('/', 1)[1]}"))
     return stages
 
@@ -200,7 +202,7 @@ def score_seed(graph: Graph, arm: str, seed: int, device: str, console) -> dict:
     from .evaluate import test_split
     key = {"models": {m: (graph.record(m) or {}).get("outputs_digest") for m in MODELS},
            "evaluate": {k: graph.cfg.get(k) for k in section_keys(graph.cfg, "evaluate", ("batch_size",))},
-           "code": [code_digest("dlkdd.pipeline.evaluate"), code_digest("dlkdd.pipeline.study")]}
+           "code": code_digests("dlkdd.pipeline.study:score_seed")}
     path = graph.cache / "study" / arm / f"seed{seed}-{graph.out_dir('teacher').name}.json"
     saved = _fresh_eval(path, key)
     if saved is not None:

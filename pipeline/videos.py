@@ -29,18 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 log = logging.getLogger("dlkdd")
+
+# the bundled sample dataset: the default when data.root is unset
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm")
 LIST_FORMATS = ("arid", "arid15", "mmaction")
 CLASSES_FILE = "classes.txt"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A mistake in a split list, a class list or the dataset layout (one line)."""
 
 
-class VideoError(RuntimeError):
+class VideoError(UserError, RuntimeError):
     """A video decord cannot decode: "<path>: <reason>" (one line)."""
 
 
@@ -238,6 +243,11 @@ def _check_overlap(train: list[VideoEntry], test: list[VideoEntry]) -> None:
         if other is not None:
             raise DatasetError(f"{e.source}:{e.line}: {e.rel} is also in the train split "
                                f"({other.source}:{other.line})")
+
+
+def dataset_root(cfg) -> Path:
+    """The dataset's folder (a Config's data.root), or the bundled sample when it is unset."""
+    return Path(cfg.data.root) if cfg.data.root else SAMPLE
 
 
 def read_dataset(cfg, root) -> DatasetIndex:

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
+
 PRETRAIN = "pretrain"  # the source "the pretrain stage's weights for this architecture"
 
 # torchvision's Kinetics-400 video statistics (torchvision.transforms._presets.VideoClassification);
@@ -54,7 +56,7 @@ BASE_URL_ENV = "DLKDD_WEIGHTS_BASE_URL"  # serve the same file names from elsewh
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention
 
 
-class WeightsDownloadError(ValueError):
+class WeightsDownloadError(UserError, ValueError):
     """Published weights that cannot be downloaded or fail their hash check (one line)."""
 
 
@@ -154,7 +156,7 @@ def resolve(train_cfg, classes: list[str], cfg, cache: Path, console=None) -> In
     source, model = train_cfg.pretrained, train_cfg.model
     problem = check_source(source, model)
     if problem:
-        from .stages import StageError
+        from ..errors import StageError
         raise StageError(f"pretrained = {source!r}: {problem}")
     if source == "" or (source == PRETRAIN and not pretraining_on(cfg)):
         return Init(source)
@@ -181,7 +183,7 @@ def _read(path: Path) -> dict:
 def _from_trained(source: str, path: Path, meta_path: Path, classes: list[str]) -> Init:
     """A state dict file; with a dlkdd meta.json beside it, its classes, options and normalisation."""
     if not path.is_file():
-        from .stages import StageError
+        from ..errors import StageError
         raise StageError(f"{path}: pretrained weights missing" +
                          ("; run `dlkdd pretrain`" if source == PRETRAIN else ""))
     state = _read(path)
@@ -198,7 +200,7 @@ def _read_meta(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        from .stages import StageError
+        from ..errors import StageError
         raise StageError(f"{path}: unreadable ({_first_line(e)})") from None
     return meta if isinstance(meta, dict) else {}
 

@@ -125,6 +125,20 @@ def test_teacher_under_torchrun_two_processes(videos, tmp_path):
     assert len(metrics) == 2
     status = json.loads(invoke(*base, "status", "--json").output)["stages"]
     assert {r["stage"]: r["state"] for r in status}["teacher"] == "fresh"
+    # --force on the fresh teacher retrains it from nothing (rank 0 empties the folder for all)
+    first = json.loads((tmp_path / "c" / "stages" / "teacher.json").read_text())
+    (tmp_path / "c" / "teacher" / "left-from-the-last-run.txt").write_text("x")
+    forced = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "dlkdd.cli", *base, "teacher", "--force"],
+                            capture_output=True, text=True, cwd=repo)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert "running on 2 processes (--force)" in forced.stderr
+    again = json.loads((tmp_path / "c" / "stages" / "teacher.json").read_text())
+    assert again["summary"]["epochs_run"] == 2 and again["summary"]["resumed_from"] is None
+    assert again["started"] >= first["started"]
+    assert not (tmp_path / "c" / "teacher" / "left-from-the-last-run.txt").exists()
+    assert len((tmp_path / "c" / "teacher" / "metrics.jsonl").read_text().splitlines()) == 2
+    status = json.loads(invoke(*base, "status", "--json").output)["stages"]
+    assert {r["stage"]: r["state"] for r in status}["teacher"] == "fresh"
 
 
 @pytest.mark.slow

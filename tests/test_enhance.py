@@ -10,7 +10,7 @@ from rich.console import Console
 from dlkdd.pipeline import enhance
 from dlkdd.pipeline.config import Config, set_value
 from dlkdd.pipeline.shards import read_clip
-from dlkdd.pipeline.stages import Graph, execute
+from dlkdd.pipeline.graph import Graph, execute
 from videofix import make_video_dataset
 
 
@@ -181,7 +181,7 @@ def test_fitted_zero_dce_pp_brightens_the_cache(videos, tmp_path):
 
 def _sample_subset(dst: Path, per_split: dict) -> Path:
     """The first videos of each split of the bundled sample (committed bytes: a stable input)."""
-    from dlkdd.pipeline.stages import DEFAULT_SAMPLE
+    from dlkdd.pipeline.videos import SAMPLE as DEFAULT_SAMPLE
     for split, n in per_split.items():
         rows = (DEFAULT_SAMPLE / "splits" / f"{split}.txt").read_text().splitlines()[:n]
         for row in rows:

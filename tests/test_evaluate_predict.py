@@ -20,7 +20,7 @@ from dlkdd.pipeline.config import Config, DataConfig
 from dlkdd.pipeline.evaluate import ROWS, format_table, run_stage
 from dlkdd.pipeline.predict import check_export, export_student, predict_videos, read_export_meta
 from dlkdd.pipeline.shards import ClipDataset
-from dlkdd.pipeline.stages import Context, Graph
+from dlkdd.pipeline.graph import Context, Graph
 from dlkdd.pipeline.train import METRICS
 from dlkdd.pipeline.views import apply_view, multi_view_crops
 from tests.cachefix import make_clip_cache

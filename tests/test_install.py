@@ -18,7 +18,7 @@ import pytest
 from videofix import make_video_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("__init__.py", "cli.py", "pipeline", "models", "setup.cfg", "pyproject.toml", "README.md")
+SOURCES = ("__init__.py", "cli.py", "errors.py", "pipeline", "models", "setup.cfg", "pyproject.toml", "README.md")
 # Someone else's top-level modules of the same names: importing any of them is a failure.
 DECOYS = {"models/__init__.py": "raise ImportError('a top-level `models` was imported: not dlkdd.models')\n",
           "pipeline/__init__.py": "raise ImportError('a top-level `pipeline` was imported')\n",

@@ -20,12 +20,12 @@ from rich.console import Console
 
 from dlkdd import models
 from dlkdd.pipeline import classifiers
-from dlkdd.pipeline import stages as st
 from dlkdd.pipeline import student as student_stage
 from dlkdd.pipeline import classifiers, weights
 from dlkdd.pipeline.checkpoints import load_trained
 from dlkdd.pipeline.config import Config, ConfigError, validate
-from dlkdd.pipeline.stages import Context, Graph, execute, upstream_closure
+from dlkdd.errors import StageError
+from dlkdd.pipeline.graph import Context, Graph, execute, upstream_closure
 from tests.cachefix import make_clip_cache
 from tests.videofix import make_video_dataset
 
@@ -299,7 +299,7 @@ def test_pretrain_is_an_upstream_only_where_a_model_starts_from_it(day):
     assert "pretrain" in upstream_closure("student", cfg=cfg)
     cfg.pretrain.root = ""  # pretraining off: "pretrain" means random, nothing upstream
     assert "pretrain" not in upstream_closure("evaluate", cfg=cfg)
-    with pytest.raises(st.StageError, match="pretrain.root is empty"):
+    with pytest.raises(StageError, match="pretrain.root is empty"):
         from dlkdd.pipeline.pretrain import run_stage
         run_stage(Context(Graph(cfg, Path("unused")), "pretrain", Path("unused"), "cpu", QUIET))
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from dlkdd.models import sci
 from dlkdd.pipeline import enhancer as en
 from dlkdd.pipeline.config import Config, ConfigError, EnhancerConfig, set_value, validate
-from dlkdd.pipeline.stages import _enhancer_params
+from dlkdd.pipeline.stages import enhancer_params as _enhancer_params
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "sci"
 NAMES = ("easy", "medium", "difficult")
@@ -105,7 +105,9 @@ def test_config_registers_sci_and_its_fingerprint_keys():
     with pytest.raises(ConfigError, match="needs enhancer.weights"):
         validate(cfg)
     set_value(cfg, "enhancer.weights", "x.pt")
-    assert _enhancer_params(cfg) == ["enhancer.kind", "enhancer.mode", "enhancer.weights"]
+    assert _enhancer_params(cfg) == ["enhancer.kind", "enhancer.mode"]  # the weights file is an input
+    from dlkdd.pipeline.stages import enhancer_inputs
+    assert enhancer_inputs(cfg) == {"enhancer.weights": Path("x.pt")}
 
 
 def test_fitted_sci_saves_and_loads_as_the_enhancer(tmp_path):
@@ -125,7 +127,7 @@ def test_fitted_sci_saves_and_loads_as_the_enhancer(tmp_path):
 def test_enhance_stage_with_imported_sci(tmp_path):
     import json
     from rich.console import Console
-    from dlkdd.pipeline.stages import Graph, execute
+    from dlkdd.pipeline.graph import Graph, execute
     from videofix import make_video_dataset
     videos = make_video_dataset(tmp_path / "videos", classes=2, train=2, test=1, frames=8)
     cfg = Config()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from dlkdd.pipeline import stages as st
+from dlkdd.pipeline import graph as st
+from dlkdd.pipeline import stages
 from dlkdd.pipeline.config import Config, set_value
 
 MODULE = '''
@@ -32,16 +33,14 @@ def graph_factory(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(mods))
     for name in ("fake_up", "fake_down"):  # each test imports its own copies
         monkeypatch.delitem(sys.modules, name, raising=False)
-    stages = {
-        "up": st.Stage("up", (), lambda c: ["teacher.epochs"], ("fake_up",), lambda c: "up",
-                       "fake_up:run_stage"),
-        "down": st.Stage("down", ("up",), lambda c: ["student.alpha"], ("fake_down",),
-                         lambda c: "down", "fake_down:run_stage"),
+    fakes = {
+        "up": st.Stage(name="up", run="fake_up:run_stage", params=("teacher.epochs",), trains=True, doc="up"),
+        "down": st.Stage(name="down", run="fake_down:run_stage", upstream=("up",), params=("student.alpha",),
+                         doc="down"),
     }
 
-    def make(cfg=None):
-        st._AST_CACHE.clear()
-        return st.Graph(cfg or Config(), tmp_path / "cache", stages=stages)
+    def make(cfg=None, checksum=False):
+        return st.Graph(cfg or Config(), tmp_path / "cache", checksum=checksum, stages=fakes)
     make.mods = mods
     return make
 
@@ -163,21 +162,19 @@ def test_dry_run_and_force(graph_factory):
     assert not (g.cache / "stages").exists()
     st.execute(graph_factory(), "down", "cpu", quiet())
     assert st.execute(graph_factory(), "down", "cpu", quiet(), force=True) == ["down"]
-    plan = st.plan(graph_factory(), "down", force=True)
-    assert [(n, will) for n, _, will in plan] == [("up", False), ("down", True)]
 
 
-def test_unavailable_stage_is_a_clear_error(graph_factory, tmp_path):
-    stages = {"x": st.Stage("x", (), lambda c: [], (), lambda c: "x", "no_such_module_here:run")}
-    g = st.Graph(Config(), tmp_path / "c2", stages=stages)
-    with pytest.raises(st.StageUnavailable, match="stage x is not available yet"):
+def test_a_stage_whose_module_is_absent_is_a_one_line_error(tmp_path):
+    fakes = {"x": st.Stage(name="x", run="no_such_module_here:run", doc="x")}
+    g = st.Graph(Config(), tmp_path / "c2", stages=fakes)
+    with pytest.raises(st.StageError, match="stage function no_such_module_here:run: module not found"):
         st.execute(g, "x", "cpu", quiet())
 
 
 def test_real_graph_is_topological_and_closes_over_upstream():
-    names = list(st.STAGES)
+    names = list(stages.STAGES)
     for i, name in enumerate(names):
-        for up in st.STAGES[name].upstream:
+        for up in stages.STAGES[name].upstream_of(Config()):
             assert names.index(up) < i
     assert st.upstream_closure("soft-labels") == ["enhancer", "enhance", "teacher", "soft-labels"]
     assert st.upstream_closure("baseline") == ["enhancer", "enhance", "baseline"]
@@ -186,17 +183,31 @@ def test_real_graph_is_topological_and_closes_over_upstream():
 def test_student_variants_have_their_own_folder():
     a, b = Config(), Config()
     set_value(b, "student.alpha", 0.3)
-    out_a, out_b = st.STAGES["student"].out(a), st.STAGES["student"].out(b)
+    out_a, out_b = stages.STAGES["student"].folder(a), stages.STAGES["student"].folder(b)
     assert out_a != out_b and out_a.startswith("student/a0.5-T4-") and out_b.startswith("student/a0.3-")
     # the baseline does not read alpha: one baseline serves every sweep
-    assert st.params_hash(a, st.STAGES["baseline"].params(a)) == st.params_hash(b, st.STAGES["baseline"].params(b))
+    base = stages.STAGES["baseline"]
+    assert st.params_hash(a, base.keys(a)) == st.params_hash(b, base.keys(b))
 
 
-def test_force_on_a_fresh_training_stage_starts_from_an_empty_folder(graph_factory, monkeypatch):
-    monkeypatch.setattr(st, "TRAINING_STAGES", ("up",))
-    g = graph_factory()
+def test_force_on_a_fresh_training_stage_starts_from_an_empty_folder(graph_factory):
+    g = graph_factory()  # `up` is declared trains=True
     st.execute(g, "up", "cpu", quiet())
     (g.cache / "up" / "checkpoint-like.bin").write_text("left from the last run")
     st.execute(graph_factory(), "up", "cpu", quiet(), force=True)
     assert not (g.cache / "up" / "checkpoint-like.bin").exists()
     assert (g.cache / "up" / "out.txt").exists()
+
+
+def test_an_upstream_only_some_configs_read(graph_factory, tmp_path):
+    """A stage can name an upstream stage as a function of the config (e.g. pretrained weights)."""
+    fakes = {
+        "up": st.Stage(name="up", run="fake_up:run_stage", params=("teacher.epochs",), doc="up"),
+        "down": st.Stage(name="down", run="fake_down:run_stage", params=("student.alpha",), doc="down",
+                         upstream=(lambda c: ("up",) if c.student.alpha > 0.6 else (),)),
+    }
+    low, high = Config(), Config()
+    set_value(high, "student.alpha", 0.7)
+    assert st.upstream_closure("down", fakes, low) == ["down"]
+    assert st.upstream_closure("down", fakes, high) == ["up", "down"]
+    assert st.execute(st.Graph(high, tmp_path / "c3", stages=fakes), "down", "cpu", quiet()) == ["up", "down"]

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from dlkdd.pipeline import stages as st
 from dlkdd.pipeline.checkpoints import load_trained
 from dlkdd.pipeline.config import Config
 from dlkdd.pipeline.data import draw_view
 from dlkdd.pipeline.distill import distillation_loss, make_loss_fn
 from dlkdd.pipeline.shards import ShardError, read_clip
-from dlkdd.pipeline.student import list_variants, run_baseline, run_student, student_datasets
+from dlkdd.pipeline.graph import Context, Graph
+from dlkdd.pipeline.stages import list_variants
+from dlkdd.pipeline.student import run_baseline, run_student, student_datasets
 from dlkdd.pipeline.views import apply_view, normalize, view_params
 from tests.cachefix import make_clip_cache
 
@@ -106,13 +107,13 @@ def write_logits(path, logits, **attrs):
 
 
 def make_ctx(tmp_path, cfg, stage="student", index=None):
-    graph = st.Graph(cfg, tmp_path)
+    graph = Graph(cfg, tmp_path)
     clips = graph.out_dir("enhance")
     if not (clips / "index.json").exists():
         index = make_clip_cache(clips, classes=K, train_per_class=4, test_per_class=1, T=4, H=20, W=24)
     out = graph.out_dir(stage)
     out.mkdir(parents=True, exist_ok=True)
-    return st.Context(graph, stage, out, "cpu", Console(quiet=True)), index
+    return Context(graph, stage, out, "cpu", Console(quiet=True)), index
 
 
 def test_student_sees_the_logits_of_the_view_it_was_given(tmp_path):

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from dlkdd.pipeline import study
 from dlkdd.pipeline.config import Config
-from dlkdd.pipeline.stages import Graph
+from dlkdd.pipeline.graph import Graph
 from tests.cachefix import make_clip_cache
 
 
@@ -108,7 +108,7 @@ def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
     for name, arm in arms.items():
         stages = study.stages_for(cfg, arm, 0, False)
         arm_cfg = study.seed_config(cfg, arm, 0, False)
-        moved[name] = {s for s in stages if stages[s].out(arm_cfg).startswith(f"ablation/{name}/")}
+        moved[name] = {s for s in stages if stages[s].folder(arm_cfg).startswith(f"ablation/{name}/")}
     assert moved["dlkdd"] == set()
     assert moved["teacher-original"] == {"teacher", "soft-labels", "student", "evaluate"}  # clips, baseline shared
     assert moved["teacher-small"] >= {"teacher", "soft-labels", "student"} and "enhance" not in moved["teacher-small"]
@@ -118,7 +118,7 @@ def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
     for a in arms.values():
         stages, c = study.stages_for(cfg, a, 0, False), study.seed_config(cfg, a, 0, False)
         for s in ("teacher", "student", "baseline"):
-            folders.add(stages[s].out(c))
+            folders.add(stages[s].folder(c))
             records.add(stages[s].record_name(c))
     assert len(records) == len(folders)
 

@@ -15,7 +15,7 @@ from dlkdd.pipeline.checkpoints import load_trained
 from dlkdd.pipeline.config import Config
 from dlkdd.pipeline.data import LOGITS_FILE
 from dlkdd.pipeline.shards import ClipDataset
-from dlkdd.pipeline.stages import Context, Graph
+from dlkdd.pipeline.graph import Context, Graph
 from dlkdd.pipeline.views import apply_view, normalize, view_params
 from tests.cachefix import make_clip_cache
 

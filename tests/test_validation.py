@@ -16,7 +16,7 @@ from dlkdd.pipeline.config import Config, ConfigError, DataConfig, build_config
 from dlkdd.pipeline.data import ViewDataset
 from dlkdd.pipeline.predict import export_student
 from dlkdd.pipeline.shards import ClipDataset
-from dlkdd.pipeline.stages import Context, Graph
+from dlkdd.pipeline.graph import Context, Graph
 from dlkdd.pipeline.train import evaluate as evaluate_split, load_checkpoint
 from dlkdd.pipeline.videos import DatasetError, held_out_count, read_dataset
 from dlkdd.pipeline.views import normalize
