@@ -268,20 +268,49 @@ def expose_dark(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
 
 
+# x264 options for identical bytes from identical frames: one thread, and no
+# assembly. With its CPU-detected assembly, x264 core 165's AVX-512 macroblock-tree
+# code made the same frames encode to different bytes from run to run (heap
+# dependent: reads past the data it owns), and its other SIMD levels round the
+# macroblock-tree floats differently from each other (AVX2 vs C: other bytes). The
+# plain C path is the same on every x86 CPU; it costs ~0.05 s per 64x64 video.
+X264_OPTIONS = {"preset": "medium", "threads": "1", "x264-params": "asm=0"}
+
+
+def rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 of an RGB uint8 frame in exact integer math.
+
+    The matrix is swscale's default for rgb24 -> yuv420p (what a decoder assumes
+    for untagged video); doing it here rather than in swscale keeps CPU-specific
+    SIMD rounding out of the bytes. Chroma is taken from each 2x2 block's sum.
+    Returns PyAV's yuv420p layout: Y, U, V planes flattened into (H*3/2, W).
+    """
+    h, w = frame.shape[:2]
+    r, g, b = (frame[..., c].astype(np.int32) for c in range(3))
+    # Coefficients: (65.481, 128.553, 24.966; -37.797, -74.203, 112; 112, -93.786, -18.214) / 255, in 1/65536.
+    y = ((16829 * r + 33039 * g + 6416 * b + (1 << 15)) >> 16) + 16
+    r4, g4, b4 = (x.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) for x in (r, g, b))
+    u = ((-9714 * r4 - 19070 * g4 + 28784 * b4 + (1 << 17)) >> 18) + 128
+    v = ((28784 * r4 - 24103 * g4 - 4681 * b4 + (1 << 17)) >> 18) + 128
+    planes = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).astype(np.uint8)
+    return planes.reshape(h * 3 // 2, w)
+
+
 def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int | None = None) -> None:
-    """H.264 yuv420p mp4 via PyAV; single-threaded x264 and bitexact muxing for identical bytes."""
+    """H.264 yuv420p mp4 via PyAV, bytes determined by the frames alone (see X264_OPTIONS)."""
     import av
 
     tmp = path.with_name(path.name + ".tmp")
     with av.open(str(tmp), "w", format="mp4",
                  container_options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream("libx264", rate=fps, options={
-            "crf": str(CRF if crf is None else crf), "preset": "medium", "threads": "1"})
+            "crf": str(CRF if crf is None else crf), **X264_OPTIONS})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            yuv = av.VideoFrame.from_ndarray(rgb_to_yuv420(frame), format="yuv420p")
+            for packet in stream.encode(yuv):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)

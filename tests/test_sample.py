@@ -1,5 +1,9 @@
 """The synthetic dark-action sample: deterministic, well-formed, dark, small."""
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +12,8 @@ import pytest
 pytest.importorskip("av")
 decord = pytest.importorskip("decord")
 
-from dlkdd.pipeline.sample import CLASS_ORDER, read_split, make_sample, sample_stats  # noqa: E402
+from dlkdd.pipeline.sample import (CLASS_ORDER, make_sample, read_split, rgb_to_yuv420,  # noqa: E402
+                                   sample_stats)
 
 SMALL = dict(classes=3, videos_per_class=4, test_per_class=1, size=32, frames=(8, 12))
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -33,6 +38,27 @@ def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
     assert a == b
     videos = [k for k in a if k.endswith(".mp4")]
     assert all(a[k] != c[k] for k in videos)
+
+
+def test_same_seed_same_bytes_in_another_process(small, tmp_path):
+    root, _ = small
+    code = ("import json, sys; from dlkdd.pipeline.sample import make_sample; "
+            "make_sample(sys.argv[1], seed=0, **json.loads(sys.argv[2]))")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "p"), json.dumps(SMALL)],
+                   check=True, env=os.environ.copy())
+    assert digests(tmp_path / "p") == digests(root)
+
+
+def test_rgb_to_yuv420_is_bt601_limited_range():
+    colours = {(0, 0, 0): (16, 128, 128), (255, 255, 255): (235, 128, 128),
+               (255, 0, 0): (81, 90, 240), (0, 255, 0): (145, 54, 34), (0, 0, 255): (41, 240, 110),
+               (10, 20, 30): (32, 134, 123)}  # the values swscale gives
+    for rgb, (y, u, v) in colours.items():
+        planes = rgb_to_yuv420(np.full((4, 6, 3), rgb, np.uint8))
+        assert planes.shape == (6, 6) and planes.dtype == np.uint8
+        assert (planes[:4] == y).all(), rgb
+        chroma = planes[4:].ravel()
+        assert (chroma[:6] == u).all() and (chroma[6:] == v).all(), rgb
 
 
 def test_lists_parse_and_match_files(small):
