@@ -1,4 +1,5 @@
-"""Deterministic synthetic *dark action* dataset (the bundled `data/sample`).
+"""Deterministic synthetic *dark action* dataset (the bundled `data/sample`), with a
+normal-light counterpart (`data/sample/day`) for pretraining.
 
 Classes differ only by the actor's **motion** (direction, speed, rhythm,
 trajectory, growth, rotation); its colour, shape, size and start position, the
@@ -6,12 +7,15 @@ textured background, the distractors and the camera shake are drawn per video
 from the same distributions for every class, so one frame does not give the
 class away. The rendered scene is then exposed dark (mean ~5 % of full scale)
 through a Poisson-Gaussian sensor model and H.264-encoded, so the raw dark
-input is genuinely harder than an enhanced one while staying learnable.
+input is genuinely harder than an enhanced one while staying learnable. The day
+set renders other scenes (its own seed stream) with the same generator at normal
+exposure and light noise: only the light differs, as between a camera's day and
+night footage.
 
 Layout follows ARID: `<Class>/<Class>_<n>.mp4`, `splits/{train,test}.txt`
-(`idx<TAB>label<TAB>Class/Class_n.mp4`) and `classes.txt`.
+(`idx<TAB>label<TAB>Class/Class_n.mp4`) and `classes.txt`; the same under `day/`.
 
-    python -c "from pipeline.sample import make_sample; print(make_sample('data/sample'))"
+    dlkdd sample data/sample
 """
 from __future__ import annotations
 
