@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path, write_bytes
+
 # ARID's action words, in a fixed order; `make_sample(classes=k)` takes the first k.
 CLASS_ORDER = ("Drink", "Jump", "Pick", "Pour", "Push", "Run",
                "Sit", "Stand", "Turn", "Walk", "Wave")
@@ -311,9 +313,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int | None = None) 
     """H.264 yuv420p mp4 via PyAV, bytes determined by the frames alone (see X264_OPTIONS)."""
     import av
 
-    tmp = path.with_name(path.name + ".tmp")
-    with av.open(str(tmp), "w", format="mp4",
-                 container_options={"fflags": "+bitexact"}) as out:
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4",
+                                            container_options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream("libx264", rate=fps, options={
             "crf": str(CRF if crf is None else crf), **X264_OPTIONS})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -325,7 +326,6 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int | None = None) 
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- dataset
@@ -388,11 +388,10 @@ def _write_set(root: Path, names: list[str], seed: int, light: str, videos_per_c
             rel = f"{name}/{name}_{n}.mp4"
             write_mp4(root / rel, expose(clean, rng, light), fps, CRFS[light])
             lines["test" if n in test_ids else "train"].append((label, rel))
-    (root / "splits").mkdir(parents=True, exist_ok=True)
-    for split, rows in lines.items():
+    for split, rows in lines.items():  # the lists last: an interrupted run leaves no list
         text = "".join(f"{i}\t{label}\t{rel}\n" for i, (label, rel) in enumerate(rows))
-        (root / "splits" / f"{split}.txt").write_text(text)
-    (root / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+        write_bytes(root / "splits" / f"{split}.txt", text.encode())
+    write_bytes(root / "classes.txt", "".join(f"{n}\n" for n in names).encode())
 
 
 def make_sample(out_dir, seed: int = 0, classes: int = 6, videos_per_class: int = 60,
