@@ -300,10 +300,10 @@ def status(settings: Settings, as_json, verify, checksum):
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same bytes.")
 @click.option("--classes", type=int, default=6, show_default=True, help="Number of action classes.")
-@click.option("--videos-per-class", type=int, default=60, show_default=True, help="Dark videos per class.")
-@click.option("--test-per-class", type=int, default=20, show_default=True,
+@click.option("--videos-per-class", type=int, default=47, show_default=True, help="Dark videos per class.")
+@click.option("--test-per-class", type=int, default=17, show_default=True,
               help="Dark videos per class in the test split.")
-@click.option("--day-videos-per-class", type=int, default=30, show_default=True,
+@click.option("--day-videos-per-class", type=int, default=50, show_default=True,
               help="Normal-light videos per class, in OUT_DIR/day (0 = no day set).")
 @click.option("--day-test-per-class", type=int, default=10, show_default=True,
               help="Normal-light videos per class in the day set's test split.")

@@ -394,9 +394,9 @@ def _write_set(root: Path, names: list[str], seed: int, light: str, videos_per_c
     write_bytes(root / "classes.txt", "".join(f"{n}\n" for n in names).encode())
 
 
-def make_sample(out_dir, seed: int = 0, classes: int = 6, videos_per_class: int = 60,
-                size: int = 64, frames=(16, 24), test_per_class: int = 20,
-                day_videos_per_class: int = 30, day_test_per_class: int = 10) -> dict:
+def make_sample(out_dir, seed: int = 0, classes: int = 6, videos_per_class: int = 47,
+                size: int = 64, frames=(16, 24), test_per_class: int = 17,
+                day_videos_per_class: int = 50, day_test_per_class: int = 10) -> dict:
     """Generate the dark set under `out_dir` and the day set under `out_dir/day`.
 
     Both sets render the same classes with the same generator; they differ in
