@@ -308,17 +308,26 @@ def _status_tables(cache, rows: list[dict], variants: list[dict]) -> None:
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same bytes.")
 @click.option("--classes", type=int, default=6, show_default=True, help="Number of action classes.")
-@click.option("--videos-per-class", type=int, default=24, show_default=True, help="Videos per class.")
-@click.option("--test-per-class", type=int, default=6, show_default=True,
-              help="Videos per class in the test split.")
-@click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels.")
-def sample(out_dir, seed, classes, videos_per_class, test_per_class, size):
-    """Generate the synthetic dark-action sample dataset (ARID-format lists) into OUT_DIR."""
-    from .pipeline.sample import make_sample
-    if test_per_class >= videos_per_class:
-        raise click.BadParameter("must be smaller than --videos-per-class", param_hint="--test-per-class")
-    stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class,
-                        size=size, test_per_class=test_per_class)
+@click.option("--videos-per-class", type=int, default=47, show_default=True, help="Dark videos per class.")
+@click.option("--test-per-class", type=int, default=17, show_default=True,
+              help="Dark videos per class in the test split.")
+@click.option("--day-videos-per-class", type=int, default=50, show_default=True,
+              help="Normal-light videos per class, in OUT_DIR/day (0 = no day set).")
+@click.option("--day-test-per-class", type=int, default=10, show_default=True,
+              help="Normal-light videos per class in the day set's test split.")
+@click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels (even).")
+def sample(out_dir, seed, classes, videos_per_class, test_per_class, day_videos_per_class,
+           day_test_per_class, size):
+    """Generate the synthetic dark-action sample (ARID-format lists) into OUT_DIR, and its
+    normal-light counterpart (other scenes, same classes) into OUT_DIR/day."""
+    from .pipeline.sample import SampleError, make_sample
+    try:
+        stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class,
+                            size=size, test_per_class=test_per_class,
+                            day_videos_per_class=day_videos_per_class,
+                            day_test_per_class=day_test_per_class)
+    except SampleError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(json.dumps(stats, indent=2))
 
 

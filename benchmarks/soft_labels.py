@@ -46,7 +46,8 @@ def videos(n: int, work: Path) -> tuple[list[tuple[str, int]], list[str], str]:
         from dlkdd.pipeline.sample import make_sample
         root, source = work / "sample", "generated"
         t0 = time.perf_counter()
-        make_sample(root, classes=6, videos_per_class=max(2, math.ceil(n / 6)), test_per_class=1)
+        make_sample(root, classes=6, videos_per_class=max(2, math.ceil(n / 6)), test_per_class=1,
+                    day_videos_per_class=0)
         source += f" in {time.perf_counter() - t0:.1f} s"
     index = read_dataset(DataConfig(), root)
     entries = [*index.entries("train"), *index.entries("test")]

@@ -1,4 +1,5 @@
-"""Deterministic synthetic *dark action* dataset (the bundled `data/sample`).
+"""Deterministic synthetic *dark action* dataset (the bundled `data/sample`), with a
+normal-light counterpart (`data/sample/day`) for pretraining.
 
 Classes differ only by the actor's **motion** (direction, speed, rhythm,
 trajectory, growth, rotation); its colour, shape, size and start position, the
@@ -6,12 +7,15 @@ textured background, the distractors and the camera shake are drawn per video
 from the same distributions for every class, so one frame does not give the
 class away. The rendered scene is then exposed dark (mean ~5 % of full scale)
 through a Poisson-Gaussian sensor model and H.264-encoded, so the raw dark
-input is genuinely harder than an enhanced one while staying learnable.
+input is genuinely harder than an enhanced one while staying learnable. The day
+set renders other scenes (its own seed stream) with the same generator at normal
+exposure and light noise: only the light differs, as between a camera's day and
+night footage.
 
 Layout follows ARID: `<Class>/<Class>_<n>.mp4`, `splits/{train,test}.txt`
-(`idx<TAB>label<TAB>Class/Class_n.mp4`) and `classes.txt`.
+(`idx<TAB>label<TAB>Class/Class_n.mp4`) and `classes.txt`; the same under `day/`.
 
-    python -c "from pipeline.sample import make_sample; print(make_sample('data/sample'))"
+    dlkdd sample data/sample
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path, write_bytes
 
 # ARID's action words, in a fixed order; `make_sample(classes=k)` takes the first k.
 CLASS_ORDER = ("Drink", "Jump", "Pick", "Pour", "Push", "Run",
@@ -252,80 +258,166 @@ def _draw_distractor(img, d, i, yy, xx, size):
     return img * (1 - alpha) + alpha * d["rgb"]
 
 
-def expose_dark(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Scale a clean clip to a dark exposure and add Poisson-Gaussian sensor noise.
+# Sensor exposures: the clean clip's mean is scaled to `mean` (share of full scale);
+# photon counts are Poisson at `gain` digital levels per photo-electron, plus Gaussian
+# read noise of `read` levels; then rounding and clipping to uint8.
+EXPOSURES = {
+    # night: a high-ISO small sensor, 3.5-7 % mean
+    "dark": dict(mean=(0.035, 0.07), gain=(0.4, 0.9), read=(1.0, 2.0)),
+    # daylight: the same scenes at normal exposure, many photons, light noise
+    "day": dict(mean=(0.35, 0.5), gain=(0.03, 0.08), read=(0.3, 0.8)),
+}
 
-    The clean mean is set to 3.5-7 % of full scale; photon counts are Poisson
-    with a gain of 0.4-0.9 levels per electron (a high-ISO small sensor), plus
-    Gaussian read noise of 1-2 levels, then rounding and clipping to uint8.
-    """
-    target = rng.uniform(0.035, 0.07) * 255
-    gain = rng.uniform(0.4, 0.9)  # digital levels per photo-electron
-    read_sigma = rng.uniform(1.0, 2.0)  # levels
+
+def expose(video: np.ndarray, rng: np.random.Generator, light: str = "dark") -> np.ndarray:
+    """Scale a clean clip to the `light` exposure (see EXPOSURES) with Poisson-Gaussian noise."""
+    ranges = EXPOSURES[light]
+    target = rng.uniform(*ranges["mean"]) * 255
+    gain = rng.uniform(*ranges["gain"])
+    read_sigma = rng.uniform(*ranges["read"])
     levels = video * (target / max(float(video.mean()), 1e-6))
     electrons = rng.poisson(levels / gain)
     noisy = electrons * gain + rng.normal(0.0, read_sigma, video.shape)
     return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
 
 
+# x264 options for identical bytes from identical frames: one thread, and no
+# assembly. With its CPU-detected assembly, x264 core 165's AVX-512 macroblock-tree
+# code made the same frames encode to different bytes from run to run (heap
+# dependent: reads past the data it owns), and its other SIMD levels round the
+# macroblock-tree floats differently from each other (AVX2 vs C: other bytes). The
+# plain C path is the same on every x86 CPU; it costs ~0.05 s per 64x64 video.
+X264_OPTIONS = {"preset": "medium", "threads": "1", "x264-params": "asm=0"}
+
+
+def rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 of an RGB uint8 frame in exact integer math.
+
+    The matrix is swscale's default for rgb24 -> yuv420p (what a decoder assumes
+    for untagged video); doing it here rather than in swscale keeps CPU-specific
+    SIMD rounding out of the bytes. Chroma is taken from each 2x2 block's sum.
+    Returns PyAV's yuv420p layout: Y, U, V planes flattened into (H*3/2, W).
+    """
+    h, w = frame.shape[:2]
+    r, g, b = (frame[..., c].astype(np.int32) for c in range(3))
+    # Coefficients: (65.481, 128.553, 24.966; -37.797, -74.203, 112; 112, -93.786, -18.214) / 255, in 1/65536.
+    y = ((16829 * r + 33039 * g + 6416 * b + (1 << 15)) >> 16) + 16
+    r4, g4, b4 = (x.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) for x in (r, g, b))
+    u = ((-9714 * r4 - 19070 * g4 + 28784 * b4 + (1 << 17)) >> 18) + 128
+    v = ((28784 * r4 - 24103 * g4 - 4681 * b4 + (1 << 17)) >> 18) + 128
+    planes = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).astype(np.uint8)
+    return planes.reshape(h * 3 // 2, w)
+
+
 def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int | None = None) -> None:
-    """H.264 yuv420p mp4 via PyAV; single-threaded x264 and bitexact muxing for identical bytes."""
+    """H.264 yuv420p mp4 via PyAV, bytes determined by the frames alone (see X264_OPTIONS)."""
     import av
 
-    tmp = path.with_name(path.name + ".tmp")
-    with av.open(str(tmp), "w", format="mp4",
-                 container_options={"fflags": "+bitexact"}) as out:
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4",
+                                            container_options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream("libx264", rate=fps, options={
-            "crf": str(CRF if crf is None else crf), "preset": "medium", "threads": "1"})
+            "crf": str(CRF if crf is None else crf), **X264_OPTIONS})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            yuv = av.VideoFrame.from_ndarray(rgb_to_yuv420(frame), format="yuv420p")
+            for packet in stream.encode(yuv):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- dataset
 
-def make_sample(out_dir, seed: int = 0, classes: int = 6, videos_per_class: int = 24,
-                size: int = 64, frames=(24, 32), test_per_class: int = 6) -> dict:
-    """Generate the dataset under `out_dir`; return `sample_stats(out_dir)` plus timing."""
+DAY_DIR = "day"  # the normal-light set, a sub-folder of the sample with its own lists
+DAY_TAG = 777  # seed-stream tag of the day set: its videos never share a seed with the dark ones
+CRFS = {"dark": CRF, "day": 23}  # bright motion survives crf 23 (about half the bytes of 18)
+LIST_FILES = ("classes.txt", "splits/train.txt", "splits/test.txt")
+
+
+class SampleError(ValueError):
+    """A bad make_sample setting (one line)."""
+
+
+def _video_rng(seed: int, light: str, ci: int, n: int) -> np.random.Generator:
+    """The generator of video n of class index ci (n = 0: the class's test-split draw)."""
+    return np.random.default_rng([seed, ci, n] if light == "dark" else [seed, DAY_TAG, ci, n])
+
+
+def _check(classes, videos_per_class, test_per_class, size, frames, day_videos_per_class,
+           day_test_per_class) -> None:
     if not 1 <= classes <= len(CLASS_ORDER):
-        raise ValueError(f"classes must be 1..{len(CLASS_ORDER)}, got {classes}")
+        raise SampleError(f"classes must be 1..{len(CLASS_ORDER)}, got {classes}")
     if not 0 <= test_per_class < videos_per_class:
-        raise ValueError("test_per_class must be in [0, videos_per_class)")
-    start = time.perf_counter()
-    root = Path(out_dir)
-    names = sorted(CLASS_ORDER[:classes])
-    for other in sorted(set(CLASS_ORDER) - set(names)):  # left over from a larger config
-        for stale in (root / other).glob("*.mp4"):
+        raise SampleError("test_per_class must be in [0, videos_per_class)")
+    if day_videos_per_class and not 0 <= day_test_per_class < day_videos_per_class:
+        raise SampleError("day_test_per_class must be in [0, day_videos_per_class)")
+    if size < 16 or size % 2:
+        raise SampleError(f"size must be even and at least 16 (H.264 4:2:0), got {size}")
+    if not 2 <= frames[0] <= frames[1]:
+        raise SampleError(f"frames must be a range (lo, hi) with 2 <= lo <= hi, got {frames}")
+
+
+def _clear_set(root: Path) -> None:
+    """Remove the videos and lists a previous make_sample wrote under `root` (nothing else)."""
+    for name in CLASS_ORDER:
+        for stale in (root / name).glob("*.mp4"):
             stale.unlink()
+        if (root / name).is_dir() and not any((root / name).iterdir()):
+            (root / name).rmdir()
+    for rel in LIST_FILES:
+        (root / rel).unlink(missing_ok=True)
+
+
+def _write_set(root: Path, names: list[str], seed: int, light: str, videos_per_class: int,
+               test_per_class: int, size: int, frames) -> None:
+    """Render, expose, encode and list one set (ARID layout) under `root`."""
+    _clear_set(root)
     lines = {"train": [], "test": []}
     for label, name in enumerate(names):
-        class_dir = root / name
-        class_dir.mkdir(parents=True, exist_ok=True)
-        for stale in class_dir.glob("*.mp4"):
-            stale.unlink()
+        (root / name).mkdir(parents=True, exist_ok=True)
         ci = CLASS_ORDER.index(name)
-        test_ids = set(np.random.default_rng([seed, ci, 0]).choice(
+        test_ids = set(_video_rng(seed, light, ci, 0).choice(
             np.arange(1, videos_per_class + 1), test_per_class, replace=False).tolist())
         for n in range(1, videos_per_class + 1):
-            rng = np.random.default_rng([seed, ci, n])
+            rng = _video_rng(seed, light, ci, n)
             length = int(rng.integers(frames[0], frames[1] + 1))
             fps = int(rng.choice(FPS_CHOICES))
             clean = render_video(name, rng, size, length)
             rel = f"{name}/{name}_{n}.mp4"
-            write_mp4(root / rel, expose_dark(clean, rng), fps)
+            write_mp4(root / rel, expose(clean, rng, light), fps, CRFS[light])
             lines["test" if n in test_ids else "train"].append((label, rel))
-    (root / "splits").mkdir(parents=True, exist_ok=True)
-    for split, rows in lines.items():
+    for split, rows in lines.items():  # the lists last: an interrupted run leaves no list
         text = "".join(f"{i}\t{label}\t{rel}\n" for i, (label, rel) in enumerate(rows))
-        (root / "splits" / f"{split}.txt").write_text(text)
-    (root / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+        write_bytes(root / "splits" / f"{split}.txt", text.encode())
+    write_bytes(root / "classes.txt", "".join(f"{n}\n" for n in names).encode())
+
+
+def make_sample(out_dir, seed: int = 0, classes: int = 6, videos_per_class: int = 47,
+                size: int = 64, frames=(16, 24), test_per_class: int = 17,
+                day_videos_per_class: int = 50, day_test_per_class: int = 10) -> dict:
+    """Generate the dark set under `out_dir` and the day set under `out_dir/day`.
+
+    Both sets render the same classes with the same generator; they differ in
+    exposure and noise (EXPOSURES) and in their seeds, so no day video shows a
+    scene of the dark set. Returns `sample_stats` of the dark set (with the day
+    set's under "day") plus the seconds taken.
+    """
+    _check(classes, videos_per_class, test_per_class, size, frames, day_videos_per_class,
+           day_test_per_class)
+    start = time.perf_counter()
+    root = Path(out_dir)
+    names = sorted(CLASS_ORDER[:classes])
+    _write_set(root, names, seed, "dark", videos_per_class, test_per_class, size, frames)
+    if day_videos_per_class:
+        _write_set(root / DAY_DIR, names, seed, "day", day_videos_per_class, day_test_per_class,
+                   size, frames)
+    elif (root / DAY_DIR).is_dir():
+        _clear_set(root / DAY_DIR)
     stats = sample_stats(root)
+    if day_videos_per_class:
+        stats["day"] = sample_stats(root / DAY_DIR)
     stats["seconds"] = round(time.perf_counter() - start, 2)
     return stats
 
@@ -341,33 +433,35 @@ def read_split(path) -> list[tuple[int, str]]:
 
 
 def sample_stats(root, decode: bool = True) -> dict:
-    """Counts, size on disk and (decoding with decord) frames and mean brightness."""
+    """Counts, bytes of the listed files and (decoding with decord) frames and brightness."""
     root = Path(root)
     names = (root / "classes.txt").read_text().split()
     train, test = read_split(root / "splits/train.txt"), read_split(root / "splits/test.txt")
-    files = [p for p in root.rglob("*") if p.is_file()]
+    files = [root / rel for _, rel in train + test] + [root / rel for rel in LIST_FILES]
     stats = {
         "classes": len(names),
         "class_names": names,
-        "videos": sum(p.suffix == ".mp4" for p in files),
+        "videos": len({rel for _, rel in train + test}),
         "train": len(train),
         "test": len(test),
-        "bytes": sum(p.stat().st_size for p in files),
+        "bytes": sum(p.stat().st_size for p in files),  # listed videos and lists (not the day set)
     }
     stats["mb"] = round(stats["bytes"] / 1e6, 3)
     if decode:
         from decord import VideoReader, cpu
 
-        total, count, frames, per_class = 0.0, 0, 0, {n: [] for n in names}
+        total, count, frames, per_class, per_video = 0.0, 0, 0, {n: [] for n in names}, []
         for label, rel in train + test:
             vr = VideoReader(str(root / rel), ctx=cpu(0), num_threads=1)
             clip = vr.get_batch(list(range(len(vr)))).asnumpy()
             total += float(clip.sum(dtype=np.float64))
             count += clip.size
             frames += len(clip)
-            per_class[names[label]].append(clip.mean() / 255)
+            per_video.append(clip.mean() / 255)
+            per_class[names[label]].append(per_video[-1])
         stats["frames_decoded"] = frames
         stats["mean_brightness"] = round(total / max(count, 1) / 255, 4)
+        stats["video_brightness"] = [round(float(min(per_video)), 4), round(float(max(per_video)), 4)]
         stats["class_brightness"] = {n: round(float(np.mean(v)), 4) for n, v in per_class.items() if v}
     return stats
 
