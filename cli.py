@@ -79,6 +79,15 @@ def _os_error_line(e: OSError) -> str:
     return f"{where}: {reason}" if where else reason
 
 
+def day_set(cfg) -> str:
+    """A dataset folder's own `day/` set (split lists, the same class names: normal-light footage of
+    the same actions) is its default pretraining data, wherever the folder lies: the bundled sample
+    has one, so `dlkdd run` shows the whole method. `pretrain.root = none` turns that off."""
+    from .pipeline.videos import dataset_root
+    day = dataset_root(cfg) / "day"
+    return str(day.resolve()) if (day / "splits").is_dir() else ""
+
+
 class Settings:
     """The resolved global options, handed to every verb."""
 
@@ -96,8 +105,12 @@ class Settings:
         cfg = build_config(self.config_file, self.overrides)
         if self.data is not None:
             cfg.data.root = str(Path(self.data).resolve())
-        if cfg.pretrain.root:  # like --data: relative to where the command runs, not to the cache
+        if cfg.pretrain.root == "none":
+            cfg.pretrain.root = ""
+        elif cfg.pretrain.root:  # like --data: relative to where the command runs, not to the cache
             cfg.pretrain.root = str(Path(cfg.pretrain.root).resolve())
+        else:
+            cfg.pretrain.root = day_set(cfg)
         if self.seed is not None:
             for key in ("enhancer.seed", "teacher.seed", "student.seed", "data.view_seed"):
                 set_value(cfg, key, self.seed)

@@ -12,7 +12,8 @@
 # The script links the repo as `dlkdd` in a temp folder and puts that on PYTHONPATH, so no
 # `pip install` is needed. Environment knobs: PYTHON (interpreter, default python3),
 # GPU_CHECK_DEVICE (cuda|cpu, default cuda), GPU_CHECK_VIDEOS (videos per class, default 40),
-# GPU_CHECK_KIND (enhancer kind, default zero_dce++), GPU_CHECK_SIZE (frame side, default 112).
+# GPU_CHECK_KIND (enhancer kind, default zero_dce++), GPU_CHECK_SIZE (frame side, default 112),
+# GPU_CHECK_DATA (an existing dataset to use instead of generating one: then av is not needed).
 set -euo pipefail
 PY=${PYTHON:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
@@ -22,7 +23,9 @@ SIZE=${GPU_CHECK_SIZE:-112}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 missing=()
-for mod in torch numpy decord h5py click rich av; do
+NEED="torch numpy decord h5py click rich"
+[ -n "${GPU_CHECK_DATA:-}" ] || NEED="$NEED av"  # av writes the generated videos
+for mod in $NEED; do
     "$PY" -c "import $mod" >/dev/null 2>&1 || missing+=("$mod")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -39,20 +42,22 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/pp" && ln -s "$REPO" "$WORK/pp/dlkdd"
 export PYTHONPATH="$WORK/pp${PYTHONPATH:+:$PYTHONPATH}"
 
-"$PY" - "$WORK" "$DEVICE" "$PER_CLASS" "$KIND" "$SIZE" <<'EOF'
+"$PY" - "$WORK" "$DEVICE" "$PER_CLASS" "$KIND" "$SIZE" "${GPU_CHECK_DATA:-}" <<'EOF'
 import json, subprocess, sys, time
 from pathlib import Path
 work, device, per_class, kind, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+given = sys.argv[6]
 import torch
 from rich.console import Console
 from dlkdd.pipeline.config import Config, set_value, validate
-from dlkdd.pipeline.stages import Graph, execute
+from dlkdd.pipeline.graph import Graph, execute
 
 t0 = time.perf_counter()
-data = work / "data"
-subprocess.run([sys.executable, "-m", "dlkdd.cli", "sample", str(data), "--seed", "1",
-                "--videos-per-class", str(per_class), "--test-per-class", str(max(1, per_class // 4)),
-                "--size", str(size)], check=True, stdout=subprocess.DEVNULL)
+data = Path(given).resolve() if given else work / "data"
+if not given:
+    subprocess.run([sys.executable, "-m", "dlkdd.cli", "sample", str(data), "--seed", "1",
+                    "--videos-per-class", str(per_class), "--test-per-class", str(max(1, per_class // 4)),
+                    "--day-videos-per-class", "0", "--size", str(size)], check=True, stdout=subprocess.DEVNULL)
 gen_s = time.perf_counter() - t0
 cfg = Config()
 for key, value in {"data.root": str(data), "data.short_side": size, "data.crop": min(112, size),
@@ -83,6 +88,7 @@ for stage in ("enhancer", "enhance", "teacher", "soft-labels"):
 index = json.loads((graph.out_dir("enhance") / "index.json").read_text())
 clips = len(index["clips"])
 train = sum(c["split"] == "train" for c in index["clips"])
+labelled = sum(c["split"] in ("train", "val") for c in index["clips"])  # soft labels: train + validation
 frames = clips * index["T"]
 views = cfg.data.views
 print(f"{'stage':<12} {'seconds':>8} {'throughput':>26} {'peak GPU MiB':>13}")
@@ -90,7 +96,7 @@ for stage, seconds, peak, summary in rows:
     rate = {"enhancer": f"{cfg.enhancer.steps / seconds:.1f} fit steps/s",
             "enhance": f"{frames / seconds:.0f} frames/s ({clips} clips)",
             "teacher": f"{train / seconds:.1f} train clips/s (1 epoch)",
-            "soft-labels": f"{clips * views / seconds:.1f} clip-views/s"}[stage]
+            "soft-labels": f"{labelled * views / seconds:.1f} clip-views/s"}[stage]
     print(f"{stage:<12} {seconds:8.1f} {rate:>26} {peak:13.0f}")
 print(f"gpu_check: done in {time.perf_counter() - t0:.0f} s")
 EOF

@@ -33,7 +33,7 @@ class DataConfig:
     test_fraction: float = 0.25  # folders format only: share of each class held out for test
     val_fraction: float = 0.2  # share of each class of the train split held out for validation (stable hash)
     val_list: str = ""  # explicit validation list, relative to root: videos of the train list ("" = val_fraction)
-    frames: int = 16  # T: frames per clip
+    frames: int = 8  # T: frames per clip (the sample's motions read in 8; 16 doubles every model's cost)
     clips_per_video: int = 2  # train clips per video, at segment offsets (c + 0.5) / n; each epoch draws one
     test_clips: int = 2  # clips cut from each validation and test video, same offsets rule (multi-view averages them)
     short_side: int = 64  # frames are resized so their short side is this many pixels
@@ -123,12 +123,13 @@ class StudentConfig(TrainConfig):
 @dataclass
 class PretrainConfig:
     """Normal-light pretraining of the teacher's and the student's architectures (stage `pretrain`)."""
-    root: str = ""  # labelled normal-light dataset ("" = no pretraining); relative to the current folder
+    root: str = ""  # labelled normal-light dataset, relative to the current folder; "" = the dataset's own
+    #                 day/ folder if it has one (the bundled sample does), else none; "none" = no pretraining
     format: str = "auto"  # split-list format of root: auto | arid | arid15 | mmaction | folders
     train_list: str = "splits/train.txt"  # train split list, relative to root (ignored for folders)
     test_list: str = "splits/test.txt"  # test split list, relative to root (ignored for folders)
     test_fraction: float = 0.25  # folders format only: share of each class held out for test
-    epochs: int = 20  # passes over root's train split
+    epochs: int = 10  # passes over root's train split
     batch_size: int = 8  # clips per optimisation step
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-3  # peak learning rate, after warm-up
