@@ -51,15 +51,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 class Group(click.Group):
-    """Turns user errors into one-line messages and Ctrl-C into a resumable stop."""
+    """Turns user errors into one-line messages and Ctrl-C or SIGTERM into a resumable stop."""
 
     def invoke(self, ctx: click.Context):
+        from .pipeline import signals
         try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: finished shards, checkpoints and records were kept; "
+            with signals.handled():  # SIGTERM (a scheduler's stop) takes the Ctrl-C path below
+                return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            click.echo(f"\n{signals.describe(e)}: finished shards, checkpoints and records were kept; "
                        "run the same command again to resume", err=True)
-            sys.exit(130)
+            sys.exit(signals.exit_code(e))
         except click.exceptions.Exit:
             raise
         except (click.ClickException, click.exceptions.Abort):

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
 
+from . import signals
 from .atomic import atomic_path
 from .errors import first_line
 from .checkpoints import (BEST, CHECKPOINT, MODEL, CheckpointError, load_checkpoint, load_weights_into,
@@ -495,7 +496,8 @@ def _save_epoch(t: _Trainer, run: _Run, history: list[dict], improved: bool, sch
             "config": dataclasses.asdict(cfg), "fingerprint": run.fingerprint, "best": t.best}
     if t.scaler.is_enabled():
         ckpt["scaler"] = t.scaler.state_dict()
-    save_checkpoint(ckpt, run.path(CHECKPOINT))
+    with signals.deferred():  # a SIGTERM now waits for the epoch's checkpoint (< 1 s here)
+        save_checkpoint(ckpt, run.path(CHECKPOINT))
 
 
 def _epoch_loop(t: _Trainer, loader: DataLoader, val_set: Dataset, run: _Run, history: list[dict],

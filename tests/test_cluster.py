@@ -1,0 +1,130 @@
+"""Cluster-grade faults: SIGTERM from a scheduler, a lost dask worker, a lost torchrun rank,
+parallel sweeps on one cache (per-output locks), datasets with holes.
+
+The CLI runs as a subprocess where a signal or a second process must hit it.
+"""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from dlkdd.pipeline.train import CheckpointError, load_checkpoint
+from relfix import (REPO, Proc, assert_one_line_error, assert_same_shards, assert_same_state, base_args,
+                    child_env, copy_cache, graph_for, invoke)
+from videofix import make_video_dataset
+
+SIGTERM = signal.SIGTERM
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    """2 classes x 4 videos, and `dlkdd soft-labels` over them (DataLoader worker processes on)."""
+    base = tmp_path_factory.mktemp("cluster")
+    data = make_video_dataset(base / "data", classes=2, train=3, test=1, frames=10, h=32, w=32)
+    cache = base / "ref"
+    r = invoke([*base_args(data, cache, **WORKERS), "soft-labels"])
+    assert r.exit_code == 0, r.output
+    g = graph_for(data, cache, **WORKERS)
+    epoch = min(json.loads(line)["seconds"] for line in (cache / "teacher" / "metrics.jsonl").read_text().splitlines())
+    return SimpleNamespace(data=data, cache=cache, epoch_seconds=epoch, teacher_seconds=g.record("teacher")["seconds"])
+
+
+WORKERS = {"teacher.num_workers": 1}  # a DataLoader worker process to be orphaned (or not)
+
+
+def children(pid: int) -> set[int]:
+    try:
+        return {c.pid for c in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def wait_gone(pids: set[int], timeout: float = 20) -> set[int]:
+    """The pids still alive (zombies count as gone) after waiting up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = {p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def parts(cache: Path) -> int:
+    folder = cache / "clips" / "parts"
+    return len(list(folder.glob("shard-*.json"))) if folder.is_dir() else 0
+
+
+# ----------------------------------------------------------------------------- SIGTERM
+
+@pytest.mark.slow
+def test_sigterm_during_enhance_exits_143_leaves_no_workers_and_the_rerun_resumes(ref, tmp_path):
+    cache = tmp_path / "cache"
+    rng = random.Random("sigterm-enhance")
+    args = [*base_args(ref.data, cache, **{"enhance.workers": 2}), "enhance"]
+    p = Proc(args)
+    p.wait_for(r"▶ enhance: running")
+    n = rng.randint(1, 5)  # of 8 shards, then a random moment
+    deadline = time.monotonic() + 60
+    while parts(cache) < n and p.p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.05))
+    kids = children(p.pid)
+    assert kids, "dask worker processes run the videos"
+    p.signal(SIGTERM)
+    t0 = time.monotonic()
+    assert p.wait() == 143, p.output
+    assert time.monotonic() - t0 < 15
+    assert not wait_gone(kids), "no orphaned dask worker"
+    out = p.output
+    assert "Traceback" not in out and "leaked semaphore" not in out, out
+    assert "enhance interrupted:" in out and "finished and kept" in out, out
+    assert "terminated (SIGTERM): finished shards, checkpoints and records were kept; " \
+           "run the same command again to resume" in out
+    kept = parts(cache)
+    assert 1 <= kept < 8
+    assert graph_for(ref.data, cache).status("enhance").state == "missing"
+    r = invoke([*args[:-1], "--set", "enhance.workers=0", "enhance"])  # speed-only: same fingerprint
+    assert r.exit_code == 0, r.output
+    assert f"keeping {kept} finished shard(s) of 8" in r.stderr
+    assert_same_shards(ref.cache, cache)
+
+
+@pytest.mark.slow
+def test_sigterm_during_teacher_exits_143_leaves_no_loader_workers_and_the_rerun_resumes(ref, tmp_path):
+    cache = copy_cache(ref.cache, tmp_path / "cache", drop=("soft-labels", "teacher"), data=ref.data)
+    rng = random.Random("sigterm-teacher")
+    args = [*base_args(ref.data, cache, **WORKERS), "teacher"]
+    p = Proc(args)
+    epoch = rng.randint(1, 2)  # signalled during epoch `epoch + 1` of 3
+    p.wait_for(rf"teacher epoch {epoch}/3")
+    time.sleep(rng.uniform(0.1, 0.6) * ref.epoch_seconds)
+    kids = children(p.pid)
+    p.signal(SIGTERM)
+    t0 = time.monotonic()
+    assert p.wait() == 143, p.output
+    assert time.monotonic() - t0 < 15
+    assert kids and not wait_gone(kids), "no orphaned DataLoader worker"
+    out = p.output
+    assert "Traceback" not in out, out
+    kept = load_checkpoint(cache / "teacher" / "checkpoint.pt")["epoch"]
+    assert kept >= epoch
+    assert (f"teacher interrupted: checkpoint of epoch {kept}/3 kept; the rerun resumes from it" in out
+            or kept == 3), out
+    assert "terminated (SIGTERM):" in out and "run the same command again to resume" in out
+    assert graph_for(ref.data, cache, **WORKERS).status("teacher").state == "missing"
+    p = Proc(args)
+    assert p.wait() == 0, p.output
+    assert (f"resuming from epoch {kept}/3" in p.output or "already trained (3/3 epochs)" in p.output), p.output
+    assert_same_state(ref.cache / "teacher" / "model.pt", cache / "teacher" / "model.pt")
+    epochs = [json.loads(x)["epoch"] for x in (cache / "teacher" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
