@@ -191,7 +191,7 @@ def _stage_options(func):
                      "(upstream stages only if they are stale)."),
         click.option("--dry-run", is_flag=True, help="Say what would run and why; run nothing."),
         click.option("--wait", type=float, default=0.0, show_default=True,
-                     help="Seconds to wait for another dlkdd process to release the cache."),
+                     help="Seconds to wait for another dlkdd process to release an output it needs."),
         click.option("--checksum", is_flag=True,
                      help="Fingerprint videos by content (sha256) instead of size and mtime."),
         click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
@@ -222,22 +222,22 @@ def _stage_command(name: str, help_text: str):
 
 def run_target(settings: Settings, target: str, force=False, dry_run=False, wait=0.0,
                checksum=False, options=None) -> list[str]:
-    from .pipeline.lock import CacheLock
+    from .pipeline.lock import OutputLocks
     from .pipeline.stages import execute, execute_distributed
     con = console()
     graph = settings.graph(checksum=checksum)
     device = settings.device()
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dry_run:  # launched by torchrun: rank 0 holds the lock for all
+    if world > 1 and not dry_run:  # launched by torchrun: rank 0 holds the locks for all
         if rank != 0:
             con.quiet = True
             return execute_distributed(graph, target, device, con, rank, force=force)
-        with CacheLock(settings.cache, wait=wait):
-            return execute_distributed(graph, target, device, con, rank, force=force)
+        with OutputLocks(settings.cache, wait=wait) as locks:
+            return execute_distributed(graph, target, device, con, rank, force=force, locks=locks)
     if dry_run:
         return execute(graph, target, device, con, force=force, dry_run=True, options=options)
-    with CacheLock(settings.cache, wait=wait):
-        ran = execute(graph, target, device, con, force=force, options=options)
+    with OutputLocks(settings.cache, wait=wait) as locks:  # shared on what it reads, exclusive on what it writes
+        ran = execute(graph, target, device, con, force=force, options=options, locks=locks)
     if not ran:
         con.print(f"nothing to do: {target} and everything upstream of it are fresh")
     return ran

@@ -539,12 +539,18 @@ def plan(graph: Graph, target: str, force: bool = False) -> list[tuple[str, Stag
 
 
 def execute(graph: Graph, target: str, device: str, console, force: bool = False,
-            dry_run: bool = False, options: dict | None = None) -> list[str]:
-    """Bring `target` and its upstream up to date; return the names of stages that ran."""
+            dry_run: bool = False, options: dict | None = None, locks=None) -> list[str]:
+    """Bring `target` and its upstream up to date; return the names of stages that ran.
+
+    `locks` (a lock.OutputLocks) is held shared on every output read and exclusive on the
+    one being written, so other commands may read the same fresh upstream meanwhile.
+    """
     ran: list[str] = []
     states: dict[str, StageStatus] = {}
     for name in upstream_closure(target, graph.stages, graph.cfg):
         st = graph.status(name, states)
+        if locks is not None and not dry_run:
+            st = _lock_output(graph, name, st, states, locks, forced=force and name == target)
         if st.state == "fresh" and not (force and name == target):
             console.print(f"[green]✓[/] {name}: fresh")
             states[name] = st
@@ -575,14 +581,39 @@ def execute(graph: Graph, target: str, device: str, console, force: bool = False
         insp = graph.inspect(name)  # after upstream records were written
         graph.write_record(name, insp, started, summary)
         console.print(f"[green]✓[/] {name}: done in {time.time() - started:.1f} s")
+        if locks is not None:
+            locks.share(output_key(graph, name))  # written: downstream stages (and others) read it
         states[name] = graph.status(name, states)
         ran.append(name)
     return ran
 
 
+def output_key(graph: Graph, name: str) -> str:
+    """The lock name of a stage's output: its folder relative to the cache (`student/a0.5-T4-...`)."""
+    return graph.out_dir(name).relative_to(graph.cache).as_posix()
+
+
+def _lock_output(graph: Graph, name: str, st: StageStatus, states: dict, locks, forced: bool) -> StageStatus:
+    """Hold the stage's output shared (to read it) or exclusive (to write it); its status afterwards.
+
+    The status is taken again under the lock: another process may have written the output
+    (or begun to rewrite it) while this one waited.
+    """
+    key = output_key(graph, name)
+    if st.state == "fresh" and not forced:
+        locks.share(key)
+        st = graph.status(name, states)
+        if st.state == "fresh":
+            return st
+    locks.exclusive(key)
+    st = graph.status(name, states)
+    if st.state == "fresh" and not forced:
+        locks.share(key)  # written by the process we waited for: only read it
+    return st
+
 
 def execute_distributed(graph: Graph, target: str, device: str, console, rank: int,
-                        force: bool = False) -> list[str]:
+                        force: bool = False, locks=None) -> list[str]:
     """Under torchrun: every rank runs the training stage `target`; rank 0 alone writes its record.
 
     Upstream stages must already be fresh: decoding and enhancing belong to dask, not to
@@ -593,10 +624,14 @@ def execute_distributed(graph: Graph, target: str, device: str, console, rank: i
                          f"run `dlkdd {target}` without torchrun")
     states: dict[str, StageStatus] = {}
     for name in upstream_closure(target, graph.stages, graph.cfg)[:-1]:
+        if locks is not None:  # rank 0 holds the locks for every rank
+            locks.share(output_key(graph, name))
         states[name] = graph.status(name, states)
         if states[name].state != "fresh":
             raise StageError(f"under torchrun, upstream stages must be fresh: {name} is "
                              f"{states[name].state}; run `dlkdd {name}` first (without torchrun)")
+    if locks is not None:
+        locks.exclusive(output_key(graph, target))
     st = graph.status(target, states)
     if st.state == "fresh" and not force:
         console.print(f"[green]✓[/] {target}: fresh")

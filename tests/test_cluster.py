@@ -128,3 +128,60 @@ def test_sigterm_during_teacher_exits_143_leaves_no_loader_workers_and_the_rerun
     assert_same_state(ref.cache / "teacher" / "model.pt", cache / "teacher" / "model.pt")
     epochs = [json.loads(x)["epoch"] for x in (cache / "teacher" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- locks per output
+
+def both_running(a: Proc, b: Proc, stage: str, timeout: float = 120) -> bool:
+    """Whether there was a moment when both processes were inside `stage` at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (a.p.poll() is None or b.p.poll() is None):
+        started = all(f"▶ {stage}: running" in p.output for p in (a, b))
+        done = any(f"✓ {stage}: done" in p.output for p in (a, b))
+        if started and not done:
+            return True
+        if done:
+            return False
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.slow
+def test_two_student_variants_train_at_once_on_one_cache_each_equal_to_its_sequential_run(ref, tmp_path):
+    variants = ({"student.alpha": 0.3, "student.epochs": 4}, {"student.alpha": 0.7, "student.epochs": 4})
+    cache = copy_cache(ref.cache, tmp_path / "cache")
+    a, b = (Proc([*base_args(ref.data, cache, **WORKERS, **v), "student"]) for v in variants)
+    assert both_running(a, b, "student"), a.output + b.output
+    # Meanwhile the clips they read cannot be rewritten underneath them.
+    r = invoke([*base_args(ref.data, cache, **WORKERS), "enhance", "--force"])
+    line = assert_one_line_error(r, f"cache {cache}: clips is in use by pid ", "(reading it)", "--wait")
+    assert f"pid {a.pid} " in line or f"pid {b.pid} " in line
+    assert a.wait() == 0, a.output
+    assert b.wait() == 0, b.output
+    sequential = copy_cache(ref.cache, tmp_path / "sequential")
+    for v in variants:
+        assert invoke([*base_args(ref.data, sequential, **WORKERS, **v), "student"]).exit_code == 0
+    for v in variants:
+        folder = graph_for(ref.data, cache, **WORKERS, **v).out_dir("student").relative_to(cache)
+        assert_same_state(sequential / folder / "model.pt", cache / folder / "model.pt")
+        assert graph_for(ref.data, cache, **WORKERS, **v).status("student").state == "fresh"
+    assert graph_for(ref.data, cache, **WORKERS).statuses(["enhance"], verify=True)["enhance"].state == "fresh"
+
+
+@pytest.mark.slow
+def test_two_teacher_force_at_once_the_second_fails_fast_naming_the_holder_or_waits(ref, tmp_path):
+    cache = copy_cache(ref.cache, tmp_path / "cache")
+    args = [*base_args(ref.data, cache, **WORKERS), "teacher", "--force"]
+    first = Proc(args)
+    first.wait_for(r"▶ teacher: running")
+    t0 = time.monotonic()
+    second = invoke(args)
+    assert_one_line_error(second, f"cache {cache}: teacher is in use by pid {first.pid} on ",
+                          "teacher --force", "since ", "(writing it)", "--wait")
+    assert time.monotonic() - t0 < 10, "fails fast, does not wait by default"
+    third = invoke([*args, "--wait", "300"])  # waits for the first, then retrains (--force)
+    assert "✓ teacher: done" in first.output  # it waited for the first to finish writing
+    assert first.wait() == 0, first.output
+    assert third.exit_code == 0, third.output
+    assert "▶ teacher: running (--force)" in third.stderr
+    assert_same_state(ref.cache / "teacher" / "model.pt", cache / "teacher" / "model.pt")
