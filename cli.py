@@ -107,6 +107,7 @@ class Settings:
     """The resolved global options, handed to every verb."""
 
     def __init__(self, config_file, overrides, data, cache, device, seed, verbose):
+        self.skip_missing = False  # set by a verb's --skip-missing
         self.config_file = config_file
         self.overrides = list(overrides)
         self.data = data
@@ -125,6 +126,8 @@ class Settings:
         if self.seed is not None:
             for key in ("enhancer.seed", "teacher.seed", "student.seed", "data.view_seed"):
                 set_value(cfg, key, self.seed)
+        if self.skip_missing:
+            set_value(cfg, "data.skip_missing", True)
         validate(cfg)
         return cfg
 
@@ -197,6 +200,8 @@ def _stage_options(func):
         click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
                      help="enhance: address of an existing dask scheduler (env DASK_SCHEDULER_ADDRESS)."),
         click.option("--strict", is_flag=True, help="enhance: fail on the first unreadable video."),
+        click.option("--skip-missing", is_flag=True, help="Go on without listed videos that are not on "
+                     "disk (listed in clips/errors.json) instead of failing (data.skip_missing)."),
     ]):
         func = opt(func)
     return func
@@ -205,7 +210,8 @@ def _stage_options(func):
 def _stage_command(name: str, help_text: str):
     @_stage_options
     @click.pass_obj
-    def command(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, **extra):
+    def command(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, skip_missing, **extra):
+        settings.skip_missing = skip_missing
         run_target(settings, name, force=force, dry_run=dry_run, wait=wait, checksum=checksum,
                    options={"scheduler": scheduler, "strict": strict})
         if extra.get("verify") and not dry_run:
@@ -250,9 +256,10 @@ for _name, _help in STAGE_VERBS.items():
 @cli.command()
 @_stage_options
 @click.pass_obj
-def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
+def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, skip_missing):
     """Run the whole pipeline (enhancer -> enhance -> teacher -> soft-labels -> baseline ->
     student -> evaluate), only the stale stages, and print the report table."""
+    settings.skip_missing = skip_missing
     run_target(settings, "evaluate", force=force, dry_run=dry_run, wait=wait, checksum=checksum,
                options={"scheduler": scheduler, "strict": strict})
     if not dry_run:
@@ -266,9 +273,11 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--verify", is_flag=True, help="Re-hash every output against its record (slow, thorough).")
 @click.option("--checksum", is_flag=True, help="Fingerprint videos by content instead of size and mtime.")
+@click.option("--skip-missing", is_flag=True, help="Listed videos not on disk are not an error (as for the run).")
 @click.pass_obj
-def status(settings: Settings, as_json, verify, checksum):
+def status(settings: Settings, as_json, verify, checksum, skip_missing):
     """Show each stage as fresh, stale or missing, with the reason."""
+    settings.skip_missing = skip_missing
     from .pipeline.stages import STAGES
     graph = settings.graph(checksum=checksum)
     states = graph.statuses(verify=verify)

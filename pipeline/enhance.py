@@ -439,10 +439,18 @@ def input_statistics(clips: list[dict]) -> dict:
     return stats
 
 
+def missing_errors(cfg) -> list[dict]:
+    """Listed videos that are not on disk (skipped with --skip-missing), reported like unreadable ones."""
+    from .videos import read_dataset
+    return [{"video": e.rel, "path": e.path, "split": e.split,
+             "reason": f"{e.source}:{e.line}: video not found: {e.path}"}
+            for e in read_dataset(cfg.data, dataset_root(cfg)).missing]
+
+
 def finish(ctx, plan, classes, size, seconds, todo) -> dict:
     """Assemble index.json and errors.json from the part files; print the summary."""
     out = ctx.out
-    clips, errors = [], []
+    clips, errors = [], missing_errors(ctx.cfg)
     for i in range(len(plan)):
         part = json.loads(_part_path(out, i).read_text())
         for row, item in enumerate(part["rows"]):

@@ -34,7 +34,9 @@ DATA_KEYS = ("data.root", "data.format", "data.train_list", "data.test_list", "d
              "data.val_fraction", "data.val_list",
              "data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.max_long_side")
 # Settings that change how fast a stage runs, never what it writes.
-SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict"}
+# (skip_missing too: which videos are missing is part of the inputs already.)
+SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict",
+              "skip_missing"}
 
 
 class StageError(RuntimeError):
@@ -298,6 +300,9 @@ def dataset_inputs(cfg: Config, checksum: bool, splits=("train", "val", "test"))
     for split in splits:
         for e in index.entries(split):
             ins[f"{split}:{e.rel}"] = file_digest(Path(e.path), checksum)
+    for e in index.missing:  # skipped (data.skip_missing): stale again once it appears
+        if e.split in splits:
+            ins[f"{e.split}:{e.rel}"] = "missing"
     return ins
 
 

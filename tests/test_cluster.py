@@ -6,6 +6,7 @@ The CLI runs as a subprocess where a signal or a second process must hit it.
 from __future__ import annotations
 
 import json
+import shutil
 import random
 import signal
 import socket
@@ -185,3 +186,35 @@ def test_two_teacher_force_at_once_the_second_fails_fast_naming_the_holder_or_wa
     assert third.exit_code == 0, third.output
     assert "▶ teacher: running (--force)" in third.stderr
     assert_same_state(ref.cache / "teacher" / "model.pt", cache / "teacher" / "model.pt")
+
+
+# ----------------------------------------------------------------------------- datasets with holes
+
+def test_missing_videos_are_reported_at_once_and_skip_missing_goes_on_listing_them(tmp_path):
+    data = make_video_dataset(tmp_path / "data", classes=2, train=3, test=1, frames=10, h=32, w=32)
+    train, test = data / "splits" / "train.txt", data / "splits" / "test.txt"
+    with open(train, "a") as f:
+        f.write("6\t0\tC0/gone_1.mp4\n7\t1\tC1/gone_2.mp4\n")
+    with open(test, "a") as f:
+        f.write("2\t1\tC1/gone_3.mp4\n")
+    cache = tmp_path / "cache"
+    args = base_args(data, cache)
+    line = assert_one_line_error(invoke([*args, "enhance"]), "3 listed videos not found: ",
+                                 f"{train}:7: C0/gone_1.mp4", f"{train}:8: C1/gone_2.mp4",
+                                 f"{test}:3: C1/gone_3.mp4", "--skip-missing")
+    assert line.index(f"{train}:7") < line.index(f"{train}:8") < line.index(f"{test}:3")
+    assert not (cache / "clips").exists()
+    r = invoke([*args, "enhance", "--skip-missing"])
+    assert r.exit_code == 0, r.output
+    assert "8 clips from 8 videos in 8 shard(s)" in r.stderr and "3 failed" in r.stderr, r.stderr
+    assert f"failed {train}:7: video not found: {data / 'C0/gone_1.mp4'}" in r.stderr
+    errors = json.loads((cache / "clips" / "errors.json").read_text())
+    assert [(e["video"], e["split"]) for e in errors] == [
+        ("C0/gone_1.mp4", "train"), ("C1/gone_2.mp4", "train"), ("C1/gone_3.mp4", "test")]
+    assert graph_for(data, cache, **{"data.skip_missing": True}).record("enhance")["summary"]["failed"] == 3
+    status = json.loads(invoke([*args, "status", "--json", "--skip-missing"]).stdout)["stages"]
+    assert {s["stage"]: s["state"] for s in status}["enhance"] == "fresh"
+    # a missing video that turns up makes enhance stale, naming it
+    shutil.copy(data / "C0" / "C0_0.mp4", data / "C0" / "gone_1.mp4")
+    st = graph_for(data, cache, **{"data.skip_missing": True}).status("enhance")
+    assert st.state == "stale" and "inputs changed gone_1.mp4" in st.reasons[0].replace("C0/", ""), st.reasons
