@@ -218,3 +218,74 @@ def test_missing_videos_are_reported_at_once_and_skip_missing_goes_on_listing_th
     shutil.copy(data / "C0" / "C0_0.mp4", data / "C0" / "gone_1.mp4")
     st = graph_for(data, cache, **{"data.skip_missing": True}).status("enhance")
     assert st.state == "stale" and "inputs changed gone_1.mp4" in st.reasons[0].replace("C0/", ""), st.reasons
+
+
+# ----------------------------------------------------------------------------- a lost dask worker
+
+def dask_workers(pid: int) -> list[psutil.Process]:
+    """The worker processes of a LocalCluster started by `pid` (multiprocessing spawns them)."""
+    found = []
+    for c in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(c.cmdline()):
+                found.append(c)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_mid_enhance_the_run_completes_with_equal_shards(ref, tmp_path):
+    cache = tmp_path / "cache"
+    args = [*base_args(ref.data, cache, **{"enhance.workers": 2}), "enhance"]
+    p = Proc(args)
+    p.wait_for(r"▶ enhance: running")
+    deadline = time.monotonic() + 60
+    while parts(cache) < 2:  # the cluster is at work; 6 of 8 shards to go
+        assert time.monotonic() < deadline and p.p.poll() is None, p.output
+        time.sleep(0.005)
+    workers = dask_workers(p.pid)
+    assert len(workers) == 2, workers
+    assert parts(cache) < 8
+    workers[0].send_signal(signal.SIGKILL)
+    assert p.wait() == 0, p.output
+    assert "Traceback" not in p.output
+    assert parts(cache) == 8 and "8 clips from 8 videos" in p.output, p.output
+    assert_same_shards(ref.cache, cache)
+    assert graph_for(ref.data, cache).statuses(["enhancer", "enhance"], verify=True)["enhance"].state == "fresh"
+
+
+@pytest.mark.slow
+def test_when_every_dask_worker_is_gone_one_line_names_the_scheduler_and_what_was_kept(ref, tmp_path,
+                                                                                         monkeypatch):
+    from distributed import LocalCluster
+    from dlkdd.pipeline import enhance
+    monkeypatch.setattr(enhance, "NO_WORKERS_PATIENCE", 2.0)
+    cache = tmp_path / "cache"
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as cluster:  # a bare scheduler
+        address = cluster.scheduler_address
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--no-nanny",
+                                   "--nthreads", "1"], env=child_env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            def kill_after_two_shards():
+                deadline = time.monotonic() + 120
+                while parts(cache) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                worker.kill()
+            import threading
+            killer = threading.Thread(target=kill_after_two_shards, daemon=True)
+            killer.start()
+            t0 = time.monotonic()
+            r = invoke([*base_args(ref.data, cache), "enhance", "--scheduler", address])
+            killer.join()
+        finally:
+            worker.kill()
+            worker.wait()
+    kept = parts(cache)
+    assert_one_line_error(r, f"dask scheduler {address} has had no workers for 2 s",
+                          f"{kept} of 8 shard(s) finished and kept", "run the same command again to resume")
+    assert 2 <= kept < 8 and time.monotonic() - t0 < 100
+    r = invoke([*base_args(ref.data, cache), "enhance"])  # in-process this time
+    assert r.exit_code == 0 and f"keeping {kept} finished shard(s) of 8" in r.stderr, r.output
+    assert_same_shards(ref.cache, cache)
