@@ -35,6 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     for mod, names in (("dlkdd.pipeline.videos", ("DatasetError", "VideoError")),
                        ("dlkdd.pipeline.shards", ("ShardError",)),
                        ("dlkdd.pipeline.checkpoints", ("CheckpointError",)),
+                       ("dlkdd.pipeline.train", ("LostRankError",)),
                        ("dlkdd.models.zero_dce", ("WeightsError",)),
                        ("dlkdd.models", ("PretrainedWeightsError",)),
                        ("dlkdd.pipeline.weights", ("WeightsDownloadError",)),

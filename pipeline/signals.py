@@ -66,6 +66,13 @@ def handled():
         signal.signal(signal.SIGTERM, previous)
 
 
+def stopping() -> None:
+    """This process is already stopping with its own message: a SIGTERM now (torchrun stopping the
+    survivors of a dead rank) must not cut that message short."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @contextmanager
 def deferred():
     """Hold SIGTERM back while the block runs (a checkpoint being written); raise it afterwards."""

@@ -289,3 +289,52 @@ def test_when_every_dask_worker_is_gone_one_line_names_the_scheduler_and_what_wa
     r = invoke([*base_args(ref.data, cache), "enhance"])  # in-process this time
     assert r.exit_code == 0 and f"keeping {kept} finished shard(s) of 8" in r.stderr, r.output
     assert_same_shards(ref.cache, cache)
+
+
+# ----------------------------------------------------------------------------- a lost torchrun rank
+
+def rank_processes(pid: int) -> dict[int, psutil.Process]:
+    found = {}
+    for c in psutil.Process(pid).children(recursive=True):
+        try:
+            rank = c.environ().get("RANK")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if rank is not None:
+            found[int(rank)] = c
+    return found
+
+
+@pytest.mark.slow
+def test_a_torchrun_rank_killed_mid_epoch_the_survivor_exits_within_60_s_and_the_rerun_resumes(ref, tmp_path):
+    cache = copy_cache(ref.cache, tmp_path / "cache", drop=("soft-labels", "teacher"), data=ref.data)
+    args = [*base_args(ref.data, cache, **{"teacher.epochs": 8}), "teacher"]
+    launcher = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", "2", "-m", "dlkdd.cli"]
+    rng = random.Random("lost-rank")
+    p = Proc.command([*launcher, *args])
+    epoch = rng.randint(1, 3)
+    p.wait_for(rf"teacher epoch {epoch}/8")
+    ranks = rank_processes(p.pid)
+    assert sorted(ranks) == [0, 1], ranks
+    time.sleep(rng.uniform(0.1, 0.5) * ref.epoch_seconds)
+    ranks[1].send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    try:
+        ranks[0].wait(60)
+    except psutil.TimeoutExpired:
+        pytest.fail("the surviving rank hangs")
+    assert time.monotonic() - t0 < 60
+    assert p.wait() != 0
+    out = p.output
+    assert "[rank0]: Traceback" not in out, out
+    kept = load_checkpoint(cache / "teacher" / "checkpoint.pt")["epoch"]
+    lines = [line for line in out.splitlines() if "Error: teacher: rank 0 lost another rank" in line
+             or line.startswith("teacher interrupted: checkpoint of epoch")]
+    assert len(lines) == 1 and f"checkpoint of epoch {kept}/8 kept; the rerun resumes from it" in lines[0], out
+    assert epoch <= kept < 8
+    p = Proc.command([*launcher, *args])
+    assert p.wait() == 0, p.output
+    assert f"resuming from epoch {kept}/8" in p.output
+    epochs = [json.loads(x)["epoch"] for x in (cache / "teacher" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 9))
+    assert graph_for(ref.data, cache, **{"teacher.epochs": 8}).status("teacher").state == "fresh"
