@@ -67,6 +67,24 @@ def parts(cache: Path) -> int:
 
 # ----------------------------------------------------------------------------- SIGTERM
 
+def test_sigterm_raises_terminated_after_a_checkpoint_write_under_way_and_handlers_are_restored():
+    import os
+    from dlkdd.pipeline import signals
+    before = signal.getsignal(SIGTERM)
+    written = []
+    with pytest.raises(signals.Terminated) as e:
+        with signals.handled():
+            with signals.deferred():  # as around the epoch checkpoint's save
+                os.kill(os.getpid(), SIGTERM)
+                time.sleep(0.05)
+                written.append("checkpoint")  # the write under way finishes
+            written.append("next epoch")  # never reached
+    assert written == ["checkpoint"]
+    assert signals.exit_code(e.value) == 143 and signals.describe(e.value) == "terminated (SIGTERM)"
+    assert signals.exit_code(KeyboardInterrupt()) == 130
+    assert signal.getsignal(SIGTERM) is before  # an in-process caller gets its own handler back
+
+
 @pytest.mark.slow
 def test_sigterm_during_enhance_exits_143_leaves_no_workers_and_the_rerun_resumes(ref, tmp_path):
     cache = tmp_path / "cache"
