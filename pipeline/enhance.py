@@ -434,6 +434,12 @@ class _Watch:
     def __init__(self, client, where: str):
         self.client, self.where = client, where
         self.alone_since, self.next_check = None, 0.0
+        self.progress()
+
+    def progress(self) -> None:
+        """A result came: the cluster works. Asking the scheduler is a round trip (and a Ctrl-C
+        inside one leaves noise in the event loop), so it is asked only after a quiet spell."""
+        self.next_check = time.monotonic() + 5.0
 
     def check(self) -> None:
         now = time.monotonic()
@@ -454,6 +460,7 @@ def _completed(futures, watch: _Watch):
     """Iterate `futures` (an as_completed) as they finish, checking the cluster while none is ready."""
     while not futures.is_empty():
         if futures.has_ready():
+            watch.progress()
             yield next(futures)
             continue
         watch.check()
