@@ -491,20 +491,22 @@ def export(settings: Settings, out):
               help="Also the rows that say where a gain comes from: models from scratch, the teacher on "
                    "original or gamma clips, a teacher of the student's size (report/ablation.json).")
 @click.option("--wait", type=float, default=0.0, show_default=True,
-              help="Seconds to wait for another dlkdd process to release the cache.")
+              help="Seconds to wait for another dlkdd process to release an output it needs.")
 @click.pass_obj
 def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait):
     """Train baseline and DL-KDD student per seed against one cache, score each on the test split
     (multi-view), and write report/study.json, study.md and study.png: mean +- sd and the paired
     difference with its 95 % CI. Fresh seeds are not retrained; a new seed trains only itself."""
-    from .pipeline.lock import CacheLock
+    from .pipeline.lock import OutputLocks
     from .pipeline.study import ARMS, ablation_arms, parse_seeds, run_study
     seed_list = parse_seeds(seeds)
     cfg, device = settings.config(), settings.device()
     command = "dlkdd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dlkdd study"
-    with CacheLock(settings.cache, wait=wait):
+    with OutputLocks(settings.cache, wait=wait) as locks:
+        locks.exclusive("report")  # the study's report files; each seed locks its own outputs
         result = run_study(cfg, settings.cache, seed_list, device, console(), vary_teacher=teacher_seeds,
-                           jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command)
+                           jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command,
+                           wait=wait)
     d = result["difference"]
     lo, hi = d["ci95"]
     click.echo(f"student - baseline over {len(seed_list)} seed(s): {d['mean']:+.2f} points"
