@@ -43,6 +43,16 @@ def ref(tmp_path_factory):
 WORKERS = {"teacher.num_workers": 1}  # a DataLoader worker process to be orphaned (or not)
 
 
+# enhance groups videos into tasks of up to 256 frames: one video per task here, so the tiny
+# dataset is spread over the dask workers (and a lost worker loses some of them).
+ONE_VIDEO_TASKS = ("import sys; import dlkdd.pipeline.enhance as e; e.TASK_FRAMES = 4; "
+                   "from dlkdd.cli import main; sys.argv[0] = 'dlkdd'; main()")
+
+
+def enhance_proc(args: list[str]) -> Proc:
+    return Proc.command([sys.executable, "-c", ONE_VIDEO_TASKS, *args])
+
+
 def children(pid: int) -> set[int]:
     try:
         return {c.pid for c in psutil.Process(pid).children(recursive=True)}
@@ -90,7 +100,7 @@ def test_sigterm_during_enhance_exits_143_leaves_no_workers_and_the_rerun_resume
     cache = tmp_path / "cache"
     rng = random.Random("sigterm-enhance")
     args = [*base_args(ref.data, cache, **{"enhance.workers": 2}), "enhance"]
-    p = Proc(args)
+    p = enhance_proc(args)
     p.wait_for(r"▶ enhance: running")
     n = rng.randint(1, 5)  # of 8 shards, then a random moment
     deadline = time.monotonic() + 60
@@ -256,7 +266,7 @@ def dask_workers(pid: int) -> list[psutil.Process]:
 def test_a_dask_worker_killed_mid_enhance_the_run_completes_with_equal_shards(ref, tmp_path):
     cache = tmp_path / "cache"
     args = [*base_args(ref.data, cache, **{"enhance.workers": 2}), "enhance"]
-    p = Proc(args)
+    p = enhance_proc(args)
     p.wait_for(r"▶ enhance: running")
     deadline = time.monotonic() + 60
     while parts(cache) < 2:  # the cluster is at work; 6 of 8 shards to go
@@ -279,6 +289,7 @@ def test_when_every_dask_worker_is_gone_one_line_names_the_scheduler_and_what_wa
     from distributed import LocalCluster
     from dlkdd.pipeline import enhance
     monkeypatch.setattr(enhance, "NO_WORKERS_PATIENCE", 2.0)
+    monkeypatch.setattr(enhance, "TASK_FRAMES", 4)
     cache = tmp_path / "cache"
     with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as cluster:  # a bare scheduler
         address = cluster.scheduler_address
