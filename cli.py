@@ -29,15 +29,17 @@ STAGE_VERBS = {
 
 
 class Group(click.Group):
-    """Turns user errors into one-line messages and Ctrl-C into a resumable stop."""
+    """Turns user errors into one-line messages and Ctrl-C or SIGTERM into a resumable stop."""
 
     def invoke(self, ctx: click.Context):
+        from .pipeline import signals
         try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: finished shards, checkpoints and records were kept; "
+            with signals.handled():  # SIGTERM (a scheduler's stop) takes the Ctrl-C path below
+                return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            click.echo(f"\n{signals.describe(e)}: finished shards, checkpoints and records were kept; "
                        "run the same command again to resume", err=True)
-            sys.exit(130)
+            sys.exit(signals.exit_code(e))
         except click.exceptions.Exit:
             raise
         except (click.ClickException, click.exceptions.Abort):
@@ -92,6 +94,7 @@ class Settings:
     """The resolved global options, handed to every verb."""
 
     def __init__(self, config_file, overrides, data, cache, device, seed, verbose):
+        self.skip_missing = False  # set by a verb's --skip-missing
         self.config_file = config_file
         self.overrides = list(overrides)
         self.data = data
@@ -114,6 +117,8 @@ class Settings:
         if self.seed is not None:
             for key in ("enhancer.seed", "teacher.seed", "student.seed", "data.view_seed"):
                 set_value(cfg, key, self.seed)
+        if self.skip_missing:
+            set_value(cfg, "data.skip_missing", True)
         validate(cfg)
         return cfg
 
@@ -180,12 +185,14 @@ def _stage_options(func):
                      "(upstream stages only if they are stale)."),
         click.option("--dry-run", is_flag=True, help="Say what would run and why; run nothing."),
         click.option("--wait", type=float, default=0.0, show_default=True,
-                     help="Seconds to wait for another dlkdd process to release the cache."),
+                     help="Seconds to wait for another dlkdd process to release an output it needs."),
         click.option("--checksum", is_flag=True,
                      help="Fingerprint videos by content (sha256) instead of size and mtime."),
         click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
                      help="enhance: address of an existing dask scheduler (env DASK_SCHEDULER_ADDRESS)."),
         click.option("--strict", is_flag=True, help="enhance: fail on the first unreadable video."),
+        click.option("--skip-missing", is_flag=True, help="Go on without listed videos that are not on "
+                     "disk (listed in clips/errors.json) instead of failing (data.skip_missing)."),
     ]):
         func = opt(func)
     return func
@@ -194,7 +201,8 @@ def _stage_options(func):
 def _stage_command(name: str, help_text: str):
     @_stage_options
     @click.pass_obj
-    def command(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, **extra):
+    def command(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, skip_missing, **extra):
+        settings.skip_missing = skip_missing
         run_target(settings, name, force=force, dry_run=dry_run, wait=wait, checksum=checksum,
                    options={"scheduler": scheduler, "strict": strict})
         if extra.get("verify") and not dry_run:
@@ -212,21 +220,21 @@ def _stage_command(name: str, help_text: str):
 def run_target(settings: Settings, target: str, force=False, dry_run=False, wait=0.0,
                checksum=False, options=None) -> list[str]:
     from .pipeline.graph import execute, execute_distributed
-    from .pipeline.lock import CacheLock
+    from .pipeline.lock import OutputLocks
     con = console()
     graph = settings.graph(checksum=checksum)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dry_run:  # launched by torchrun: rank 0 holds the lock for all
+    if world > 1 and not dry_run:  # launched by torchrun: rank 0 holds the locks for all
         if rank != 0:
             con.quiet = True
             return execute_distributed(graph, target, settings.device(), con, rank, force=force)
-        with CacheLock(settings.cache, wait=wait):
-            return execute_distributed(graph, target, settings.device(), con, rank, force=force)
+        with OutputLocks(settings.cache, wait=wait) as locks:
+            return execute_distributed(graph, target, settings.device(), con, rank, force=force, locks=locks)
     # the device (torch) is asked for only when a stage runs: a fresh cache or --dry-run needs no torch
     if dry_run:
         return execute(graph, target, settings.device, con, force=force, dry_run=True, options=options)
-    with CacheLock(settings.cache, wait=wait):
-        ran = execute(graph, target, settings.device, con, force=force, options=options)
+    with OutputLocks(settings.cache, wait=wait) as locks:  # shared on what it reads, exclusive on what it writes
+        ran = execute(graph, target, settings.device, con, force=force, options=options, locks=locks)
     if not ran:
         con.print(f"nothing to do: {target} and everything upstream of it are fresh")
     return ran
@@ -239,9 +247,10 @@ for _name, _help in STAGE_VERBS.items():
 @cli.command()
 @_stage_options
 @click.pass_obj
-def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
+def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, skip_missing):
     """Run the whole pipeline (enhancer -> enhance -> teacher -> soft-labels -> baseline ->
     student -> evaluate), only the stale stages, and print the report table."""
+    settings.skip_missing = skip_missing
     run_target(settings, "evaluate", force=force, dry_run=dry_run, wait=wait, checksum=checksum,
                options={"scheduler": scheduler, "strict": strict})
     if not dry_run:
@@ -255,9 +264,11 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict):
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--verify", is_flag=True, help="Re-hash every output against its record (slow, thorough).")
 @click.option("--checksum", is_flag=True, help="Fingerprint videos by content instead of size and mtime.")
+@click.option("--skip-missing", is_flag=True, help="Listed videos not on disk are not an error (as for the run).")
 @click.pass_obj
-def status(settings: Settings, as_json, verify, checksum):
+def status(settings: Settings, as_json, verify, checksum, skip_missing):
     """Show each stage as fresh, stale or missing, with the reason."""
+    settings.skip_missing = skip_missing
     from .pipeline.stages import STAGES, list_variants
     graph = settings.graph(checksum=checksum)
     states = graph.statuses(verify=verify)
@@ -502,20 +513,22 @@ def export(settings: Settings, out):
               help="Also the rows that say where a gain comes from: models from scratch, the teacher on "
                    "original or gamma clips, a teacher of the student's size (report/ablation.json).")
 @click.option("--wait", type=float, default=0.0, show_default=True,
-              help="Seconds to wait for another dlkdd process to release the cache.")
+              help="Seconds to wait for another dlkdd process to release an output it needs.")
 @click.pass_obj
 def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait):
     """Train baseline and DL-KDD student per seed against one cache, score each on the test split
     (multi-view), and write report/study.json, study.md and study.png: mean +- sd and the paired
     difference with its 95 % CI. Fresh seeds are not retrained; a new seed trains only itself."""
-    from .pipeline.lock import CacheLock
+    from .pipeline.lock import OutputLocks
     from .pipeline.study import ARMS, ablation_arms, parse_seeds, run_study
     seed_list = parse_seeds(seeds)
     cfg, device = settings.config(), settings.device()
     command = "dlkdd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dlkdd study"
-    with CacheLock(settings.cache, wait=wait):
+    with OutputLocks(settings.cache, wait=wait) as locks:
+        locks.exclusive("report")  # the study's report files; each seed locks its own outputs
         result = run_study(cfg, settings.cache, seed_list, device, console(), vary_teacher=teacher_seeds,
-                           jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command)
+                           jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command,
+                           wait=wait)
     d = result["difference"]
     lo, hi = d["ci95"]
     click.echo(f"student - baseline over {len(seed_list)} seed(s): {d['mean']:+.2f} points"

@@ -43,6 +43,7 @@ class DataConfig:
     min_scale: float = 0.7  # smallest crop side of a random view, as a share of the short side
     view_seed: int = 0  # seed of the views; any process recomputes the same views from it
     normalize: bool = True  # standardise inputs with the train clips' per-stream mean/std (in meta.json)
+    skip_missing: bool = False  # listed videos not on disk: go on without them (errors.json) instead of failing
 
 
 @dataclass

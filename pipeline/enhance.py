@@ -11,6 +11,7 @@ run. Memory stays bounded: at most one shard plus a window of in-flight videos.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -32,6 +33,15 @@ ENHANCER_FILE = "weights.pt"
 
 class EnhanceError(StageError):
     """The enhance stage cannot go on (one line)."""
+
+
+class ClusterLost(EnhanceError):
+    """The dask scheduler, or every worker it had, is gone (one line naming the scheduler)."""
+
+
+# A worker that dies is replaced (LocalCluster's nanny) and dask reruns its tasks elsewhere;
+# a cluster left with no worker at all for this long is given up on instead of waited on forever.
+NO_WORKERS_PATIENCE = 30.0
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,9 @@ def run_stage(ctx) -> dict:
         ctx.console.print(f"  enhance interrupted: {len(done) + writer.written} of {len(plan)} shard(s) "
                           f"finished and kept; the rerun enhances only the others")
         raise
+    except ClusterLost as e:
+        raise ClusterLost(f"{e}; {len(done) + writer.written} of {len(plan)} shard(s) finished and kept; "
+                          f"run the same command again to resume") from None
     return finish(ctx, plan, classes, size, time.time() - t0, todo)
 
 
@@ -333,8 +346,9 @@ def _map(ctx, tasks: list[list[Job]], args: dict, threads: int):
         window = max(2, 2 * sum(client.nthreads().values()))  # tasks in flight: memory does not grow with N
         submit = lambda task: client.submit(_on_worker, task, threads, pure=False, **args)  # noqa: E731
         futures = as_completed([submit(t) for t in _take(it, window)])
-        for fut in futures:
-            yield from fut.result()
+        watch = _Watch(client, scheduler or "LocalCluster")
+        for fut in _completed(futures, watch):
+            yield from _result(fut, watch)
             fut.release()
             for t in _take(it, 1):
                 futures.add(submit(t))
@@ -355,10 +369,12 @@ class _Cluster:
         import threading
         from distributed import Client
         # distributed logs at INFO on its own (and tracebacks of closed comms at INFO when a run is
-        # interrupted): noise under our own messages, so WARNING while we use it.
-        self.log = logging.getLogger("distributed")
-        self.level = self.log.level
+        # interrupted): noise under our own messages, so WARNING while we use it. asyncio reports the
+        # gathers of results lost with a dead worker, which `_result` gave up waiting for, at close.
+        self.log, self.aio = logging.getLogger("distributed"), logging.getLogger("asyncio")
+        self.level, self.aio_level = self.log.level, self.aio.level
         self.log.setLevel(max(self.level, logging.WARNING))
+        self.aio.setLevel(logging.CRITICAL)
         self.client = self.cluster = None
         self.error: BaseException | None = None
         self.started = threading.Event()
@@ -411,7 +427,61 @@ class _Cluster:
             if self.cluster is not None:
                 self.cluster.close()
         finally:
+            gc.collect()  # those abandoned gathers are reported when collected: now, while muted
             self.log.setLevel(self.level)
+            self.aio.setLevel(self.aio_level)
+
+
+class _Watch:
+    """Raises ClusterLost when the scheduler is gone or has had no worker for NO_WORKERS_PATIENCE
+    seconds: dask itself would wait forever for a worker to come back."""
+
+    def __init__(self, client, where: str):
+        self.client, self.where = client, where
+        self.alone_since, self.next_check = None, 0.0
+        self.progress()
+
+    def progress(self) -> None:
+        """A result came: the cluster works. Asking the scheduler is a round trip (and a Ctrl-C
+        inside one leaves noise in the event loop), so it is asked only after a quiet spell."""
+        self.next_check = time.monotonic() + 5.0
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + 1.0
+        try:
+            workers = len(self.client.nthreads())
+        except Exception as e:  # noqa: BLE001 - a closed comm, a timeout: the scheduler is unreachable
+            raise ClusterLost(f"lost the dask scheduler {self.where} ({type(e).__name__})") from None
+        self.alone_since = None if workers else self.alone_since or now
+        if self.alone_since is not None and now - self.alone_since >= NO_WORKERS_PATIENCE:
+            raise ClusterLost(f"dask scheduler {self.where} has had no workers for "
+                              f"{NO_WORKERS_PATIENCE:.0f} s")
+
+
+def _completed(futures, watch: _Watch):
+    """Iterate `futures` (an as_completed) as they finish, checking the cluster while none is ready."""
+    while not futures.is_empty():
+        if futures.has_ready():
+            watch.progress()
+            yield next(futures)
+            continue
+        watch.check()
+        time.sleep(0.01)
+
+
+def _result(fut, watch: _Watch) -> list[dict]:
+    """The future's result; a finished one whose worker died with its data is computed again."""
+    from distributed.scheduler import KilledWorker
+    while True:
+        try:
+            return fut.result(timeout=1.0)
+        except TimeoutError:
+            watch.check()
+        except KilledWorker as e:  # the workers running one task died again and again (OOM, say)
+            raise ClusterLost(f"dask scheduler {watch.where}: {str(e).splitlines()[0]}") from None
 
 
 def _take(it, n):
@@ -444,10 +514,18 @@ def input_statistics(clips: list[dict]) -> dict:
     return stats
 
 
+def missing_errors(cfg) -> list[dict]:
+    """Listed videos that are not on disk (skipped with --skip-missing), reported like unreadable ones."""
+    from .videos import read_dataset
+    return [{"video": e.rel, "path": e.path, "split": e.split,
+             "reason": f"{e.source}:{e.line}: video not found: {e.path}"}
+            for e in read_dataset(cfg.data, dataset_root(cfg)).missing]
+
+
 def finish(ctx, plan, classes, size, seconds, todo) -> dict:
     """Assemble index.json and errors.json from the part files; print the summary."""
     out = ctx.out
-    clips, errors = [], []
+    clips, errors = [], missing_errors(ctx.cfg)
     for i in range(len(plan)):
         part = json.loads(_part_path(out, i).read_text())
         for row, item in enumerate(part["rows"]):

@@ -47,7 +47,9 @@ CODE_DIRS = ("pipeline", "models")  # imports are followed inside these folders 
 NEUTRAL = ("pipeline/config.py", "pipeline/atomic.py", "pipeline/progress.py", "pipeline/graph.py",
            "pipeline/stages.py")
 # Settings that change how fast a stage runs, never what it writes.
-SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict"}
+# (skip_missing too: which videos are missing is part of the inputs already.)
+SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict",
+              "skip_missing"}
 RECORD_FORMAT = 2
 
 ParamSpec = Union[str, Callable[[Config], list]]
@@ -503,12 +505,19 @@ def load_runner(stage: Stage) -> Callable[[Context], dict]:
 
 
 def execute(graph: Graph, target: str, device: Device, console, force: bool = False,
-            dry_run: bool = False, options: dict | None = None) -> list[str]:
-    """Bring `target` and its upstream up to date; return the names of stages that ran."""
+            dry_run: bool = False, options: dict | None = None, locks=None) -> list[str]:
+    """Bring `target` and its upstream up to date; return the names of stages that ran.
+
+    `locks` (a lock.OutputLocks) is held shared on every output read and exclusive on the
+    one being written, so other commands may read the same fresh upstream meanwhile.
+    """
     ran: list[str] = []
     states: dict[str, StageStatus] = {}
     for name in upstream_closure(target, graph.stages, graph.cfg):
-        st = states[name] = _forced(graph.status(name, states), force and name == target)
+        st = graph.status(name, states)
+        if locks is not None and not dry_run:
+            st = _lock_output(graph, name, st, states, locks, forced=force and name == target)
+        st = states[name] = _forced(st, force and name == target)
         if st.state == "fresh":
             restamped = graph.checksum and not dry_run and graph.restamp(name)
             console.print(f"[green]✓[/] {name}: fresh" + (" (same content, new mtimes recorded)" * restamped))
@@ -517,9 +526,35 @@ def execute(graph: Graph, target: str, device: Device, console, force: bool = Fa
         else:
             console.print(f"[cyan]▶[/] {name}: running ({'; '.join(st.reasons)})")
             run_stage(graph, st, device, console, options)
+            if locks is not None:
+                locks.share(output_key(graph, name))  # written: downstream stages (and others) read it
             states[name] = graph.status(name, states)
             ran.append(name)
     return ran
+
+
+def output_key(graph: Graph, name: str) -> str:
+    """The lock name of a stage's output: its folder relative to the cache (`student/a0.5-T4-...`)."""
+    return graph.out_dir(name).relative_to(graph.cache).as_posix()
+
+
+def _lock_output(graph: Graph, name: str, st: StageStatus, states: dict, locks, forced: bool) -> StageStatus:
+    """Hold the stage's output shared (to read it) or exclusive (to write it); its status afterwards.
+
+    The status is taken again under the lock: another process may have written the output
+    (or begun to rewrite it) while this one waited.
+    """
+    key = output_key(graph, name)
+    if st.state == "fresh" and not forced:
+        locks.share(key)
+        st = graph.status(name, states)
+        if st.state == "fresh":
+            return st
+    locks.exclusive(key)
+    st = graph.status(name, states)
+    if st.state == "fresh" and not forced:
+        locks.share(key)  # written by the process we waited for: only read it
+    return st
 
 
 def _forced(st: StageStatus, force: bool) -> StageStatus:
@@ -564,7 +599,7 @@ def prepare_folder(graph: Graph, st: StageStatus) -> None:
 
 
 def execute_distributed(graph: Graph, target: str, device: str, console, rank: int,
-                        force: bool = False) -> list[str]:
+                        force: bool = False, locks=None) -> list[str]:
     """Under torchrun: every rank runs the training stage `target`; rank 0 alone prepares its
     folder and writes its record.
 
@@ -577,10 +612,14 @@ def execute_distributed(graph: Graph, target: str, device: str, console, rank: i
                          f"run `dlkdd {target}` without torchrun")
     states: dict[str, StageStatus] = {}
     for name in upstream_closure(target, graph.stages, graph.cfg)[:-1]:
+        if locks is not None:  # rank 0 holds the locks for every rank
+            locks.share(output_key(graph, name))
         states[name] = graph.status(name, states)
         if states[name].state != "fresh":
             raise StageError(f"under torchrun, upstream stages must be fresh: {name} is "
                              f"{states[name].state}; run `dlkdd {name}` first (without torchrun)")
+    if locks is not None:
+        locks.exclusive(output_key(graph, target))
     st = _forced(graph.status(target, states), force)
     if st.state == "fresh":
         console.print(f"[green]✓[/] {target}: fresh")

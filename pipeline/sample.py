@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_bytes
+from ..errors import UserError
 
 # ARID's action words, in a fixed order; `make_sample(classes=k)` takes the first k.
 CLASS_ORDER = ("Drink", "Jump", "Pick", "Pour", "Push", "Run",
@@ -336,7 +337,7 @@ CRFS = {"dark": CRF, "day": 23}  # bright motion survives crf 23 (about half the
 LIST_FILES = ("classes.txt", "splits/train.txt", "splits/test.txt")
 
 
-class SampleError(ValueError):
+class SampleError(UserError, ValueError):
     """A bad make_sample setting (one line)."""
 
 

@@ -94,6 +94,8 @@ def dataset_inputs(cfg: Config, splits: tuple[str, ...]) -> dict:
                                               CLASSES_FILE) if name and (root / name).is_file()}
     for split in splits:
         ins.update({e.rel: root / e.rel for e in index.entries(split)})
+    # skipped (data.skip_missing): recorded as missing, so the stage is stale again once it appears
+    ins.update({e.rel: root / e.rel for e in index.missing if e.split in splits})
     return ins
 
 

@@ -39,6 +39,7 @@ from . import atomic
 from .config import Config, apply_overrides, validate
 from .graph import Graph, Stage, code_digests, execute, params_hash, section_keys, upstream_closure
 from .stages import STAGES
+from .lock import OutputLocks
 
 MODELS = ("teacher", "baseline", "student")
 STUDY_JSON, STUDY_MD, STUDY_PNG, ABLATION_JSON = "study.json", "study.md", "study.png", "ablation.json"
@@ -184,8 +185,9 @@ def run_seed(job: dict) -> dict:
     graph = Graph(cfg, Path(job["cache"]),
                   stages=stages_for(job["cfg"], job["arm"], job["seed"], job["vary_teacher"]))
     con = Console(stderr=True, quiet=job.get("quiet", False))
-    for target in ("baseline", "student"):
-        execute(graph, target, job["device"], con)
+    with OutputLocks(job["cache"]) as locks:  # shared on the common upstream, exclusive on this seed's
+        for target in ("baseline", "student"):
+            execute(graph, target, job["device"], con, locks=locks)
     return score_seed(graph, job["arm"].name, job["seed"], job["device"], con)
 
 
@@ -201,7 +203,7 @@ def score_seed(graph: Graph, arm: str, seed: int, device: str, console) -> dict:
     """Multi-view test top-1 of the seed's teacher, baseline and student (cached per model digest)."""
     from .evaluate import test_split
     key = {"models": {m: (graph.record(m) or {}).get("outputs_digest") for m in MODELS},
-           "evaluate": {k: graph.cfg.get(k) for k in section_keys(graph.cfg, "evaluate", ("batch_size",))},
+           "evaluate": {k: graph.cfg.get(k) for k in section_keys(graph.cfg, "evaluate") if k != "evaluate.batch_size"},
            "code": code_digests("dlkdd.pipeline.study:score_seed")}
     path = graph.cache / "study" / arm / f"seed{seed}-{graph.out_dir('teacher').name}.json"
     saved = _fresh_eval(path, key)
@@ -398,21 +400,23 @@ def plot_study(study: dict, path: Path) -> None:
 # ----------------------------------------------------------------------------- the study
 
 def shared_upstream(cfg: Config, arm: Arm, seed: int, cache: Path, device: str, console,
-                    vary_teacher: bool) -> None:
+                    vary_teacher: bool, wait: float = 0.0) -> None:
     """Bring what every seed of an arm shares up to date once, before seeds (maybe in parallel) read it."""
     graph = Graph(seed_config(cfg, arm, seed, vary_teacher), cache,
                   stages=stages_for(cfg, arm, seed, vary_teacher))
-    execute(graph, "enhance" if vary_teacher else "soft-labels", device, console)
+    with OutputLocks(cache, wait=wait) as locks:
+        execute(graph, "enhance" if vary_teacher else "soft-labels", device, console, locks=locks)
 
 
 def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, vary_teacher: bool = False,
-              jobs: int = 1, arms: tuple[Arm, ...] = ARMS, command: str = "dlkdd study") -> dict:
+              jobs: int = 1, arms: tuple[Arm, ...] = ARMS, command: str = "dlkdd study",
+              wait: float = 0.0) -> dict:
     """Train what is stale, score every seed, write report/study.{json,md,png}; returns study.json."""
     if jobs < 1:
         raise StudyError(f"--jobs {jobs}: must be >= 1")
     cache = Path(cache)
     for arm in arms:
-        shared_upstream(cfg, arm, seeds[0], cache, device, console, vary_teacher)
+        shared_upstream(cfg, arm, seeds[0], cache, device, console, vary_teacher, wait)
     tasks = [{"cfg": cfg, "cache": str(cache), "device": device, "seed": s, "arm": arm,
               "vary_teacher": vary_teacher, "quiet": jobs > 1,
               "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0}

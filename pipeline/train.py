@@ -17,10 +17,12 @@ Accuracies (top1, top5) are percentages, as in the papers' tables.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,6 +33,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
 
+from ..errors import UserError
+from . import signals
 from .atomic import atomic_path
 from .errors import first_line
 from .checkpoints import (BEST, CHECKPOINT, MODEL, CheckpointError, load_checkpoint, load_weights_into,
@@ -40,6 +44,15 @@ from .device import amp_dtype, autocast, resolve_device
 from .progress import make_console, progress_bar, say
 
 METRICS = "metrics.jsonl"
+
+
+class LostRankError(UserError, RuntimeError):
+    """Another torchrun rank died or stopped answering (one line: what was kept, how to resume)."""
+
+
+# Seconds a collective may wait for the other ranks before this one gives up: a rank that dies
+# without closing its sockets (a lost node) must not hold the others until the job's time limit.
+DDP_TIMEOUT = float(os.environ.get("DLKDD_DDP_TIMEOUT", "45"))
 
 
 # ---------------------------------------------------------------------------- seeding
@@ -278,7 +291,8 @@ def setup_distributed(device: torch.device) -> tuple[DdpGroup, torch.device]:
         torch.cuda.set_device(device)
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=DDP_TIMEOUT))
     return DdpGroup(dist.get_rank(), dist.get_world_size(), owned), device
 
 
@@ -495,7 +509,8 @@ def _save_epoch(t: _Trainer, run: _Run, history: list[dict], improved: bool, sch
             "config": dataclasses.asdict(cfg), "fingerprint": run.fingerprint, "best": t.best}
     if t.scaler.is_enabled():
         ckpt["scaler"] = t.scaler.state_dict()
-    save_checkpoint(ckpt, run.path(CHECKPOINT))
+    with signals.deferred():  # a SIGTERM now waits for the epoch's checkpoint (< 1 s here)
+        save_checkpoint(ckpt, run.path(CHECKPOINT))
 
 
 def _epoch_loop(t: _Trainer, loader: DataLoader, val_set: Dataset, run: _Run, history: list[dict],
@@ -554,14 +569,30 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, cfg: Tra
     ddp, device = setup_distributed(resolve_device(device))
     run = _Run(cfg, Path(out_dir), fingerprint, loss_fn or cross_entropy, device, console, desc,
                restart_on_corrupt, ddp)
+    peer_lost = False
     try:
         return _train(model, train_set, val_set, run)
     except KeyboardInterrupt:
         run.say(f"{desc} interrupted: {_kept(run)}", "yellow")
         raise
+    except RuntimeError as e:
+        if ddp.world == 1 or not _is_peer_failure(e):
+            raise
+        peer_lost = True  # tearing the group down would wait on the dead rank
+        signals.stopping()  # torchrun's SIGTERM to the survivors follows: this line is the one to print
+        reason = re.sub(r"^\[[^\]]*\] ", "", first_line(e)).split(". ")[0]  # gloo: "[pair.cc:537] ..."
+        raise LostRankError(f"{desc}: rank {ddp.rank} lost another rank of the torchrun job "
+                            f"({reason}); {_kept(run)}") from None
     finally:
-        if ddp.owned:
+        if ddp.owned and not peer_lost:
             dist.destroy_process_group()
+
+
+def _is_peer_failure(e: RuntimeError) -> bool:
+    """A collective failed because another rank died (closed connection) or went silent (timeout)."""
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(s in text for s in (
+        "gloo", "Connection reset", "Connection closed", "NCCL", "Timed out", "timed out"))
 
 
 def _kept(run: _Run) -> str:

@@ -66,6 +66,7 @@ class DatasetIndex:
     train: list[VideoEntry] = field(default_factory=list)
     test: list[VideoEntry] = field(default_factory=list)
     val: list[VideoEntry] = field(default_factory=list)  # carved from the train list; never in train or test
+    missing: list[VideoEntry] = field(default_factory=list)  # listed, not on disk (data.skip_missing)
 
     @property
     def num_classes(self) -> int:
@@ -172,10 +173,11 @@ def _roots(root) -> tuple[str, str]:
 
 
 def parse_list(path, root, fmt: str = "auto", split: str = "train",
-               num_classes: int | None = None) -> list[VideoEntry]:
+               num_classes: int | None = None, missing: list | None = None) -> list[VideoEntry]:
     """Read one split list; every video must exist under `root`, once.
 
-    `num_classes` (when known, e.g. from classes.txt) bounds the labels.
+    `num_classes` (when known, e.g. from classes.txt) bounds the labels. With a `missing`
+    list, videos not on disk are appended to it instead of failing at the first one.
     """
     if fmt != "auto" and fmt not in LIST_FORMATS:
         raise DatasetError(f"{path}: unknown list format {fmt!r} (auto, {', '.join(LIST_FORMATS)})")
@@ -194,7 +196,10 @@ def parse_list(path, root, fmt: str = "auto", split: str = "train",
         except ValueError as e:
             raise DatasetError(f"{path}:{number}: {e}") from None
         if not os.path.exists(real):
-            raise DatasetError(f"{path}:{number}: video not found: {abs_path}")
+            if missing is None:
+                raise DatasetError(f"{path}:{number}: video not found: {abs_path}")
+            missing.append(VideoEntry(abs_path, rel, label, split, str(path), number))
+            continue
         if not os.path.isfile(real):
             raise DatasetError(f"{path}:{number}: not a video file: {abs_path}")
         if real in first_line:
@@ -316,19 +321,35 @@ def _read_lists(cfg, root: Path) -> DatasetIndex:
     classes = read_classes(classes_path) if classes_path.exists() else None
     num = len(classes) if classes else None
     lists = {"train": root / cfg.train_list, "test": root / cfg.test_list}
-    split_entries = {}
+    split_entries, missing = {}, []
     for split, path in lists.items():
         if not path.is_file():
             setting = getattr(cfg, f"{split}_list")
             raise DatasetError(f"{path}: {split} split list not found (data.{split}_list = {setting!r})")
-        split_entries[split] = parse_list(path, root, cfg.format, split, num)
-        if not split_entries[split]:
+        split_entries[split] = parse_list(path, root, cfg.format, split, num, missing)
+        if not split_entries[split] and not any(e.split == split for e in missing):
             raise DatasetError(f"{path}: no videos listed in the {split} split")
+    if missing and not getattr(cfg, "skip_missing", False):
+        raise DatasetError(missing_message(missing))
     train, test = split_entries["train"], split_entries["test"]
+    for split, path in lists.items():
+        if not split_entries[split]:
+            raise DatasetError(f"{path}: every video of the {split} split is missing")
     _check_overlap(train, test)
     if classes is None:
-        classes = infer_classes(train + test)
-    return DatasetIndex(os.path.abspath(root), classes, train, test)
+        classes = infer_classes(train + test + missing)
+    return DatasetIndex(os.path.abspath(root), classes, train, test, missing=missing)
+
+
+def missing_message(missing: list[VideoEntry], shown: int = 10) -> str:
+    """All missing videos in one line: the count, then the first few as list:line."""
+    if len(missing) == 1:
+        e = missing[0]
+        return f"{e.source}:{e.line}: video not found: {e.path}; pass --skip-missing to go on without it"
+    first = ", ".join(f"{e.source}:{e.line}: {e.rel}" for e in missing[:shown])
+    more = f" (+{len(missing) - shown} more)" if len(missing) > shown else ""
+    return (f"{len(missing)} listed videos not found: {first}{more}; "
+            f"pass --skip-missing to go on without them")
 
 
 # ------------------------------------------------------------------ class folders

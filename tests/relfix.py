@@ -46,8 +46,9 @@ def child_env(**extra) -> dict:
 class Proc:
     """`python -m cli ARGS` in the background; its output lines are collected as they come."""
 
-    def __init__(self, args: list[str], cwd=None, env=None, sig_ok=False):
-        self.p = subprocess.Popen([sys.executable, "-m", "dlkdd.cli", *map(str, args)], cwd=cwd or REPO,
+    def __init__(self, args: list[str], cwd=None, env=None, sig_ok=False, argv: list[str] | None = None):
+        argv = argv or [sys.executable, "-m", "dlkdd.cli", *map(str, args)]
+        self.p = subprocess.Popen(argv, cwd=cwd or REPO,
                                   env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, bufsize=1)
         self.lines: list[str] = []
@@ -60,6 +61,11 @@ class Proc:
             self.lines.append(line)
             self.q.put(line)
         self.q.put(None)
+
+    @classmethod
+    def command(cls, argv: list[str], **kw) -> "Proc":
+        """Any command line (torchrun ...), its output collected the same way."""
+        return cls([], argv=[str(a) for a in argv], **kw)
 
     @property
     def pid(self) -> int:

@@ -54,11 +54,24 @@ def untrained(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def two_actions(tmp_path_factory) -> dict:
-    """Drink_1 (32 frames) then Run_1 (29 frames), both 15 fps: the class changes at 32 / 15 s."""
+    """Drink_1 then Run_1 of the bundled sample, both 15 fps: the class changes where Run_1 starts."""
     out = tmp_path_factory.mktemp("long") / "drink-then-run.mp4"
     info = write_long_video(out, [SAMPLE / "Drink" / "Drink_1.mp4", SAMPLE / "Run" / "Run_1.mp4"])
-    assert info["fps"] == 15 and info["frames"] == 61 and info["parts"][1][1] == 32
-    return {"path": out, "change": 32 / 15, "end": 61 / 15}
+    change, total, fps = info["parts"][1][1], info["frames"], info["fps"]
+    assert fps == 15 and 12 <= change <= total - 12
+    return {"path": out, "change": change / fps, "end": total / fps, "frames": total, "first": change,
+            "fps": fps}
+
+
+def count_windows(frames: int, fps: float, window_s: float, stride_s: float) -> int:
+    """How many windows plan_windows must cut, written out: windows of w = round(window_s * fps)
+    frames start at k * step (step = round(stride_s * fps)); window 0 always exists, and window
+    k >= 1 exists when it starts inside the video and window k - 1 stopped short of the end."""
+    w, step = round(window_s * fps), round(stride_s * fps)
+    k = 1
+    while k * step < frames and (k - 1) * step + w < frames:
+        k += 1
+    return k
 
 
 def _window_batch(video: np.ndarray, starts, length, labels_of, T=4):
@@ -75,7 +88,9 @@ def knows_both(tmp_path_factory, two_actions) -> Path:
     by the class of most of their frames: it tells the two apart, so its timeline can be checked."""
     stream = infer.VideoStream(two_actions["path"], 32, (32, 32))
     video = stream.frames(np.arange(stream.num_frames))
-    labels_of = np.array([0] * 32 + [5] * 29)
+    n, first = two_actions["frames"], two_actions["first"]
+    assert stream.num_frames == n
+    labels_of = np.array([0] * first + [5] * (n - first))
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     model = models.build("r3d_tiny", 6)
@@ -83,7 +98,7 @@ def knows_both(tmp_path_factory, two_actions) -> Path:
     model.train()
     for step in range(40):
         length = int(rng.integers(3, 13))
-        x, y = _window_batch(video, rng.integers(0, 61 - length + 1, 12), length, labels_of)
+        x, y = _window_batch(video, rng.integers(0, n - length + 1, 12), length, labels_of)
         loss = torch.nn.functional.cross_entropy(model(normalize(x, STATS)), y)
         opt.zero_grad()
         loss.backward()
@@ -102,6 +117,11 @@ def test_plan_windows_cover_every_frame():
     assert [(x.start, x.end) for x in gaps] == [(0, 10), (30, 40), (60, 70), (90, 100)]
     with pytest.raises(ValueError):
         infer.plan_windows(0, 15.0, 1.0, 1.0)
+    for frames in range(1, 80):  # the arithmetic the tests below count windows with
+        for window_s, stride_s in ((0.4, 0.4), (0.8, 0.4), (0.6, 0.2), (1.0, 0.5), (0.4, 1.0)):
+            w = infer.plan_windows(frames, 15.0, window_s, stride_s)
+            assert len(w) == count_windows(frames, 15.0, window_s, stride_s), (frames, window_s, stride_s)
+            assert w[0].start == 0 and w[-1].end == frames or stride_s > window_s
 
 
 def test_window_frames_stay_inside_their_window():
@@ -134,7 +154,8 @@ def test_timeline_of_a_class_change_matches_the_truth(knows_both, two_actions, w
     assert segs[0]["start"] == 0.0 and segs[1]["end"] == pytest.approx(two_actions["end"], abs=1e-3)
     assert abs(segs[0]["end"] - two_actions["change"]) <= stride + 1e-6
     assert segs[0]["end"] == segs[1]["start"]
-    assert res["duration"] == pytest.approx(two_actions["end"], abs=1e-3) and res["fps"] == 15.0
+    assert res["duration"] == pytest.approx(two_actions["end"], abs=1e-3) and res["fps"] == two_actions["fps"]
+    assert len(res["windows"]) == count_windows(two_actions["frames"], two_actions["fps"], window, stride)
 
 
 def test_windows_use_only_the_frames_they_need(untrained, two_actions, monkeypatch):
@@ -147,8 +168,10 @@ def test_windows_use_only_the_frames_they_need(untrained, two_actions, monkeypat
         return real(self, indices)
     monkeypatch.setattr(infer.VideoStream, "frames", spy)
     res = list(infer.predict_many_windows(untrained, [str(two_actions["path"])], 0.4, 0.4, batch=2))[0]
-    assert len(res["windows"]) == 11 and len(asked) == 6
+    n = count_windows(two_actions["frames"], two_actions["fps"], 0.4, 0.4)
+    assert n >= 5 and len(res["windows"]) == n and len(asked) == (n + 1) // 2  # batches of 2 windows
     assert max(len(a) for a in asked) == 2 * 4  # batch x T frames
+    assert sum(len(a) for a in asked) == n * 4 < two_actions["frames"]  # T frames a window, not the video
     assert all(np.all(np.diff(a) >= 0) for a in asked)
 
 
@@ -218,7 +241,12 @@ def test_json_shape(two_actions, untrained, tmp_path):
     (res,) = json.loads(r.stdout)
     assert set(res) == {"video", "fps", "frames", "duration", "window", "stride", "min_prob", "classes",
                         "windows", "segments"}
-    assert res["classes"] == CLASSES and res["frames"] == 61 and len(res["windows"]) == 10
+    n = count_windows(two_actions["frames"], two_actions["fps"], 0.8, 0.4)
+    assert res["classes"] == CLASSES and res["frames"] == two_actions["frames"] and len(res["windows"]) == n
+    step, win = round(0.4 * two_actions["fps"]), round(0.8 * two_actions["fps"])  # 6 and 12 frames at 15 fps
+    assert [w["start"] for w in res["windows"]] == [round(k * step / two_actions["fps"], 3) for k in range(n)]
+    assert res["windows"][0]["end"] == round(win / two_actions["fps"], 3)
+    assert res["windows"][-1]["end"] == pytest.approx(two_actions["end"], abs=1e-3)
     for w in res["windows"]:
         assert set(w) == {"start", "end", "class", "prob", "runner_up", "runner_up_prob", "probs"}
         assert w["prob"] >= w["runner_up_prob"] and w["class"] != w["runner_up"]
@@ -245,15 +273,17 @@ def test_csv_shapes(two_actions, untrained, tmp_path):
         rows = list(csv.DictReader(io.StringIO(r.stdout)))
         assert all(row["video"] == video and row["class"] in CLASSES and not row["error"] for row in rows)
         counts[opts] = len(rows)
-    assert counts[()] == 1 and counts[("--window", "0.8", "--stride", "0.4")] == 10
-    assert 1 <= counts[("--window", "0.8", "--min-prob", "0")] <= 5
+    frames, fps = two_actions["frames"], two_actions["fps"]
+    assert counts[()] == 1 and counts[("--window", "0.8", "--stride", "0.4")] == count_windows(frames, fps, 0.8, 0.4)
+    assert 1 <= counts[("--window", "0.8", "--min-prob", "0")] <= count_windows(frames, fps, 0.8, 0.8)  # stride = window
 
 
 def test_text_timeline_and_usage_errors(two_actions, untrained, tmp_path):
     r = _cli(["predict", str(two_actions["path"]), "--window", "1", "--stride", "0.5"], tmp_path / "c", untrained)
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert "7 windows of 1 s every 0.5 s" in lines[0] and len(lines) == 8  # 15 frames every 8
+    n = count_windows(two_actions["frames"], two_actions["fps"], 1.0, 0.5)  # 15 frames every 8 at 15 fps
+    assert f"{n} windows of 1 s every 0.5 s" in lines[0] and len(lines) == 1 + n
     assert re.match(r"  0:00:00\.0 - 0:00:01\.0  \w+ +0\.\d{3}  \(runner-up \w+ 0\.\d{3}\)", lines[1])
     bad = _cli(["predict", str(two_actions["path"]), "--stride", "0.5"], tmp_path / "c", untrained)
     assert bad.exit_code == 2 and "need --window" in bad.output
@@ -400,8 +430,8 @@ def test_progress_bar_shows_frames_per_second_and_eta_on_a_terminal_only(untrain
         console = Console(file=out, force_terminal=terminal, width=150)
         res = list(infer.predict_many_windows(untrained, [str(two_actions["path"])], 0.4, 0.2, batch=1,
                                               console=console))[0]
-        assert len(res["windows"]) == 20
+        assert len(res["windows"]) == count_windows(two_actions["frames"], two_actions["fps"], 0.4, 0.2)
         shown[name] = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
-    assert "drink-then-run.mp4" in shown["tty"] and "/61" in shown["tty"]
+    assert "drink-then-run.mp4" in shown["tty"] and f"/{two_actions['frames']}" in shown["tty"]
     assert re.search(r"\d+(\.\d)? frames/s", shown["tty"]) and re.search(r"\d:\d\d:\d\d", shown["tty"])  # rate, ETA
     assert shown["pipe"] == ""  # logs and pipes get no bar

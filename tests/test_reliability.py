@@ -108,6 +108,11 @@ def kept_progress(ref, cache: Path, stage: str) -> int:
 KILLS = {"enhance": 3, "teacher": 3, "soft-labels": 2, "student": 2}
 
 
+def lock_note_pids(cache: Path) -> set[int]:
+    """Pids named by the holder notes of the cache's per-output locks."""
+    return {json.loads(n.read_text())["pid"] for n in (cache / "locks").glob("*.json")}
+
+
 def wait_until(cond, p: Proc, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -153,7 +158,7 @@ def test_kill_9_mid_stage_then_rerun_resumes_and_equals_an_uninterrupted_run(ref
         assert p.wait() in (-9, 0), p.output
         if assert_consistent(ref, cache, stage) == "missing":
             unfinished += 1
-            assert f'"pid": {p.pid}' in (cache / ".lock").read_text()  # the dead holder's note is left...
+            assert p.pid in lock_note_pids(cache)  # the dead holder's note is left...
     assert unfinished, "no kill landed before the stage finished"
     kept = kept_progress(ref, cache, stage)
     p = Proc(args)  # ...and the kernel freed its flock: the rerun proceeds
@@ -266,8 +271,8 @@ def test_second_run_on_a_busy_cache_fails_fast_naming_the_holder_or_waits(ref, t
     first.wait_for(r"▶ baseline: running")
     t0 = time.monotonic()
     second = invoke(args)
-    line = assert_one_line_error(second, f"cache {cache} is in use by pid {first.pid}", " run", "since ",
-                                 "--wait")
+    line = assert_one_line_error(second, f"cache {cache}: baseline is in use by pid {first.pid}", " run",
+                                 "since ", "(writing it)", "--wait")
     assert time.monotonic() - t0 < 10, "fails fast, does not wait by default"
     assert "dlkdd" in line
     third = invoke([*args, "--wait", "300"])  # waits for the first, then finds everything fresh
@@ -284,8 +289,8 @@ def test_lock_of_a_killed_run_is_taken_over(ref, tmp_path):
     p.wait_for(r"student epoch 1/3")
     p.signal(SIGKILL)
     p.wait()
-    holder = json.loads((cache / ".lock").read_text())
-    assert holder["pid"] == p.pid and "student" in holder["command"]
+    holder = json.loads(next((cache / "locks").glob(f"student@{ref.student}.*-{p.pid}-*.json")).read_text())
+    assert holder["pid"] == p.pid and "student" in holder["command"] and holder["mode"] == "exclusive"
     r = invoke(args)
     assert r.exit_code == 0, r.output
     assert "resuming from epoch" in r.stderr
