@@ -215,7 +215,9 @@ def test_status_and_help_import_no_torch(tmp_path):
     for args in (["--help"], ["status", "--help"], ["--cache", str(cache), "status"],
                  ["--cache", str(cache), "--set", "enhancer.kind=gamma", "evaluate", "--dry-run"]):
         assert "torch" not in _imports(args, tmp_path), args
-    mark_all_fresh(gr.Graph(Config(), cache))  # a small cache with a record for every stage
+    from dlkdd.cli import Settings  # the config the CLI resolves (the sample's day/ set pretrains)
+    cfg = Settings(None, [], None, cache, "cpu", None, False).config()
+    mark_all_fresh(gr.Graph(cfg, cache))  # a small cache with a record for every stage
     mods = _imports(["--cache", str(cache), "status"], tmp_path)
     assert "torch" not in mods and not any(m.startswith("torch.") for m in mods)
     assert "nothing to do" in subprocess.run(

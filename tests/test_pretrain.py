@@ -382,4 +382,10 @@ def test_a_relative_pretrain_root_is_relative_to_the_current_folder(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     cfg = Settings(None, ["pretrain.root=footage/day"], None, tmp_path / "c", "cpu", None, False).config()
     assert cfg.pretrain.root == str(tmp_path / "footage" / "day")
-    assert Settings(None, [], None, tmp_path / "c", "cpu", None, False).config().pretrain.root == ""
+    # by default a dataset's own day/ set: the bundled sample has one, a folder without one none
+    from dlkdd.pipeline.videos import SAMPLE
+    assert Settings(None, [], None, tmp_path / "c", "cpu", None, False).config().pretrain.root == \
+        str((SAMPLE / "day").resolve())
+    (tmp_path / "night").mkdir()
+    assert Settings(None, [], tmp_path / "night", tmp_path / "c", "cpu", None, False).config().pretrain.root == ""
+    assert Settings(None, ["pretrain.root=none"], None, tmp_path / "c", "cpu", None, False).config().pretrain.root == ""
