@@ -341,7 +341,8 @@ def test_a_moved_or_copied_cache_stays_fresh(tmp_path):
     assert rows["enhancer"]["state"] == "fresh"  # gamma reads no video
     assert rows["enhance"]["state"] == "stale" and rows["enhance"]["kinds"] == ["input"]
     assert video.relative_to(tmp_path / "plain" / "data").as_posix() in rows["enhance"]["reasons"][0]
-    assert all(rows[n]["state"] == "stale" for n in RUN - {"enhancer", "enhance"})
+    assert rows["pretrain"]["state"] == "fresh"  # the day/ set is untouched
+    assert all(rows[n]["state"] == "stale" for n in RUN - {"pretrain", "enhancer", "enhance"})
 
 
 def test_weights_files_count_by_content_not_by_where_they_lie(tmp_path):
