@@ -85,8 +85,8 @@ class EnhanceConfig:
 @dataclass
 class TrainConfig:
     model: str = "r2plus1d_small"  # a name from models.build (see `dlkdd models`)
-    # "" random | "pretrain" (the pretrain stage's weights for this model; random while pretrain.root
-    # is "") | kinetics400 (r2plus1d_18, r3d_18, mc3_18) | ig65m, ig65m_kinetics (r2plus1d_34) | a file
+    # "" random | "pretrain" (the pretrain stage's weights for this model; random when there is no
+    # pretraining data) | kinetics400 (r2plus1d_18, r3d_18, mc3_18) | ig65m, ig65m_kinetics (r2plus1d_34) | a file
     pretrained: str = "pretrain"  # where the weights start (see above); a file is a torchvision-format state dict
     epochs: int = 30  # passes over the train split
     batch_size: int = 8  # clips per optimisation step (small data: more steps per epoch)
@@ -139,7 +139,7 @@ class PretrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     grad_clip: float = 5.0  # gradient-norm clip (0 = off)
     num_workers: int = 0  # DataLoader worker processes
-    keep: str = "last"  # last | best (best top-1 on root's test split)
+    keep: str = "last"  # last | best (best top-1 on the validation split carved from root's train split)
     seed: int = 0  # seed of initialisation, shuffling and view draws
 
 
