@@ -33,7 +33,8 @@ class DataConfig:
     test_fraction: float = 0.25  # folders format only: share of each class held out for test
     val_fraction: float = 0.2  # share of each class of the train split held out for validation (stable hash)
     val_list: str = ""  # explicit validation list, relative to root: videos of the train list ("" = val_fraction)
-    frames: int = 8  # T: frames per clip (the sample's motions read in 8; 16 doubles every model's cost)
+    frames: int = 8  # T: frames per clip. Sample, baseline, 5 seeds, validation top-1 at the last epoch:
+    #                  68.1 +- 5.8 with 8, 62.2 +- 3.8 with 16 (which also doubles every model's cost)
     clips_per_video: int = 2  # train clips per video, at segment offsets (c + 0.5) / n; each epoch draws one
     test_clips: int = 2  # clips cut from each validation and test video, same offsets rule (multi-view averages them)
     short_side: int = 64  # frames are resized so their short side is this many pixels
