@@ -84,11 +84,8 @@ class EnhanceConfig:
 
 
 @dataclass
-class TrainConfig:
-    model: str = "r2plus1d_small"  # a name from models.build (see `dlkdd models`)
-    # "" random | "pretrain" (the pretrain stage's weights for this model; random when there is no
-    # pretraining data) | kinetics400 (r2plus1d_18, r3d_18, mc3_18) | ig65m, ig65m_kinetics (r2plus1d_34) | a file
-    pretrained: str = "pretrain"  # where the weights start (see above); a file is a torchvision-format state dict
+class Schedule:
+    """How a model is trained: what the teacher, the student and the pretraining share."""
     epochs: int = 30  # passes over the train split
     batch_size: int = 8  # clips per optimisation step (small data: more steps per epoch)
     optimizer: str = "adamw"  # adamw | sgd
@@ -98,10 +95,18 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     grad_clip: float = 5.0  # gradient-norm clip (0 = off)
     num_workers: int = 0  # DataLoader worker processes
-    dropout: float = 0.0  # dropout before the classifier
-    label_smoothing: float = 0.0  # label smoothing of the cross-entropy term
     keep: str = "last"  # last | best (best validation-split top-1, evaluated each epoch; never test)
     seed: int = 0  # seed of initialisation, shuffling and view draws
+
+
+@dataclass
+class TrainConfig(Schedule):
+    model: str = "r2plus1d_small"  # a name from models.build (see `dlkdd models`)
+    # "" random | "pretrain" (the pretrain stage's weights for this model; random when there is no
+    # pretraining data) | kinetics400 (r2plus1d_18, r3d_18, mc3_18) | ig65m, ig65m_kinetics (r2plus1d_34) | a file
+    pretrained: str = "pretrain"  # where the weights start (see above); a file is a torchvision-format state dict
+    dropout: float = 0.0  # dropout before the classifier
+    label_smoothing: float = 0.0  # label smoothing of the cross-entropy term
 
 
 @dataclass
@@ -123,8 +128,9 @@ class StudentConfig(TrainConfig):
 
 
 @dataclass
-class PretrainConfig:
-    """Normal-light pretraining of the teacher's and the student's architectures (stage `pretrain`)."""
+class PretrainConfig(Schedule):
+    """Normal-light pretraining of the teacher's and the student's architectures (stage `pretrain`);
+    the training keys are `Schedule`'s, its validation split is carved from root's train split."""
     root: str = ""  # labelled normal-light dataset, relative to the current folder; "" = the dataset's own
     #                 day/ folder if it has one (the bundled sample does), else none; "none" = no pretraining
     format: str = "auto"  # split-list format of root: auto | arid | arid15 | mmaction | folders
@@ -132,16 +138,6 @@ class PretrainConfig:
     test_list: str = "splits/test.txt"  # test split list, relative to root (ignored for folders)
     test_fraction: float = 0.25  # folders format only: share of each class held out for test
     epochs: int = 10  # passes over root's train split
-    batch_size: int = 8  # clips per optimisation step
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 3e-3  # peak learning rate, after warm-up
-    weight_decay: float = 1e-4  # decoupled (AdamW) or L2 (SGD) weight decay
-    momentum: float = 0.9  # SGD momentum
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
-    grad_clip: float = 5.0  # gradient-norm clip (0 = off)
-    num_workers: int = 0  # DataLoader worker processes
-    keep: str = "last"  # last | best (best top-1 on the validation split carved from root's train split)
-    seed: int = 0  # seed of initialisation, shuffling and view draws
 
 
 @dataclass

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 
 from .checkpoints import write_meta
-from .config import TrainConfig
+from .config import Schedule, TrainConfig
 from ..errors import StageError
 from .config import PRETRAIN_DATA_KEYS, pretrain_data
 from .graph import _hash, code_digests
@@ -36,8 +36,8 @@ def architectures(cfg) -> list[str]:
 
 def train_config(cfg, model: str) -> TrainConfig:
     """`[pretrain]`'s training keys as the TrainConfig the shared loop reads, for `model`, from random."""
-    keys = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(cfg.pretrain)}
-    return TrainConfig(model=model, pretrained="", **{k: getattr(cfg.pretrain, k) for k in keys})
+    schedule = {f.name: getattr(cfg.pretrain, f.name) for f in dataclasses.fields(Schedule)}
+    return TrainConfig(model=model, pretrained="", **schedule)
 
 
 class _ClipCacheContext:
