@@ -514,13 +514,17 @@ def export(settings: Settings, out):
                    "original or gamma clips, a teacher of the student's size (report/ablation.json).")
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for another dlkdd process to release an output it needs.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="Score on the test split (the report) or the validation split (to tune settings with; "
+                   "writes report/study-val.*).")
 @click.pass_obj
-def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait):
+def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait, split):
     """Train baseline and DL-KDD student per seed against one cache, score each on the test split
     (multi-view), and write report/study.json, study.md and study.png: mean +- sd and the paired
-    difference with its 95 % CI. Fresh seeds are not retrained; a new seed trains only itself."""
+    difference with its 95 % CI. Fresh seeds are not retrained; a new seed trains only itself.
+    Tune with `--split val` (the validation split, report/study-val.*), then report on test."""
     from .pipeline.lock import OutputLocks
-    from .pipeline.study import ARMS, ablation_arms, parse_seeds, run_study
+    from .pipeline.study import ARMS, ablation_arms, parse_seeds, report_names, run_study
     seed_list = parse_seeds(seeds)
     cfg, device = settings.config(), settings.device()
     command = "dlkdd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dlkdd study"
@@ -528,12 +532,12 @@ def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait):
         locks.exclusive("report")  # the study's report files; each seed locks its own outputs
         result = run_study(cfg, settings.cache, seed_list, device, console(), vary_teacher=teacher_seeds,
                            jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command,
-                           wait=wait)
+                           wait=wait, split=split)
     d = result["difference"]
     lo, hi = d["ci95"]
     click.echo(f"student - baseline over {len(seed_list)} seed(s): {d['mean']:+.2f} points"
                + (f", 95 % CI [{lo:+.2f}, {hi:+.2f}]" if lo is not None else ""))
-    click.echo(f"report: {settings.cache / 'report' / 'study.md'}")
+    click.echo(f"report: {settings.cache / 'report' / report_names(split)[1]}")
 
 
 @cli.command(name="models")

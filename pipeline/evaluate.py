@@ -48,12 +48,13 @@ class TestSplit:
     single: np.ndarray  # (V,) position (in the test clips) of each video's clip 0
 
 
-def test_split(index_path: Path) -> TestSplit:
-    """Group the index's test clips by video; clip 0 (or the first listed) is the single view."""
+def test_split(index_path: Path, split: str = "test") -> TestSplit:
+    """Group the index's clips of `split` (test, or val for `study --split val`) by video;
+    clip 0 (or the first listed) is the single view."""
     index = json.loads(Path(index_path).read_text())
-    rows = [c for c in index["clips"] if c["split"] == "test"]
+    rows = [c for c in index["clips"] if c["split"] == split]
     if not rows:
-        raise StageError(f"{index_path}: the test split has no clips")
+        raise StageError(f"{index_path}: the {split} split has no clips")
     order: dict[str, int] = {}
     labels, clip_video, single = [], [], {}
     for pos, c in enumerate(rows):

@@ -20,6 +20,10 @@ A study is a list of named arms, each a set of config overrides, run per seed
 (`ARMS`; issue 11's `--ablate` adds rows such as a teacher from scratch or on original
 input). The per-seed work, `run_seed`, takes and returns plain data so `--jobs N` can
 run seeds in separate processes: each seed writes only its own folders.
+
+`--split val` scores the same models on the validation split instead (the videos carved
+from the train split that no model trains on) and writes `report/study-val.*`: the study
+to tune with (alpha, temperature, epochs, ...); the test study then reports the choice.
 """
 from __future__ import annotations
 
@@ -43,6 +47,16 @@ from .lock import OutputLocks
 
 MODELS = ("teacher", "baseline", "student")
 STUDY_JSON, STUDY_MD, STUDY_PNG, ABLATION_JSON = "study.json", "study.md", "study.png", "ablation.json"
+SPLITS = ("test", "val")  # what a study scores on: test reports, val tunes (report/study-val.*)
+SPLIT_TEXT = {"test": "test", "val": "validation"}
+
+
+def report_names(split: str) -> tuple[str, str, str, str]:
+    """study.json, study.md, study.png, ablation.json (test) or their -val twins."""
+    names = (STUDY_JSON, STUDY_MD, STUDY_PNG, ABLATION_JSON)
+    if split == "test":
+        return names
+    return tuple(n.replace(".", f"-{split}.", 1) for n in names)
 BOOTSTRAP = 2000  # resamples of the test videos
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,  # df 1..10
         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,  # df 11..20
@@ -188,7 +202,7 @@ def run_seed(job: dict) -> dict:
     with OutputLocks(job["cache"]) as locks:  # shared on the common upstream, exclusive on this seed's
         for target in ("baseline", "student"):
             execute(graph, target, job["device"], con, locks=locks)
-    return score_seed(graph, job["arm"].name, job["seed"], job["device"], con)
+    return score_seed(graph, job["arm"].name, job["seed"], job["device"], con, job.get("split", "test"))
 
 
 def _fresh_eval(path: Path, key: dict) -> dict | None:
@@ -199,38 +213,40 @@ def _fresh_eval(path: Path, key: dict) -> dict | None:
     return saved if saved.get("key") == key else None
 
 
-def score_seed(graph: Graph, arm: str, seed: int, device: str, console) -> dict:
-    """Multi-view test top-1 of the seed's teacher, baseline and student (cached per model digest)."""
+def score_seed(graph: Graph, arm: str, seed: int, device: str, console, split_name: str = "test") -> dict:
+    """Multi-view top-1 on `split_name` (test or val) of the seed's teacher, baseline and student
+    (cached per model digest)."""
     from .evaluate import test_split
     key = {"models": {m: (graph.record(m) or {}).get("outputs_digest") for m in MODELS},
            "evaluate": {k: graph.cfg.get(k) for k in section_keys(graph.cfg, "evaluate") if k != "evaluate.batch_size"},
            "code": code_digests("dlkdd.pipeline.study:score_seed")}
-    path = graph.cache / "study" / arm / f"seed{seed}-{graph.out_dir('teacher').name}.json"
+    scores_dir = "study" if split_name == "test" else f"study-{split_name}"
+    path = graph.cache / scores_dir / arm / f"seed{seed}-{graph.out_dir('teacher').name}.json"
     saved = _fresh_eval(path, key)
     if saved is not None:
         console.print(f"  {arm} seed {seed}: scores fresh")
         return saved["result"]
     index = graph.out_dir("enhance") / "index.json"
-    split = test_split(index)
+    split = test_split(index, split_name)
     result = {"arm": arm, "seed": seed, "top1": {}, "hits": {}, "gap": {}, "videos": split.videos}
     for model in MODELS:
-        top1, hits, gap = _score_model(graph, model, index, split, device)
+        top1, hits, gap = _score_model(graph, model, index, split, device, split_name)
         result["top1"][model], result["hits"][model], result["gap"][model] = top1, hits, gap
-    console.print(f"  {arm} seed {seed}: test top-1 (multi-view) " + ", ".join(
+    console.print(f"  {arm} seed {seed}: {SPLIT_TEXT[split_name]} top-1 (multi-view) " + ", ".join(
         f"{m} {result['top1'][m]:.1f}%" for m in MODELS))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_json(path, {"key": key, "result": result})
     return result
 
 
-def _score_model(graph: Graph, model_stage: str, index: Path, split, device: str):
+def _score_model(graph: Graph, model_stage: str, index: Path, split, device: str, split_name: str = "test"):
     from .checkpoints import load_trained
     from .evaluate import evaluate_model
     from .shards import ClipDataset
     from .train import MODEL, load_checkpoint
     cfg, folder = graph.cfg, graph.out_dir(model_stage)
     model, meta = load_trained(folder, device)
-    clips = ClipDataset.from_index(index, "test", meta.get("input", "original"))
+    clips = ClipDataset.from_index(index, split_name, meta.get("input", "original"))
     try:
         scores = evaluate_model(model, clips, split, meta.get("crop", cfg.data.crop), cfg.evaluate.crops,
                                 cfg.evaluate.batch_size, device, meta.get("normalize"),
@@ -311,12 +327,13 @@ ARM_TEXT = {"dlkdd": "DL-KDD as configured", "from-scratch": "teacher and studen
             "teacher-small": "teacher of the student's architecture"}
 
 
-def ablation_markdown(ablation: dict, arms: tuple[Arm, ...]) -> str:
+def ablation_markdown(ablation: dict, arms: tuple[Arm, ...], split: str = "test") -> str:
     def ci(d: dict) -> str:
         lo, hi = d["ci95"]
         return f"{d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]" if lo is not None else f"{d['mean']:+.2f}"
     lines = ["## Ablation: where the gain comes from", "",
-             f"Same seeds ({', '.join(map(str, ablation['seeds']))}) and test videos for every row; test top-1 "
+             f"Same seeds ({', '.join(map(str, ablation['seeds']))}) and {SPLIT_TEXT[split]} videos for every row; "
+             f"{SPLIT_TEXT[split]} top-1 "
              "(multi-view, %) mean +- sd over seeds; differences are paired by seed with their 95 % "
              "t-interval.", "",
              "| arm | overrides | teacher | baseline | student | student - baseline | student - DL-KDD student |",
@@ -336,11 +353,16 @@ def _fmt(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:+.{digits}f}" if digits < 0 else f"{x:.{digits}f}"
 
 
-def report_markdown(study: dict, results: list[dict], command: str) -> str:
+def report_markdown(study: dict, results: list[dict], command: str, split: str = "test") -> str:
     results = sorted(results, key=lambda r: r["seed"])
     rows = study["rows"]
-    lines = [f"# Study: {len(rows)} seed(s), test top-1 (multi-view, %)", "",
-             f"Command: `{command}`", "",
+    word = SPLIT_TEXT[split]
+    lines = [f"# Study: {len(rows)} seed(s), {word} top-1 (multi-view, %)", "",
+             f"Command: `{command}`", ""]
+    if split != "test":
+        lines += [f"Scored on the {word} split (videos carved from the train split, trained on by no model): "
+                  "for choosing settings. Report the chosen setting with a study on the test split.", ""]
+    lines += [
              "| seed | teacher | baseline | DL-KDD student | student - baseline |",
              "| ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
@@ -355,11 +377,11 @@ def report_markdown(study: dict, results: list[dict], command: str) -> str:
               (f"[{lo:+.2f}, {hi:+.2f}]" if lo is not None else "(needs >= 2 seeds)") + "."]
     hits = {m: np.array([r["hits"][m] for r in results]) for m in MODELS}
     boot = paired_bootstrap(hits["baseline"], hits["student"])
-    lines += ["", f"**Paired bootstrap over the {boot['videos']} test videos** ({boot['resamples']} "
+    lines += ["", f"**Paired bootstrap over the {boot['videos']} {word} videos** ({boot['resamples']} "
               f"resamples, the same videos for both models and every seed): mean difference "
               f"{boot['mean']:+.2f} points, 95 % interval [{boot['ci95'][0]:+.2f}, {boot['ci95'][1]:+.2f}], "
               f"share of resamples with difference <= 0: {boot['p_le_0']:.3f}. "
-              f"One test video is {100.0 / max(1, boot['videos']):.2f} points."]
+              f"One {word} video is {100.0 / max(1, boot['videos']):.2f} points."]
     lines += ["", "## Train-minus-validation gap", "",
               "Training top-1 (on the drawn training views, during the epoch) minus validation top-1 "
               "(centre view), at each model's kept epoch; large gaps mean memorisation.", "",
@@ -373,7 +395,7 @@ def report_markdown(study: dict, results: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def plot_study(study: dict, path: Path) -> None:
+def plot_study(study: dict, path: Path, split: str = "test") -> None:
     """Each seed's test top-1 per model (dots, lines pair a seed), the mean with +- 1 sd."""
     from matplotlib.figure import Figure
     from .evaluate import _save
@@ -388,7 +410,7 @@ def plot_study(study: dict, path: Path) -> None:
         mean, sd = _mean_sd(vals)
         ax.errorbar([k + 0.15], [mean], yerr=[sd], fmt="o", color="black", capsize=4, zorder=3)
     ax.set_xticks(range(len(MODELS)), ["teacher", "baseline", "DL-KDD student"])
-    ax.set_ylabel("test top-1, multi-view (%)")
+    ax.set_ylabel(f"{SPLIT_TEXT[split]} top-1, multi-view (%)")
     d = study["difference"]
     ci = d["ci95"]
     ax.set_title(f"{len(rows)} seeds; student - baseline {d['mean']:+.1f}"
@@ -410,15 +432,21 @@ def shared_upstream(cfg: Config, arm: Arm, seed: int, cache: Path, device: str, 
 
 def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, vary_teacher: bool = False,
               jobs: int = 1, arms: tuple[Arm, ...] = ARMS, command: str = "dlkdd study",
-              wait: float = 0.0) -> dict:
-    """Train what is stale, score every seed, write report/study.{json,md,png}; returns study.json."""
+              wait: float = 0.0, split: str = "test") -> dict:
+    """Train what is stale, score every seed on `split`, write report/study.{json,md,png} (test) or
+    report/study-val.{json,md,png} (val); returns study.json's content."""
     if jobs < 1:
         raise StudyError(f"--jobs {jobs}: must be >= 1")
+    if split not in SPLITS:
+        raise StudyError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+    if split == "val" and cfg.data.val_fraction <= 0 and not cfg.data.val_list:
+        raise StudyError("--split val: this config has no validation split "
+                         "(data.val_fraction is 0 and data.val_list is empty)")
     cache = Path(cache)
     for arm in arms:
         shared_upstream(cfg, arm, seeds[0], cache, device, console, vary_teacher, wait)
     tasks = [{"cfg": cfg, "cache": str(cache), "device": device, "seed": s, "arm": arm,
-              "vary_teacher": vary_teacher, "quiet": jobs > 1,
+              "vary_teacher": vary_teacher, "quiet": jobs > 1, "split": split,
               "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0}
              for arm in arms for s in seeds]
     if jobs == 1:
@@ -428,18 +456,19 @@ def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             results = list(pool.map(run_seed, tasks))
         for r in results:
-            console.print(f"  {r['arm']} seed {r['seed']}: test top-1 (multi-view) " + ", ".join(
+            console.print(f"  {r['arm']} seed {r['seed']}: {SPLIT_TEXT[split]} top-1 (multi-view) " + ", ".join(
                 f"{m} {r['top1'][m]:.1f}%" for m in MODELS))
     first = [r for r in results if r["arm"] == arms[0].name]
     study = summarize(first)
+    study_json, study_md, study_png, ablation_json = report_names(split)
     out = cache / "report"
     out.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(out / STUDY_JSON, study)
-    text = report_markdown(study, first, command)
+    atomic.write_json(out / study_json, study)
+    text = report_markdown(study, first, command, split)
     if len(arms) > 1:
         ablation = summarize_arms(results, [a.name for a in arms])
-        atomic.write_json(out / ABLATION_JSON, ablation)
-        text += ablation_markdown(ablation, arms)
-    atomic.write_bytes(out / STUDY_MD, text.encode())
-    plot_study(study, out / STUDY_PNG)
+        atomic.write_json(out / ablation_json, ablation)
+        text += ablation_markdown(ablation, arms, split)
+    atomic.write_bytes(out / study_md, text.encode())
+    plot_study(study, out / study_png, split)
     return study

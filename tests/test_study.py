@@ -93,6 +93,30 @@ def test_study_json_shape_and_a_new_seed_trains_only_itself(tmp_path, monkeypatc
     assert sorted(ran) == [(2, "baseline"), (2, "student")]  # a new seed trains only that seed
     assert json.loads((cache / "report" / "study.json").read_text())["seeds"] == [0, 1, 2]
 
+    # --split val: the same models, scored on the validation videos, into report/study-val.*
+    ran.clear()
+    test_report = (cache / "report" / "study.json").read_bytes()
+    val = study.run_study(cfg, cache, [0, 1, 2], "cpu", con, split="val")
+    assert ran == []  # scoring on another split retrains nothing
+    assert (cache / "report" / "study.json").read_bytes() == test_report  # the test report is untouched
+    assert json.loads((cache / "report" / "study-val.json").read_text()) == json.loads(json.dumps(val))
+    md = (cache / "report" / "study-val.md").read_text()
+    assert "validation top-1" in md and "Paired bootstrap over the 6 validation videos" in md
+    assert (cache / "report" / "study-val.png").stat().st_size > 0
+    scored = json.loads(next((cache / "study-val" / "dlkdd").glob("seed0-*.json")).read_text())["result"]
+    assert scored["videos"] and all("_val_" in v for v in scored["videos"])
+
+
+def test_a_validation_study_needs_a_validation_split(tmp_path):
+    cfg = _tiny_config()
+    cfg.data.val_fraction = 0.0
+    with pytest.raises(study.StudyError, match="--split val: this config has no validation split"):
+        study.run_study(cfg, tmp_path, [0], "cpu", Console(quiet=True), split="val")
+    with pytest.raises(study.StudyError, match="--split 'train'"):
+        study.run_study(_tiny_config(), tmp_path, [0], "cpu", Console(quiet=True), split="train")
+    assert study.report_names("val") == ("study-val.json", "study-val.md", "study-val.png", "ablation-val.json")
+    assert study.report_names("test") == ("study.json", "study.md", "study.png", "ablation.json")
+
 
 def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
     cfg = _tiny_config()
