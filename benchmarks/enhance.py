@@ -607,13 +607,14 @@ def _stage(data: Path, work: Path, name: str, sets: list[str]) -> dict:
 
 def decode_only(data: Path, threads: int) -> dict:
     """What the stage decodes (every clip's frames, resized), nothing else, in this process."""
-    from dlkdd.pipeline.enhance import _fit_size, clip_size, list_jobs
+    from dlkdd.pipeline.enhance import clip_size, list_jobs
+    from dlkdd.pipeline.views import fit_size
     from dlkdd.pipeline.videos import VideoError, decode_clips
     cfg = Config()
     cfg.data.root = str(data)
     jobs, _ = list_jobs(cfg)
     size = clip_size(cfg, jobs)
-    clips = {"train": cfg.data.clips_per_video, "test": cfg.data.test_clips}
+    clips = {"train": cfg.data.clips_per_video, "val": cfg.data.test_clips, "test": cfg.data.test_clips}
     torch.set_num_threads(threads)
     t0, frames = time.perf_counter(), 0
     for job in jobs:
@@ -621,7 +622,7 @@ def decode_only(data: Path, threads: int) -> dict:
             f, _ = decode_clips(job.path, cfg.data.frames, clips[job.split], min(size), max_long_side=0)
         except VideoError:
             continue
-        frames += _fit_size(f, size).shape[0] * cfg.data.frames
+        frames += fit_size(f, size).shape[0] * cfg.data.frames
     return {"seconds": time.perf_counter() - t0, "frames": frames, "videos": len(jobs)}
 
 
