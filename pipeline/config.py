@@ -78,6 +78,8 @@ class EnhanceConfig:
     batch_frames: int = 8  # frames per enhancer forward pass (larger thrashes memory on CPU: measured)
     workers: int = 1  # dask LocalCluster worker processes (0 = decode in this process, no dask)
     threads_per_worker: int = 2  # threads per worker; torch threads are set to this
+    cluster_after: float = 5.0  # start the LocalCluster only once the work left would take this many
+    #                             seconds in this process (its start-up, measured: ~5 s); 0 = at once
     scheduler: str = ""  # address of an existing dask scheduler ("" = start a LocalCluster)
     compression: str = "none"  # none | lz4 (lz4 needs hdf5plugin); gzip/lzf read 10-20x slower
     strict: bool = False  # fail on the first unreadable video instead of reporting it
@@ -281,7 +283,7 @@ POSITIVE = (
     "pretrain.epochs", "pretrain.batch_size", "pretrain.lr",
 )
 NON_NEGATIVE = (
-    "data.max_long_side", "enhance.workers", "enhancer.lr", "enhancer.weight_decay", "enhancer.grad_clip",
+    "data.max_long_side", "enhance.workers", "enhance.cluster_after", "enhancer.lr", "enhancer.weight_decay", "enhancer.grad_clip",
     "teacher.weight_decay", "teacher.warmup_epochs", "teacher.grad_clip", "teacher.num_workers",
     "student.weight_decay", "student.warmup_epochs", "student.grad_clip", "student.num_workers",
     "teacher.momentum", "student.momentum",

@@ -79,7 +79,11 @@ def process_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], 
     different videos share enhancer batches (of `batch_frames`): a frame's result does not
     depend on its batch neighbours (tests/test_enhance.py checks it against per-video runs).
     """
-    from .enhancer import enhance_frames
+    return enhance_decoded(decode_videos(jobs, T, clips, size), enhancer_path, batch_frames, device)
+
+
+def decode_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], **_) -> dict:
+    """The decoding half of `process_videos`: each video's clips, resized, and its distinct frames."""
     from .videos import VideoError, decode_clips
     from .views import fit_size
     results, distinct, inverses = [], [], []
@@ -95,7 +99,15 @@ def process_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], 
         distinct.append(frames.reshape(-1, *frames.shape[2:])[first])
         inverses.append(inverse.ravel())
         st = os.stat(job.path)
-        results.append({"job": job, "original": frames, "indices": indices, "size": st.st_size})
+        results.append({"job": job, "original": frames, "indices": indices, "size": st.st_size,
+                        "moments": [{"original": channel_moments(clip)} for clip in frames]})
+    return {"results": results, "distinct": distinct, "inverses": inverses}
+
+
+def enhance_decoded(decoded: dict, enhancer_path: str, batch_frames: int, device: str, **_) -> list[dict]:
+    """The enhancing half of `process_videos`, with each clip's statistics."""
+    from .enhancer import enhance_frames
+    results, distinct, inverses = decoded["results"], decoded["distinct"], decoded["inverses"]
     if distinct:
         enhanced = enhance_frames(_enhancer(enhancer_path, device), np.concatenate(distinct),
                                   batch=batch_frames, device=device)
@@ -103,7 +115,43 @@ def process_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], 
         for r, d, inverse in zip([r for r in results if "error" not in r], distinct, inverses):
             r["enhanced"] = enhanced[start:start + len(d)][inverse].reshape(r["original"].shape)
             start += len(d)
+            # per-clip statistics where the frames are made (a dask worker; in this process the
+            # original's in the decoding thread), not in the one process that writes every shard
+            for moments, clip in zip(r["moments"], r["enhanced"]):
+                moments["enhanced"] = channel_moments(clip)
     return results
+
+
+class _DecodeAhead:
+    """In this process: the next task is decoded in a background thread while this one is enhanced
+    and written (decord and torch release the GIL), so decoding and enhancing overlap on two
+    cores. Results are those of `process_videos`, in task order; one task is decoded ahead, so
+    memory grows by one task's frames (TASK_BYTES)."""
+
+    def __init__(self, it, args: dict):
+        from concurrent.futures import ThreadPoolExecutor
+        self.it, self.args = it, args
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="dlkdd-decode")
+        self.ahead = self._submit()
+
+    def _submit(self):
+        task = next(self.it, None)
+        return None if task is None else self.pool.submit(decode_videos, task, **self.args)
+
+    def tasks(self):
+        """Each task's results (a list), enhanced here; the next one decodes meanwhile."""
+        while self.ahead is not None:
+            decoded = self.ahead.result()
+            self.ahead = self._submit()
+            yield enhance_decoded(decoded, **self.args)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.ahead is not None:
+            self.ahead.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _on_worker(jobs: list[Job], threads: int, **args) -> list[dict]:
@@ -298,12 +346,12 @@ class ShardWriter:
                     reason = job.rel + reason[len(job.path):]
                 errors.append({"video": job.rel, "path": job.rel, "split": job.split, "reason": reason})
                 continue
-            for c in range(r["original"].shape[0]):
+            for c, moments in enumerate(r["moments"]):
                 rows.append({"video": job.rel, "split": job.split, "label": job.label, "clip": c,
                              "frames": r["indices"][c].tolist(), "source_size": r["size"],
-                             "mean_original": round(float(r["original"][c].mean()) / 255, 5),
-                             "mean_enhanced": round(float(r["enhanced"][c].mean()) / 255, 5),
-                             "moments": {w: channel_moments(r[w][c]) for w in ("original", "enhanced")}})
+                             "mean_original": round(sum(moments["original"][:3]) / 3, 5),
+                             "mean_enhanced": round(sum(moments["enhanced"][:3]) / 3, 5),
+                             "moments": moments})
         part = {"fingerprint": self.fingerprint, "rows": rows, "errors": errors}
         if ok:
             original = np.concatenate([r["original"] for r in ok])
@@ -321,20 +369,26 @@ class ShardWriter:
 def _map(ctx, tasks: list[list[Job]], args: dict, threads: int):
     """Yield one result per video: in-process (workers = 0), or on a dask cluster.
 
-    A LocalCluster starts in the background while this process works through the first
-    tasks itself, so a small dataset never waits for worker processes to start; once they
-    are up (torch imported, the enhancer loaded) the remaining tasks go to them.
+    Without a scheduler to connect to, this process first works through the tasks itself and
+    starts a LocalCluster only once the work left, at the pace measured so far, would take
+    longer than `enhance.cluster_after` seconds (what starting one costs), so a small dataset
+    never pays for dask. The cluster starts in the background while this process goes on;
+    once its workers are up (torch imported, the enhancer loaded) the remaining tasks go to them.
     """
     if not tasks:
         return
     scheduler = ctx.options.get("scheduler") or ctx.cfg.enhance.scheduler
-    if ctx.cfg.enhance.workers == 0 and not scheduler:
-        with _torch_threads(threads):
-            for task in tasks:
-                yield from process_videos(task, **args)
-        return
-    from distributed import as_completed
     it = iter(tasks)
+    if ctx.cfg.enhance.workers == 0 and not scheduler:
+        with _torch_threads(threads), _DecodeAhead(it, args) as here:
+            for results in here.tasks():
+                yield from results
+        return
+    if not scheduler and ctx.cfg.enhance.cluster_after > 0:
+        worth_it = yield from _until_cluster_pays(it, len(tasks), args, threads, ctx.cfg.enhance.cluster_after)
+        if not worth_it:
+            return
+    from distributed import as_completed
     with _Cluster(ctx.cfg.enhance.workers, scheduler, args, threads) as cluster:
         with _torch_threads(threads):
             while not cluster.ready():
@@ -352,6 +406,28 @@ def _map(ctx, tasks: list[list[Job]], args: dict, threads: int):
             fut.release()
             for t in _take(it, 1):
                 futures.add(submit(t))
+
+
+def _until_cluster_pays(it, total: int, args: dict, threads: int, after: float):
+    """Run tasks from `it` in this process while the rest would take less than `after` seconds at
+    the pace of the tasks done so far (the first, which loads torch and the enhancer, is not
+    counted). Returns True with tasks left for a cluster, False when `it` is done."""
+    done, spent = 0, 0.0
+    with _torch_threads(threads), _DecodeAhead(it, args) as here:
+        t0 = time.perf_counter()
+        for results in here.tasks():
+            yield from results  # (the shard writes of its results included)
+            done += 1
+            now = time.perf_counter()
+            if done > 1:
+                spent += now - t0
+                if spent / (done - 1) * (total - done) > after:
+                    if here.ahead is not None:  # the task decoded ahead is finished here too
+                        ahead, here.ahead = here.ahead, None
+                        yield from enhance_decoded(ahead.result(), **args)
+                    return True
+            t0 = now
+    return False
 
 
 def _warm_up(threads: int, enhancer_path: str, device: str, **_) -> None:
@@ -495,9 +571,16 @@ def _take(it, n):
 
 
 def channel_moments(clip: np.ndarray) -> list[float]:
-    """[mean r, g, b, mean of squares r, g, b] of a uint8 (T, H, W, 3) clip, in [0, 1] pixel units."""
-    x = clip.reshape(-1, 3).astype(np.float64) / 255.0
-    return [*x.mean(axis=0).tolist(), *(x * x).mean(axis=0).tolist()]
+    """[mean r, g, b, mean of squares r, g, b] of a uint8 (T, H, W, 3) clip, in [0, 1] pixel units.
+
+    Exact sums (float64 accumulation of integer values and squares, each exact in float32),
+    without a float64 copy of the clip: that copy cost as much as enhancing it with SCI."""
+    import torch
+    x = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.uint8)).reshape(-1, 3).float()
+    n = max(1, x.shape[0])
+    s1 = x.sum(0, dtype=torch.float64).numpy()
+    s2 = (x * x).sum(0, dtype=torch.float64).numpy()
+    return [*(s1 / (n * 255.0)).tolist(), *(s2 / (n * 255.0 * 255.0)).tolist()]
 
 
 def input_statistics(clips: list[dict]) -> dict:

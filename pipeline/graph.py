@@ -49,7 +49,7 @@ NEUTRAL = ("pipeline/config.py", "pipeline/atomic.py", "pipeline/progress.py", "
 # Settings that change how fast a stage runs, never what it writes.
 # (skip_missing too: which videos are missing is part of the inputs already.)
 SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict",
-              "skip_missing"}
+              "skip_missing", "cluster_after"}
 RECORD_FORMAT = 2
 
 ParamSpec = Union[str, Callable[[Config], list]]

@@ -99,7 +99,7 @@ def test_sigterm_raises_terminated_after_a_checkpoint_write_under_way_and_handle
 def test_sigterm_during_enhance_exits_143_leaves_no_workers_and_the_rerun_resumes(ref, tmp_path):
     cache = tmp_path / "cache"
     rng = random.Random("sigterm-enhance")
-    args = [*base_args(ref.data, cache, **{"enhance.workers": 2}), "enhance"]
+    args = [*base_args(ref.data, cache, **{"enhance.workers": 2, "enhance.cluster_after": 0}), "enhance"]
     p = enhance_proc(args)
     p.wait_for(r"▶ enhance: running")
     n = rng.randint(1, 5)  # of 8 shards, then a random moment
@@ -265,7 +265,7 @@ def dask_workers(pid: int) -> list[psutil.Process]:
 @pytest.mark.slow
 def test_a_dask_worker_killed_mid_enhance_the_run_completes_with_equal_shards(ref, tmp_path):
     cache = tmp_path / "cache"
-    args = [*base_args(ref.data, cache, **{"enhance.workers": 2}), "enhance"]
+    args = [*base_args(ref.data, cache, **{"enhance.workers": 2, "enhance.cluster_after": 0}), "enhance"]
     p = enhance_proc(args)
     p.wait_for(r"▶ enhance: running")
     deadline = time.monotonic() + 60

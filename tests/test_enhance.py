@@ -1,5 +1,6 @@
 """The enhance stage: shards match the index, broken videos are reported, resume equals a clean run."""
 import json
+import time
 from pathlib import Path
 
 import h5py
@@ -117,8 +118,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(videos, tmp_path, monkeyp
     assert not (tmp_path / "resumed" / "stages" / "enhance.json").exists()
     monkeypatch.setattr(enhance.ShardWriter, "write", real_write)
     made = []
-    monkeypatch.setattr(enhance, "process_videos", lambda jobs, **kw: made.extend(j.vid for j in jobs) or
-                        real_process(jobs, **kw))
+    monkeypatch.setattr(enhance, "decode_videos", lambda jobs, **kw: made.extend(j.vid for j in jobs) or
+                        real_decode(jobs, **kw))
     run(cfg, tmp_path / "resumed")
     assert len(made) == 8 - 4  # two shards of two videos were kept
     clean, resumed = _datasets(tmp_path / "clean"), _datasets(tmp_path / "resumed")
@@ -134,7 +135,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(videos, tmp_path, monkeyp
     assert a == b
 
 
-real_process = enhance.process_videos
+real_decode = enhance.decode_videos
 
 
 def test_shards_from_another_config_are_not_reused(videos, tmp_path):
@@ -159,7 +160,8 @@ def test_free_space_is_checked_before_starting(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_shards(videos, tmp_path):
     run(small_config(videos), tmp_path / "inproc")
-    run(small_config(videos, **{"enhance.workers": 2, "enhance.threads_per_worker": 1}), tmp_path / "dask")
+    run(small_config(videos, **{"enhance.workers": 2, "enhance.threads_per_worker": 1,
+                                "enhance.cluster_after": 0}), tmp_path / "dask")
     a, b = _datasets(tmp_path / "inproc"), _datasets(tmp_path / "dask")
     assert a.keys() == b.keys()
     for name in a:
@@ -214,7 +216,8 @@ def test_shards_are_byte_identical_to_those_of_main(tmp_path, workers):
     # main's clip layout when the digests were recorded: one clip per train video, no validation split
     cfg = small_config(root, **{"data.frames": 8, "data.short_side": 64, "data.crop": 32,
                                 "data.clips_per_video": 1, "data.val_fraction": 0.0,
-                                "enhance.workers": workers, "enhance.threads_per_worker": 1})
+                                "enhance.workers": workers, "enhance.threads_per_worker": 1,
+                                "enhance.cluster_after": 0})
     run(cfg, tmp_path / "cache")
     assert _shard_digests(tmp_path / "cache") == MAIN_SHARDS
 
@@ -249,3 +252,53 @@ def test_tasks_group_consecutive_videos_within_the_bounds():
     assert len(tasks) < len(jobs)  # several videos per task
     big = enhance.task_plan(jobs, 16, clips, (2048, 2048))  # one video is over the byte bound: alone
     assert [len(t) for t in big] == [1] * len(jobs)
+
+
+def test_a_cluster_starts_only_when_the_work_left_outlasts_its_start_up(monkeypatch):
+    """`enhance.cluster_after`: tasks run here while the rest would take less than that (at the pace
+    of the tasks after the first); the first is not counted (it loads torch and the enhancer)."""
+    pace = {"s": 0.0}
+    done = []
+
+    def decode(task, **_):
+        time.sleep(0.2 if not done else pace["s"])
+        done.append(task)
+        return task
+
+    monkeypatch.setattr(enhance, "decode_videos", decode)
+    monkeypatch.setattr(enhance, "enhance_decoded", lambda task, **_: [task])
+
+    def drive(n, after):
+        done.clear()
+        it = iter(range(n))
+        gen = enhance._until_cluster_pays(it, n, {}, 1, after)
+        out = []
+        try:
+            while True:
+                out.append(next(gen))
+        except StopIteration as stop:
+            return stop.value, out, list(it)
+
+    pace["s"] = 0.01  # 10 tasks of 10 ms: 0.1 s left at most, under 1 s: all here, no cluster
+    worth, out, left = drive(12, 1.0)
+    assert worth is False and out == list(range(12)) and left == []
+    pace["s"] = 0.05  # 50 ms a task, 40 left: 2 s > 1 s -> a cluster after the first two tasks (and
+    worth, out, left = drive(42, 1.0)  # the third, decoded ahead meanwhile, finished here)
+    assert worth is True and out == [0, 1, 2] and left == list(range(3, 42))
+
+
+def test_the_default_path_on_a_small_set_never_starts_dask(videos, tmp_path, monkeypatch):
+    def no_cluster(*a, **k):
+        raise AssertionError("a LocalCluster was started for a few seconds of work")
+    monkeypatch.setattr(enhance, "_Cluster", no_cluster)
+    run(small_config(videos, **{"enhance.workers": 2}), tmp_path / "default")
+    assert sorted((tmp_path / "default" / "clips").glob("shard-*.h5"))
+
+
+def test_channel_moments_are_exact_integer_sums():
+    rng = np.random.default_rng(3)
+    clip = rng.integers(0, 256, (4, 9, 11, 3), dtype=np.uint8)
+    x = clip.reshape(-1, 3).astype(np.int64)
+    want = [*(x.sum(0) / (len(x) * 255.0)).tolist(), *((x * x).sum(0) / (len(x) * 255.0 ** 2)).tolist()]
+    assert enhance.channel_moments(clip) == want
+    assert enhance.channel_moments(np.full((2, 3, 3, 3), 255, np.uint8)) == [1.0] * 6

@@ -38,7 +38,7 @@ def test_on_a_terminal_the_bar_shows_count_rate_and_text_then_goes():
 
 def test_enhance_and_predict_resize_with_the_one_fit_size():
     assert predict.fit_size is views.fit_size
-    assert "from .views import fit_size" in inspect.getsource(enhance.process_videos)
+    assert "from .views import fit_size" in inspect.getsource(enhance.decode_videos)
     frames = np.random.default_rng(0).integers(0, 256, (2, 3, 12, 20, 3), dtype=np.uint8)
     assert views.fit_size(frames, (12, 20)) is frames
     out = views.fit_size(frames, (8, 16))

@@ -205,7 +205,8 @@ def test_ctrl_c_during_enhance_stops_keeps_finished_shards_and_resumes(tmp_path)
     """The one dask case: videos decoded and enhanced on a LocalCluster worker process."""
     data = make_video_dataset(tmp_path / "data", classes=2, train=8, test=2, frames=10, h=32, w=32)
     cache = tmp_path / "cache"
-    args = [*base_args(data, cache, **{"enhance.workers": 1, "enhance.threads_per_worker": 1}), "enhance"]
+    args = [*base_args(data, cache, **{"enhance.workers": 1, "enhance.threads_per_worker": 1,
+                                             "enhance.cluster_after": 0}), "enhance"]
     p = Proc(args)
     p.wait_for(r"▶ enhance: running")
     deadline = time.monotonic() + 60
