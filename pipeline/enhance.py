@@ -254,6 +254,9 @@ def run_stage(ctx) -> dict:
         ctx.console.print(f"  keeping {len(done)} finished shard(s) of {len(plan)}; "
                           f"enhancing the other {len(todo)}")
     enhancer_path = str(ctx.dir_of("enhancer") / ENHANCER_FILE)
+    if todo and not (ctx.options.get("scheduler") or cfg.enhance.scheduler):
+        _enhancer(enhancer_path, ctx.device)  # this process enhances (at least the first tasks): torch
+        # and the enhancer load now, so the summary's seconds and videos_per_s are the pace of the work
     t0 = time.time()
     args = dict(T=T, clips=clips, size=size, enhancer_path=enhancer_path,
                 batch_frames=cfg.enhance.batch_frames, device=ctx.device)
