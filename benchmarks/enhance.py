@@ -710,7 +710,30 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for every measurement")
     ap.add_argument("--stage", action="store_true", help="only (e): the stage's paths, kinds and workers")
     ap.add_argument("--big-per-class", type=int, default=200, help="(e) generated set: videos per class (6 classes)")
+    ap.add_argument("--workers-only", metavar="DATASET", type=Path,
+                    help="only (e3): 1 vs 2 dask workers on an existing dataset (e.g. one made by "
+                         "`dlkdd sample DIR --seed 1 --videos-per-class 800 --test-per-class 200`)")
     args = ap.parse_args(argv)
+    if args.workers_only:
+        started = time.perf_counter()
+        cmd = f"python benchmarks/enhance.py --workers-only {args.workers_only}"
+        say(f"# enhance benchmark: {cmd}")
+        with tempfile.TemporaryDirectory(prefix="dlkdd-bench-workers-") as tmp:
+            load = os.getloadavg()[0]
+            sets = [*_kind_sets("sci"), "enhance.threads_per_worker=1"]
+            w = {n: _stage(args.workers_only, Path(tmp), f"workers-{n}", [*sets, f"enhance.workers={n}"])
+                 for n in (1, 2)}
+        speed = w[1]["stage_s"] / w[2]["stage_s"]
+        say(f"{w[1]['videos']} videos, {w[1]['frames']} frames; sci, threads_per_worker=1 (load average "
+            f"{load:.1f} at start, {os.getloadavg()[0]:.1f} at end): 1 worker {w[1]['stage_s']:.1f} s, "
+            f"2 workers {w[2]['stage_s']:.1f} s -> {speed:.2f}x (the stage's pace after loading: "
+            f"{w[1]['work_s']:.1f} s vs {w[2]['work_s']:.1f} s = {w[1]['work_s'] / w[2]['work_s']:.2f}x); "
+            f"shards byte-identical: {w[1]['digests'] == w[2]['digests']}")
+        SUMMARY.append(["(e) 2 dask workers / 1, one thread each, stage speed", f"{speed:.2f}x", ">= 1.6x",
+                        verdict(speed, 1.6)])
+        say(markdown_table(["measure", "value", "target", "verdict"], SUMMARY))
+        say(f"\ncommand: `{cmd}` -- {time.perf_counter() - started:.0f} s in all")
+        return
     if args.stage:
         started = time.perf_counter()
         cmd = f"python benchmarks/enhance.py --stage --big-per-class {args.big_per_class}"
