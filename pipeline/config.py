@@ -125,10 +125,9 @@ class SoftLabelsConfig:
 @dataclass
 class StudentConfig(TrainConfig):
     model: str = "r3d_tiny"  # the lightweight student
-    # epochs of the student and the baseline (they share this section). Sample, validation top-1,
-    # 5 seeds (`study --split val`, alpha 0.5): 30 epochs student 76.7, baseline 79.4; 60 epochs
-    # student 87.8, baseline 77.8; (alpha 0.9) 90 epochs student 89.4, baseline 81.7
-    epochs: int = 60
+    # Sample, validation top-1, 5 seeds (`study --split val`, alpha 0.5): 30 epochs student 76.7,
+    # baseline 79.4; 60 epochs student 87.8, baseline 77.8; (alpha 0.9) 90: student 89.4, baseline 81.7
+    epochs: int = 60  # passes over the train split, of the student and the baseline (they share this section)
     alpha: float = 0.5  # weight of the distillation term (0 = plain cross-entropy)
     temperature: float = 4.0  # T: softmax temperature of the distillation term
 
@@ -287,7 +286,8 @@ POSITIVE = (
     "pretrain.epochs", "pretrain.batch_size", "pretrain.lr",
 )
 NON_NEGATIVE = (
-    "data.max_long_side", "enhance.workers", "enhance.cluster_after", "enhancer.lr", "enhancer.weight_decay", "enhancer.grad_clip",
+    "data.max_long_side", "enhance.workers", "enhance.cluster_after", "enhancer.lr", "enhancer.weight_decay",
+    "enhancer.grad_clip",
     "teacher.weight_decay", "teacher.warmup_epochs", "teacher.grad_clip", "teacher.num_workers",
     "student.weight_decay", "student.warmup_epochs", "student.grad_clip", "student.num_workers",
     "teacher.momentum", "student.momentum",

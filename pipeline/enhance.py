@@ -254,9 +254,12 @@ def run_stage(ctx) -> dict:
         ctx.console.print(f"  keeping {len(done)} finished shard(s) of {len(plan)}; "
                           f"enhancing the other {len(todo)}")
     enhancer_path = str(ctx.dir_of("enhancer") / ENHANCER_FILE)
-    if todo and not (ctx.options.get("scheduler") or cfg.enhance.scheduler):
-        _enhancer(enhancer_path, ctx.device)  # this process enhances (at least the first tasks): torch
-        # and the enhancer load now, so the summary's seconds and videos_per_s are the pace of the work
+    if todo and not (ctx.options.get("scheduler") or cfg.enhance.scheduler) and \
+            (cfg.enhance.workers == 0 or cfg.enhance.cluster_after > 0):
+        # this process enhances the first tasks before any cluster starts: torch and the enhancer
+        # load now, so the summary's seconds and videos_per_s are the pace of the work. (A cluster
+        # started at once, cluster_after = 0, starts first and this process loads them meanwhile.)
+        _enhancer(enhancer_path, ctx.device)
     t0 = time.time()
     args = dict(T=T, clips=clips, size=size, enhancer_path=enhancer_path,
                 batch_frames=cfg.enhance.batch_frames, device=ctx.device)
