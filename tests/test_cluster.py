@@ -269,10 +269,13 @@ def test_a_dask_worker_killed_mid_enhance_the_run_completes_with_equal_shards(re
     p = enhance_proc(args)
     p.wait_for(r"▶ enhance: running")
     deadline = time.monotonic() + 60
-    while parts(cache) < 2:  # the cluster is at work; 6 of 8 shards to go
+    workers = []
+    # the cluster is at work (both worker processes up; this process may finish the first shards
+    # itself while they start) with 6 of 8 shards to go
+    while parts(cache) < 2 or len(workers) < 2:
         assert time.monotonic() < deadline and p.p.poll() is None, p.output
         time.sleep(0.005)
-    workers = dask_workers(p.pid)
+        workers = dask_workers(p.pid) if len(workers) < 2 else workers
     assert len(workers) == 2, workers
     assert parts(cache) < 8
     workers[0].send_signal(signal.SIGKILL)
