@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+from .pipeline.names import ENHANCER_FILE
 
 STAGE_VERBS = {
     "pretrain": "Train the teacher's and the student's architectures on normal-light footage (pretrain.root).",
@@ -32,7 +33,7 @@ class Group(click.Group):
     """Turns user errors into one-line messages and Ctrl-C or SIGTERM into a resumable stop."""
 
     def invoke(self, ctx: click.Context):
-        from .pipeline import signals
+        from .pipeline.engine import signals
         try:
             with signals.handled():  # SIGTERM (a scheduler's stop) takes the Ctrl-C path below
                 return super().invoke(ctx)
@@ -85,7 +86,7 @@ def day_set(cfg) -> str:
     """A dataset folder's own `day/` set (split lists, the same class names: normal-light footage of
     the same actions) is its default pretraining data, wherever the folder lies: the bundled sample
     has one, so `dlkdd run` shows the whole method. `pretrain.root = none` turns that off."""
-    from .pipeline.videos import dataset_root
+    from .pipeline.datasets.videos import dataset_root
     day = dataset_root(cfg) / "day"
     return str(day.resolve()) if (day / "splits").is_dir() else ""
 
@@ -131,8 +132,8 @@ class Settings:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def graph(self, checksum: bool = False):
-        from .pipeline.graph import Graph
-        return Graph(self.config(), self.cache, checksum=checksum)
+        from .pipeline.stages.table import pipeline_graph
+        return pipeline_graph(self.config(), self.cache, checksum=checksum)
 
 
 def _pct(x) -> str:
@@ -140,7 +141,7 @@ def _pct(x) -> str:
 
 
 def console():
-    from .pipeline.progress import make_console
+    from .pipeline.engine.progress import make_console
     return make_console()
 
 
@@ -206,7 +207,7 @@ def _stage_command(name: str, help_text: str):
         run_target(settings, name, force=force, dry_run=dry_run, wait=wait, checksum=checksum,
                    options={"scheduler": scheduler, "strict": strict})
         if extra.get("verify") and not dry_run:
-            from .pipeline.soft_labels import verify_cache
+            from .pipeline.stages.soft_labels import verify_cache
             n = verify_cache(settings.graph(), settings.device(), extra["verify"], console=console())
             click.echo(f"verified {n} cached (clip, view) logits against the teacher: all within 1e-4")
     command.__doc__ = help_text + " Brings every upstream stage up to date first."
@@ -219,17 +220,20 @@ def _stage_command(name: str, help_text: str):
 
 def run_target(settings: Settings, target: str, force=False, dry_run=False, wait=0.0,
                checksum=False, options=None) -> list[str]:
-    from .pipeline.graph import execute, execute_distributed
-    from .pipeline.lock import OutputLocks
+    from .pipeline.engine import ranks
+    from .pipeline.engine.graph import execute, execute_distributed
+    from .pipeline.engine.lock import OutputLocks
     con = console()
     graph = settings.graph(checksum=checksum)
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dry_run:  # launched by torchrun: rank 0 holds the locks for all
-        if rank != 0:
+    if ranks.world_size() > 1 and not dry_run:  # launched by torchrun: rank 0 holds the locks for all
+        from .pipeline.training.loop import join_group
+        device = settings.device()
+        if not ranks.is_main():
             con.quiet = True
-            return execute_distributed(graph, target, settings.device(), con, rank, force=force)
+            return execute_distributed(graph, target, device, con, lambda: join_group(device), force=force)
         with OutputLocks(settings.cache, wait=wait) as locks:
-            return execute_distributed(graph, target, settings.device(), con, rank, force=force, locks=locks)
+            return execute_distributed(graph, target, device, con, lambda: join_group(device), force=force,
+                                       locks=locks)
     # the device (torch) is asked for only when a stage runs: a fresh cache or --dry-run needs no torch
     if dry_run:
         return execute(graph, target, settings.device, con, force=force, dry_run=True, options=options)
@@ -269,7 +273,7 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, s
 def status(settings: Settings, as_json, verify, checksum, skip_missing):
     """Show each stage as fresh, stale or missing, with the reason."""
     settings.skip_missing = skip_missing
-    from .pipeline.stages import STAGES, list_variants
+    from .pipeline.stages.table import STAGES, list_variants
     graph = settings.graph(checksum=checksum)
     states = graph.statuses(verify=verify)
     rows = []
@@ -344,7 +348,7 @@ def sample(out_dir, seed, classes, videos_per_class, test_per_class, day_videos_
            day_test_per_class, size):
     """Generate the synthetic dark-action sample (ARID-format lists) into OUT_DIR, and its
     normal-light counterpart (other scenes, same classes) into OUT_DIR/day."""
-    from .pipeline.sample import SampleError, make_sample
+    from .pipeline.datasets.sample import SampleError, make_sample
     try:
         stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class,
                             size=size, test_per_class=test_per_class,
@@ -369,17 +373,17 @@ def preview(settings: Settings, videos, clips, frames, out):
     With VIDEOS, they are enhanced with the cache's enhancer (fitted first if needed);
     without, clips are read from the cache (built first if needed).
     """
-    from .pipeline import preview as pv
+    from .pipeline.enhancers import preview as pv
     cfg = settings.config()
     graph = settings.graph()
-    from .pipeline.enhancer import load_enhancer
+    from .pipeline.enhancers.fit import load_enhancer
     if videos:
         run_target(settings, "enhancer")
-        enhancer = load_enhancer(graph.out_dir("enhancer") / "weights.pt")
+        enhancer = load_enhancer(graph.out_dir("enhancer") / ENHANCER_FILE)
         pairs = pv.video_pairs(list(videos)[:clips], enhancer, frames, cfg.data.short_side, settings.device())
     else:
         run_target(settings, "enhance")
-        enhancer = load_enhancer(graph.out_dir("enhancer") / "weights.pt")
+        enhancer = load_enhancer(graph.out_dir("enhancer") / ENHANCER_FILE)
         pairs = pv.cache_pairs(graph.out_dir("enhance"), clips)
     pairs = pv.with_curves(pairs, enhancer)
     out = out or settings.cache / "preview.png"
@@ -417,7 +421,7 @@ def predict(settings: Settings, videos, list_file, window, stride, min_prob, tim
     on original frames (no enhancer). With --window, print a timeline per video: start, end,
     top class, probability and runner-up per window (or merged segments with --min-prob).
     An unreadable video is reported and skipped; the exit status is 1 if any was."""
-    from .pipeline import infer
+    from .pipeline.inference import windows as infer
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
     if window is None and (stride is not None or min_prob is not None or timeline_png is not None):
@@ -427,13 +431,13 @@ def predict(settings: Settings, videos, list_file, window, stride, min_prob, tim
     paths = infer.collect_videos(videos, list_file)
     student = settings.graph().out_dir("student")
     if window is None:
-        from .pipeline.predict import predict_videos
+        from .pipeline.inference.predict import predict_videos
         results = predict_videos(student, paths, device=settings.device(), clips=clips, crops=crops or 3,
                                  topk=topk)
         _print_results(results, as_json, as_csv, "videos")
     else:
-        results = _predict_windows(settings, student, paths, window, window if stride is None else stride, min_prob, crops or 1,
-                                   batch, timeline_png)
+        results = _predict_windows(settings, student, paths, window, window if stride is None else stride, min_prob,
+                                   crops or 1, batch, timeline_png)
         _print_results(results, as_json, as_csv, "segments" if min_prob is not None else "windows")
     if any("error" in r for r in results):
         sys.exit(1)
@@ -442,7 +446,8 @@ def predict(settings: Settings, videos, list_file, window, stride, min_prob, tim
 def _predict_windows(settings, student, paths, window, stride, min_prob, crops, batch, timeline_png):
     """Timelines of every video, as each finishes: pictures written, errors reported on stderr."""
     import numpy as np
-    from .pipeline import infer
+
+    from .pipeline.inference import windows as infer
     enhance = _thumbnail_enhancer(settings) if timeline_png is not None else None
     pictures = iter(infer.timeline_paths(timeline_png, paths)) if timeline_png is not None else None
     results = []
@@ -452,7 +457,7 @@ def _predict_windows(settings, student, paths, window, stride, min_prob, crops, 
         if "error" in r:
             click.echo(f"{r['video']}: error: {r['error']}", err=True)
         elif png is not None:
-            from .pipeline.timeline import save_timeline
+            from .pipeline.inference.timeline import save_timeline
             shots = r["_thumbnails"]
             frames = enhance(np.stack(list(shots.values()))) if shots else []
             save_timeline(r, png, dict(zip(shots, frames)))
@@ -464,13 +469,13 @@ def _predict_windows(settings, student, paths, window, stride, min_prob, crops, 
 def _thumbnail_enhancer(settings):
     """The cache's enhancer (fitted first if needed), for the timeline's thumbnails only."""
     run_target(settings, "enhancer")
-    from .pipeline.enhancer import enhance_frames, load_enhancer
-    module = load_enhancer(settings.graph().out_dir("enhancer") / "weights.pt")
+    from .pipeline.enhancers.fit import enhance_frames, load_enhancer
+    module = load_enhancer(settings.graph().out_dir("enhancer") / ENHANCER_FILE)
     return lambda frames: enhance_frames(module, frames, device=settings.device())
 
 
 def _print_results(results: list[dict], as_json: bool, as_csv: bool, kind: str) -> None:
-    from .pipeline import infer
+    from .pipeline.inference import windows as infer
     if as_json:
         click.echo(json.dumps(results, indent=2))
     elif as_csv:
@@ -497,10 +502,10 @@ def export(settings: Settings, out):
     pixel / 255 clips and apply the model's input statistics inside."""
     student = settings.graph().out_dir("student")
     if out.suffix.lower() == ".onnx":
-        from .pipeline.onnx_export import export_onnx
+        from .pipeline.inference.export import export_onnx
         path = export_onnx(student, out)
     else:
-        from .pipeline.predict import export_student
+        from .pipeline.inference.predict import export_student
         path = export_student(student, out)
     click.echo(f"wrote {path}")
 
@@ -523,8 +528,8 @@ def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait, split):
     (multi-view), and write report/study.json, study.md and study.png: mean +- sd and the paired
     difference with its 95 % CI. Fresh seeds are not retrained; a new seed trains only itself.
     Tune with `--split val` (the validation split, report/study-val.*), then report on test."""
-    from .pipeline.lock import OutputLocks
-    from .pipeline.study import ARMS, ablation_arms, parse_seeds, report_names, run_study
+    from .pipeline.engine.lock import OutputLocks
+    from .pipeline.study.runner import ARMS, ablation_arms, parse_seeds, report_names, run_study
     seed_list = parse_seeds(seeds)
     cfg, device = settings.config(), settings.device()
     command = "dlkdd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dlkdd study"
@@ -546,6 +551,7 @@ def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait, split):
 def list_models(settings: Settings, classes):
     """List the registered video models with parameters and GFLOPs per clip at the configured size."""
     import torch
+
     from . import models
     from .models.profile import count_params, gflops_per_clip
     cfg = settings.config()

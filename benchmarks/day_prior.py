@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from dlkdd.models import build
 from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.videos import decode_clips, read_dataset
+from dlkdd.pipeline.datasets.videos import decode_clips, read_dataset
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 GAMMA = 2.5
@@ -96,7 +96,8 @@ def main() -> None:
           f"dark {len(dark_tr[1])}/{len(dark_te[1])} train/test")
     lab = lambda s: torch.from_numpy(s[1]).to(dev)  # noqa: E731
     dayx = to_tensor(day_tr[0], False)
-    day = (normalise(dayx, dayx).to(dev), lab(day_tr), normalise(to_tensor(day_te[0], False), dayx).to(dev), lab(day_te))
+    day = (normalise(dayx, dayx).to(dev), lab(day_tr),
+           normalise(to_tensor(day_te[0], False), dayx).to(dev), lab(day_te))
     dark = {}
     inputs = ((True, "dark-enh"), (False, "dark-raw")) if args.raw else ((True, "dark-enh"),)
     for enh, _ in inputs:

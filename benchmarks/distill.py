@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 from dlkdd import models  # noqa: E402
 from dlkdd.pipeline.config import Config  # noqa: E402
-from dlkdd.pipeline.data import ViewDataset, clips_index, draw_view, read_logits  # noqa: E402
-from dlkdd.pipeline.distill import distillation_loss, make_loss_fn  # noqa: E402
-from dlkdd.pipeline.shards import ClipDataset  # noqa: E402
-from dlkdd.pipeline.soft_labels import teacher_logits, write_logits  # noqa: E402
-from dlkdd.pipeline.train import EpochDataset, EpochSampler, lr_at, make_optimizer, train_one_epoch  # noqa: E402
-from dlkdd.pipeline.views import apply_view, view_params  # noqa: E402
+from dlkdd.pipeline.datasets.clips import ViewDataset, clips_index, draw_view, read_logits  # noqa: E402
+from dlkdd.pipeline.datasets.shards import ClipDataset  # noqa: E402
+from dlkdd.pipeline.datasets.views import apply_view, view_params  # noqa: E402
+from dlkdd.pipeline.stages.soft_labels import teacher_logits, write_logits  # noqa: E402
+from dlkdd.pipeline.training.distill import distillation_loss, make_loss_fn  # noqa: E402
+from dlkdd.pipeline.training.loop import EpochDataset, EpochSampler, lr_at, make_optimizer, train_one_epoch  # noqa: E402
 
 
 def _cachefix():

@@ -48,11 +48,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
 from _common import interleaved, markdown_table, speedup, verdict  # noqa: E402
+
 from dlkdd.models import zero_dce  # noqa: E402
 from dlkdd.pipeline.config import Config, EnhanceConfig, validate  # noqa: E402
-from dlkdd.pipeline.enhancer import enhance_frames  # noqa: E402
+from dlkdd.pipeline.enhancers.fit import enhance_frames  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
 WEIGHTS = ROOT.parent / "shared" / "weights" / "zero-dce"
@@ -241,7 +241,7 @@ import numpy as np, torch
 torch.set_num_threads(int(sys.argv[2]))
 from enhance import load_model, naive_enhance
 from _common import interleaved
-from dlkdd.pipeline.enhancer import enhance_frames
+from dlkdd.pipeline.enhancers.fit import enhance_frames
 frames = np.random.default_rng(0).integers(0, 40, size=(64, 64, 64, 3), dtype=np.uint8)
 m, _ = load_model("zero_dce++")
 t = interleaved({"ours": lambda: enhance_frames(m, frames, batch=int(sys.argv[3])),
@@ -314,7 +314,7 @@ def report_throughput(res: dict, batch: int, threads: int, passive: dict | None)
 def pick_dataset(n: int, work: Path) -> tuple[Path, str]:
     """A dataset of about n videos: a spread of data/sample's (copied), else generated ones."""
     from dlkdd.pipeline.config import DataConfig
-    from dlkdd.pipeline.videos import DatasetError, read_dataset
+    from dlkdd.pipeline.datasets.videos import DatasetError, read_dataset
     if (SAMPLE / "splits" / "train.txt").is_file():
         try:
             index = read_dataset(DataConfig(), SAMPLE)
@@ -353,9 +353,11 @@ def _spread(entries: list, k: int) -> list:
 def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int) -> dict:
     from rich.console import Console
     from torch.utils.data import DataLoader
-    from dlkdd.pipeline.enhance import clip_size, list_jobs, process_videos
-    from dlkdd.pipeline.shards import ClipDataset
-    from dlkdd.pipeline.graph import Graph, execute
+
+    from dlkdd.pipeline.datasets.shards import ClipDataset
+    from dlkdd.pipeline.engine.graph import execute
+    from dlkdd.pipeline.stages.enhance import clip_size, list_jobs, process_videos
+    from dlkdd.pipeline.stages.table import pipeline_graph
     cfg = Config()
     cfg.data.root = str(root)
     cfg.enhancer.kind = "zero_dce++"
@@ -363,7 +365,7 @@ def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int
     cfg.enhance.workers = 0
     cfg.enhance.batch_frames = batch
     validate(cfg)
-    graph = Graph(cfg, work / "cache")
+    graph = pipeline_graph(cfg, work / "cache")
     t0 = time.perf_counter()
     execute(graph, "enhance", "cpu", Console(quiet=True))
     stage_s = time.perf_counter() - t0
@@ -404,7 +406,7 @@ def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int
 
 def report_cache(r: dict, source: str, rounds: int) -> None:
     t, c = r["times"], r["counts"]
-    say(f"\n## (c) ClipDataset (HDF5 cache) vs decode + resize + enhance from video")
+    say("\n## (c) ClipDataset (HDF5 cache) vs decode + resize + enhance from video")
     say(f"dataset: {source}; {r['videos']} videos -> {c['video']} clips of {r['T']}x{r['size'][0]}x{r['size'][1]}; "
         f"cache built by the real enhance stage (zero_dce++, 2 fit steps, workers=0) in {r['stage_s']:.1f} s; "
         f"{rounds} interleaved rounds; cached clip == process_videos': {r['same']}")
@@ -569,7 +571,7 @@ def _kind_sets(kind: str) -> list[str]:
             "sci": SCI_WEIGHTS}.get(kind)
     sets = [f"enhancer.kind={kind}"]
     if path is not None:
-        sets += [f"enhancer.mode=import", f"enhancer.weights={path}"] if path.is_file() else ["enhancer.steps=5"]
+        sets += ["enhancer.mode=import", f"enhancer.weights={path}"] if path.is_file() else ["enhancer.steps=5"]
     return sets
 
 
@@ -603,15 +605,15 @@ def _stage(data: Path, work: Path, name: str, sets: list[str]) -> dict:
     frames = len(index["clips"]) * index["T"]
     digests = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in (cache / "clips").glob("shard-*.h5"))
     shutil.rmtree(cache)
-    return {"stage_s": stage_s, "work_s": work_s, "wall_s": wall_s, "frames": frames, "videos": len({c["video"] for c in index["clips"]}),
-            "digests": digests}
+    return {"stage_s": stage_s, "work_s": work_s, "wall_s": wall_s, "frames": frames,
+            "videos": len({c["video"] for c in index["clips"]}), "digests": digests}
 
 
 def decode_only(data: Path, threads: int) -> dict:
     """What the stage decodes (every clip's frames, resized), nothing else, in this process."""
-    from dlkdd.pipeline.enhance import clip_size, list_jobs
-    from dlkdd.pipeline.views import fit_size
-    from dlkdd.pipeline.videos import VideoError, decode_clips
+    from dlkdd.pipeline.datasets.videos import VideoError, decode_clips
+    from dlkdd.pipeline.datasets.views import fit_size
+    from dlkdd.pipeline.stages.enhance import clip_size, list_jobs
     cfg = Config()
     cfg.data.root = str(data)
     jobs, _ = list_jobs(cfg)

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import markdown_table, verdict  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
-ENHANCER_MODULES = ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.pipeline.enhance")
+ENHANCER_MODULES = ("dlkdd.pipeline.enhancers.fit", "dlkdd.models.zero_dce", "dlkdd.pipeline.stages.enhance")
 FPS = 15
 
-CHILD = r"""
+CHILD = rf"""
 import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
@@ -47,14 +47,14 @@ def hwm():
         return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
 
 if naive:  # the baseline: every frame of the video decoded at the clip size at once
-    from dlkdd.pipeline.infer import VideoStream
+    from dlkdd.pipeline.inference.windows import VideoStream
     s = VideoStream(video, 64, (64, 64))
     t0 = time.perf_counter()
     frames = s.frames(np.arange(s.num_frames))
-    print("RESULT " + json.dumps({"rss_kb": hwm(), "seconds": time.perf_counter() - t0, "frames": len(frames)}))
+    print("RESULT " + json.dumps({{"rss_kb": hwm(), "seconds": time.perf_counter() - t0, "frames": len(frames)}}))
     sys.exit(0)
-from dlkdd.pipeline import infer
-from dlkdd.pipeline.predict import load_student
+from dlkdd.pipeline.inference import windows as infer
+from dlkdd.pipeline.inference.predict import load_student
 t0 = time.perf_counter()
 (res,) = list(infer.predict_many_windows(student, [video], window, stride))
 seconds = time.perf_counter() - t0
@@ -68,16 +68,16 @@ windows = infer.plan_windows(stream.num_frames, stream.fps, window, stride)[:8]
 counter = FlopCounterMode(display=False)
 with counter:
     infer.classify_windows(model, meta, stream, windows)
-print("RESULT " + json.dumps({
+print("RESULT " + json.dumps({{
     "rss_kb": peak_kb, "rss_after_flop_count_kb": hwm(), "seconds": seconds, "windows": len(res["windows"]), "frames": res["frames"],
     "gflops_per_window": counter.get_total_flops() / len(windows) / 1e9, "gflops_per_clip": meta["gflops_per_clip"],
-    "enhancer_modules": [m for m in %r if m in sys.modules]}))
-""" % (ENHANCER_MODULES,)
+    "enhancer_modules": [m for m in {ENHANCER_MODULES!r} if m in sys.modules]}}))
+"""
 
 
 def sample_clips(split: str = "test", fps: int = FPS) -> list[Path]:
     """The split's clips at `fps`, classes in turn (Drink, Jump, ..., Drink, ...)."""
-    from dlkdd.pipeline.videos import probe
+    from dlkdd.pipeline.datasets.videos import probe
     by_class: dict[str, list[Path]] = {}
     for line in (SAMPLE / "splits" / f"{split}.txt").read_text().splitlines():
         rel = line.split("\t")[-1]
@@ -89,7 +89,7 @@ def sample_clips(split: str = "test", fps: int = FPS) -> list[Path]:
 
 
 def make_video(out: Path, seconds: float | None, size: tuple[int, int] | None = None) -> dict:
-    from dlkdd.pipeline.sample import write_long_video
+    from dlkdd.pipeline.datasets.sample import write_long_video
     return write_long_video(out, sample_clips(), seconds=seconds, size=size)
 
 
@@ -107,10 +107,11 @@ def untrained_student(folder: Path) -> Path:
     """The sample's default student (r3d_tiny, 16 x 32 x 32 clips from 64 x 64 frames), random
     weights: its cost per window is the trained one's."""
     import torch
+
     from dlkdd import models
-    from dlkdd.pipeline.checkpoints import write_meta
     from dlkdd.pipeline.config import DataConfig
-    from dlkdd.pipeline.train import MODEL
+    from dlkdd.pipeline.training.checkpoints import write_meta
+    from dlkdd.pipeline.training.loop import MODEL
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = models.build("r3d_tiny", 6)
@@ -132,7 +133,7 @@ def main() -> None:
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.split("x")) if args.size else None
     if args.demo:
-        from dlkdd.pipeline.sample import write_long_video
+        from dlkdd.pipeline.datasets.sample import write_long_video
         # one test clip per class, each played 3 times (about 6 s of one action), classes in turn
         info = write_long_video(args.demo, [c for c in sample_clips()[:6] for _ in range(3)], size=size)
         print(json.dumps({k: info[k] for k in ("frames", "fps", "seconds")}))

@@ -29,11 +29,11 @@ import torch  # noqa: E402
 
 from dlkdd import models  # noqa: E402
 from dlkdd.pipeline.config import DataConfig, EnhancerConfig  # noqa: E402
-from dlkdd.pipeline.enhancer import enhance_frames, make_enhancer  # noqa: E402
-from dlkdd.pipeline.shards import ClipDataset, write_shard  # noqa: E402
-from dlkdd.pipeline.soft_labels import teacher_logits  # noqa: E402
-from dlkdd.pipeline.videos import decode_clips, read_dataset  # noqa: E402
-from dlkdd.pipeline.views import apply_view, clip_views  # noqa: E402
+from dlkdd.pipeline.datasets.shards import ClipDataset, write_shard  # noqa: E402
+from dlkdd.pipeline.datasets.videos import decode_clips, read_dataset  # noqa: E402
+from dlkdd.pipeline.datasets.views import apply_view, clip_views  # noqa: E402
+from dlkdd.pipeline.enhancers.fit import enhance_frames, make_enhancer  # noqa: E402
+from dlkdd.pipeline.stages.soft_labels import teacher_logits  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
 MODEL = "r2plus1d_small"
@@ -43,7 +43,7 @@ def videos(n: int, work: Path) -> tuple[list[tuple[str, int]], list[str], str]:
     """The first n videos (train then test) of data/sample, or of a freshly generated sample."""
     root, source = SAMPLE, "data/sample"
     if not (SAMPLE / "splits" / "train.txt").exists():
-        from dlkdd.pipeline.sample import make_sample
+        from dlkdd.pipeline.datasets.sample import make_sample
         root, source = work / "sample", "generated"
         t0 = time.perf_counter()
         make_sample(root, classes=6, videos_per_class=max(2, math.ceil(n / 6)), test_per_class=1,

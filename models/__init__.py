@@ -7,12 +7,11 @@ on its own, never from here.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
-from .video_resnet import (DEPTHS, FULL_WIDTHS, PretrainedWeightsError, VideoResNet,
-                           load_pretrained, read_state_dict)
+from .video_resnet import DEPTHS, FULL_WIDTHS, PretrainedWeightsError, VideoResNet, load_pretrained, read_state_dict
 
 __all__ = ["build", "names", "read_state_dict", "PretrainedWeightsError", "VideoResNet"]
 

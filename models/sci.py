@@ -9,8 +9,8 @@ the calibration network is dropped at inference. Module names equal the authors'
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn

@@ -12,13 +12,13 @@ Families differ only in which convolution each stage uses:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .bert_head import TemporalBERTHead
 from ..errors import UserError
+from .bert_head import TemporalBERTHead
 from .torchfile import safe_load
 
 FAMILIES = {  # conv kind of layer1..layer4 (the stem follows layer1's kind)

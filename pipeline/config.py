@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from ..errors import UserError
+from .published import check_source
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -331,7 +332,6 @@ def validate(cfg: Config) -> None:
             f"data.crop: {cfg.data.crop} is larger than data.short_side {cfg.data.short_side}")
     if not 0.0 < cfg.pretrain.test_fraction < 1.0:
         raise ConfigError(f"pretrain.test_fraction: must be in (0, 1), got {cfg.pretrain.test_fraction!r}")
-    from .weights import check_source
     for section in ("teacher", "student"):
         train = getattr(cfg, section)
         problem = check_source(train.pretrained, train.model)

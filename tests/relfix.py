@@ -63,7 +63,7 @@ class Proc:
         self.q.put(None)
 
     @classmethod
-    def command(cls, argv: list[str], **kw) -> "Proc":
+    def command(cls, argv: list[str], **kw) -> Proc:
         """Any command line (torchrun ...), its output collected the same way."""
         return cls([], argv=[str(a) for a in argv], **kw)
 
@@ -114,6 +114,7 @@ def invoke(args: list[str]):
     Any exception the CLI did not turn into a message is re-raised, so a traceback fails the test.
     """
     from click.testing import CliRunner
+
     from dlkdd import cli
     before = os.environ.get("MPLCONFIGDIR")
     # wide lines: rich would wrap messages at 80 columns off a terminal

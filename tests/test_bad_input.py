@@ -12,12 +12,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.videos import DatasetError, parse_list, read_dataset
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from relfix import assert_one_line_error, base_args, graph_for, invoke
 from videofix import dark_clip, make_video_dataset, write_video
+
+from dlkdd.pipeline.config import DataConfig
+from dlkdd.pipeline.datasets.videos import DatasetError, parse_list, read_dataset
 
 RNG = np.random.default_rng(7)
 GOOD_ODD = {  # valid but unusual: all must end up in the cache

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from videofix import make_video_dataset
 
 from dlkdd.cli import STAGE_VERBS, cli
-from videofix import make_video_dataset
 
 VERBS = [*STAGE_VERBS, "run", "status", "preview", "predict", "export", "sample", "models"]
 TINY = ["--set", "data.frames=4", "--set", "data.short_side=32", "--set", "data.crop=24",

@@ -6,10 +6,9 @@ The CLI runs as a subprocess where a signal or a second process must hit it.
 from __future__ import annotations
 
 import json
-import shutil
 import random
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,11 +17,20 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-
-from dlkdd.pipeline.train import CheckpointError, load_checkpoint
-from relfix import (REPO, Proc, assert_one_line_error, assert_same_shards, assert_same_state, base_args,
-                    child_env, copy_cache, graph_for, invoke)
+from relfix import (
+    Proc,
+    assert_one_line_error,
+    assert_same_shards,
+    assert_same_state,
+    base_args,
+    child_env,
+    copy_cache,
+    graph_for,
+    invoke,
+)
 from videofix import make_video_dataset
+
+from dlkdd.pipeline.training.loop import load_checkpoint
 
 SIGTERM = signal.SIGTERM
 
@@ -45,7 +53,7 @@ WORKERS = {"teacher.num_workers": 1}  # a DataLoader worker process to be orphan
 
 # enhance groups videos into tasks of up to 256 frames: one video per task here, so the tiny
 # dataset is spread over the dask workers (and a lost worker loses some of them).
-ONE_VIDEO_TASKS = ("import sys; import dlkdd.pipeline.enhance as e; e.TASK_FRAMES = 4; "
+ONE_VIDEO_TASKS = ("import sys; import dlkdd.pipeline.stages.enhance as e; e.TASK_FRAMES = 4; "
                    "from dlkdd.cli import main; sys.argv[0] = 'dlkdd'; main()")
 
 
@@ -79,7 +87,8 @@ def parts(cache: Path) -> int:
 
 def test_sigterm_raises_terminated_after_a_checkpoint_write_under_way_and_handlers_are_restored():
     import os
-    from dlkdd.pipeline import signals
+
+    from dlkdd.pipeline.engine import signals
     before = signal.getsignal(SIGTERM)
     written = []
     with pytest.raises(signals.Terminated) as e:
@@ -290,11 +299,13 @@ def test_a_dask_worker_killed_mid_enhance_the_run_completes_with_equal_shards(re
 def test_when_every_dask_worker_is_gone_one_line_names_the_scheduler_and_what_was_kept(ref, tmp_path,
                                                                                          monkeypatch):
     from distributed import LocalCluster
-    from dlkdd.pipeline import enhance
+
+    from dlkdd.pipeline.stages import enhance
     monkeypatch.setattr(enhance, "NO_WORKERS_PATIENCE", 2.0)
     monkeypatch.setattr(enhance, "TASK_FRAMES", 4)
     cache = tmp_path / "cache"
-    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as cluster:  # a bare scheduler
+    # a bare scheduler
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as cluster:
         address = cluster.scheduler_address
         worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--no-nanny",
                                    "--nthreads", "1"], env=child_env(), stdout=subprocess.DEVNULL,

@@ -73,7 +73,7 @@ def test_bool_is_not_an_int():
         load_toml(cfg, _write(cfg, "[data]\nframes = true\n"))
 
 
-def _write(cfg, text, _n=[0]):
+def _write(cfg, text, _n=[0]):  # noqa: B006 (a counter across calls)
     import tempfile
     p = Path(tempfile.mkdtemp()) / "c.toml"
     p.write_text(text)

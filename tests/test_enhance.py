@@ -7,12 +7,13 @@ import h5py
 import numpy as np
 import pytest
 from rich.console import Console
-
-from dlkdd.pipeline import enhance
-from dlkdd.pipeline.config import Config, set_value
-from dlkdd.pipeline.shards import read_clip
-from dlkdd.pipeline.graph import Graph, execute
 from videofix import make_video_dataset
+
+from dlkdd.pipeline.config import Config, set_value
+from dlkdd.pipeline.datasets.shards import read_clip
+from dlkdd.pipeline.engine.graph import execute
+from dlkdd.pipeline.stages import enhance
+from dlkdd.pipeline.stages.table import pipeline_graph
 
 
 def small_config(root: Path, **overrides) -> Config:
@@ -31,7 +32,7 @@ def videos(tmp_path_factory):
 
 
 def run(cfg, cache, target="enhance", **kw):
-    return execute(Graph(cfg, cache), target, "cpu", Console(quiet=True), **kw)
+    return execute(pipeline_graph(cfg, cache), target, "cpu", Console(quiet=True), **kw)
 
 
 def test_shards_hold_what_the_index_says(videos, tmp_path):
@@ -183,7 +184,7 @@ def test_fitted_zero_dce_pp_brightens_the_cache(videos, tmp_path):
 
 def _sample_subset(dst: Path, per_split: dict) -> Path:
     """The first videos of each split of the bundled sample (committed bytes: a stable input)."""
-    from dlkdd.pipeline.videos import SAMPLE as DEFAULT_SAMPLE
+    from dlkdd.pipeline.datasets.videos import SAMPLE as DEFAULT_SAMPLE
     for split, n in per_split.items():
         rows = (DEFAULT_SAMPLE / "splits" / f"{split}.txt").read_text().splitlines()[:n]
         for row in rows:
@@ -224,9 +225,8 @@ def test_shards_are_byte_identical_to_those_of_main(tmp_path, workers):
 
 def test_videos_enhanced_together_equal_videos_enhanced_one_by_one(videos, tmp_path):
     """A task shares enhancer batches across videos; each frame must come out as on its own."""
-    import torch
     from dlkdd.pipeline.config import EnhancerConfig
-    from dlkdd.pipeline.enhancer import make_enhancer, save_enhancer
+    from dlkdd.pipeline.enhancers.fit import make_enhancer, save_enhancer
     ecfg = EnhancerConfig(kind="zero_dce++", seed=3)
     save_enhancer(make_enhancer(ecfg), tmp_path / "weights.pt", ecfg)
     cfg = small_config(videos)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dlkdd.models import zero_dce as zd
-from dlkdd.pipeline import enhancer as en
-from dlkdd.pipeline import preview as pv
 from dlkdd.pipeline.config import Config, EnhancerConfig
+from dlkdd.pipeline.enhancers import fit as en
+from dlkdd.pipeline.enhancers import preview as pv
 
 DCEPP = Path(__file__).resolve().parents[2] / "shared/weights/zero-dce/ZeroDCEpp_Epoch99.pth"
 

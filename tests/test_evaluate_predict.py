@@ -14,15 +14,16 @@ from rich.console import Console
 
 import dlkdd
 from dlkdd import models
-from dlkdd.pipeline import evaluate as ev
-from dlkdd.pipeline.checkpoints import MODEL, write_meta
 from dlkdd.pipeline.config import Config, DataConfig
-from dlkdd.pipeline.evaluate import ROWS, format_table, run_stage
-from dlkdd.pipeline.predict import check_export, export_student, predict_videos, read_export_meta
-from dlkdd.pipeline.shards import ClipDataset
-from dlkdd.pipeline.graph import Context, Graph
-from dlkdd.pipeline.train import METRICS
-from dlkdd.pipeline.views import apply_view, multi_view_crops
+from dlkdd.pipeline.datasets.shards import ClipDataset
+from dlkdd.pipeline.datasets.views import apply_view, multi_view_crops
+from dlkdd.pipeline.engine.graph import Context
+from dlkdd.pipeline.inference.predict import check_export, export_student, predict_videos, read_export_meta
+from dlkdd.pipeline.stages import evaluate as ev
+from dlkdd.pipeline.stages.evaluate import ROWS, format_table, run_stage
+from dlkdd.pipeline.stages.table import pipeline_graph
+from dlkdd.pipeline.training.checkpoints import MODEL, write_meta
+from dlkdd.pipeline.training.loop import METRICS
 from tests.cachefix import make_clip_cache
 from tests.videofix import write_video
 
@@ -60,7 +61,7 @@ def small_config() -> Config:
 def evaluated(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     cfg = small_config()
-    graph = Graph(cfg, root)
+    graph = pipeline_graph(cfg, root)
     index = make_clip_cache(graph.out_dir("enhance"), classes=3, T=4, H=20, W=24, test_clips=2)
     classes = index["classes"]
     fake_trained(graph.out_dir("teacher"), "r3d_tiny", classes, cfg.data, 20, 24, "enhanced", seed=1)
@@ -225,10 +226,11 @@ def _run(code: str, cwd: Path) -> str:
 
 def test_predict_never_imports_the_enhancer(student_dir, videos):
     code = (f"import sys; sys.path.insert(0, {str(Path(dlkdd.__file__).parents[1])!r})\n"
-            "from dlkdd.pipeline.predict import predict_videos\n"
+            "from dlkdd.pipeline.inference.predict import predict_videos\n"
             f"r = predict_videos({str(student_dir)!r}, [{str(videos['square'])!r}])\n"
             "assert 'top' in r[0], r\n"
-            "bad = [m for m in ('dlkdd.pipeline.enhancer', 'dlkdd.models.zero_dce', 'dlkdd.pipeline.enhance') if m in sys.modules]\n"
+            "bad = [m for m in ('dlkdd.pipeline.enhancers.fit', 'dlkdd.models.zero_dce',"
+            " 'dlkdd.pipeline.stages.enhance') if m in sys.modules]\n"
             "assert not bad, bad\n"
             "print('ok')\n")
     assert _run(code, REPO).strip() == "ok"

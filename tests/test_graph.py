@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from dlkdd.cli import cli
 from dlkdd.errors import UserError
-from dlkdd.pipeline import graph as gr
 from dlkdd.pipeline.config import Config
-from dlkdd.pipeline.stages import STAGES
+from dlkdd.pipeline.engine import graph as gr
+from dlkdd.pipeline.stages.table import STAGES, pipeline_graph
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -51,14 +51,14 @@ def source_copy(tmp_path):
 # One row per stage module (and the models they share): appending a function there makes
 # exactly these stages stale; the others stay fresh.
 EDITS = [
-    ("pipeline/enhancer.py", ALL),
-    ("pipeline/enhance.py", ALL - {"enhancer"}),
-    ("pipeline/teacher.py", {"teacher", "soft-labels", "student", "evaluate"}),
-    ("pipeline/soft_labels.py", {"soft-labels", "student", "evaluate"}),
-    ("pipeline/student.py", {"baseline", "student", "evaluate"}),
-    ("pipeline/classifiers.py", TRAINED),  # shared by teacher and student
-    ("pipeline/evaluate.py", {"evaluate"}),
-    ("pipeline/pretrain.py", {"pretrain"}),  # upstream of no stage unless pretrain.root is set
+    ("pipeline/enhancers/fit.py", ALL),
+    ("pipeline/stages/enhance.py", ALL - {"enhancer"}),
+    ("pipeline/stages/teacher.py", {"teacher", "soft-labels", "student", "evaluate"}),
+    ("pipeline/stages/soft_labels.py", {"soft-labels", "student", "evaluate"}),
+    ("pipeline/stages/student.py", {"baseline", "student", "evaluate"}),
+    ("pipeline/training/classifiers.py", TRAINED),  # shared by teacher and student
+    ("pipeline/stages/evaluate.py", {"evaluate"}),
+    ("pipeline/stages/pretrain.py", {"pretrain"}),  # upstream of no stage unless pretrain.root is set
     ("models/video_resnet.py", TRAINED),
     ("models/zero_dce.py", ALL),
 ]
@@ -72,7 +72,7 @@ def test_the_table_has_a_row_for_every_stage_module():
 @pytest.mark.parametrize("path, stale", EDITS, ids=[p for p, _ in EDITS])
 def test_editing_a_module_makes_exactly_its_importers_stale(source_copy, tmp_path, path, stale):
     def graph():
-        return gr.Graph(Config(), tmp_path / "cache", source=source_copy)
+        return pipeline_graph(Config(), tmp_path / "cache", source=source_copy)
     mark_all_fresh(graph())
     assert stale_set(graph()) == set()
     target = source_copy / path
@@ -117,7 +117,7 @@ def test_imports_are_followed_relative_absolute_and_inside_functions(tmp_path):
 
 def test_staleness_reasons_are_structured():
     cfg = Config()
-    now = gr.Graph(cfg, Path("/nonexistent-cache")).inspect("student")
+    now = pipeline_graph(cfg, Path("/nonexistent-cache")).inspect("student")
     causes = gr.param_changes({"params": {**now.params, "student.alpha": 0.7}}, now, False)
     assert [(c.kind, c.subject) for c in causes] == [("param", "student.alpha")]
     assert str(causes[0]) == "param student.alpha 0.7 -> 0.5"
@@ -143,7 +143,8 @@ def test_every_one_line_error_type_is_a_user_error():
 
 def test_model_files_are_digested_by_their_tensors(tmp_path):
     torch = pytest.importorskip("torch")
-    from dlkdd.pipeline.digest import content_digest, sha256_of
+    from dlkdd.pipeline.engine.digest import sha256_of
+    from dlkdd.pipeline.training.digest import content_digest
     state = {"model": {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2, dtype=torch.float16)},
              "epoch": 3, "step": torch.tensor(7)}
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
@@ -217,7 +218,7 @@ def test_status_and_help_import_no_torch(tmp_path):
         assert "torch" not in _imports(args, tmp_path), args
     from dlkdd.cli import Settings  # the config the CLI resolves (the sample's day/ set pretrains)
     cfg = Settings(None, [], None, cache, "cpu", None, False).config()
-    mark_all_fresh(gr.Graph(cfg, cache))  # a small cache with a record for every stage
+    mark_all_fresh(pipeline_graph(cfg, cache))  # a small cache with a record for every stage
     mods = _imports(["--cache", str(cache), "status"], tmp_path)
     assert "torch" not in mods and not any(m.startswith("torch.") for m in mods)
     assert "nothing to do" in subprocess.run(
@@ -231,7 +232,7 @@ STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d \(\d+ s\)")
 
 def test_piped_status_is_one_line_per_stage(tmp_path):
     cache = tmp_path / "cache"
-    mark_all_fresh(gr.Graph(Config(), cache))
+    mark_all_fresh(pipeline_graph(Config(), cache))
     result = CliRunner().invoke(cli, ["--cache", str(cache), "--set", "teacher.lr=0.5",
                                       "--set", "teacher.epochs=7", "status"])
     assert result.exit_code == 0
@@ -249,7 +250,7 @@ def test_terminal_status_fits_the_terminal(tmp_path):
     import struct
     import termios
     cache = tmp_path / "cache"
-    mark_all_fresh(gr.Graph(Config(), cache))
+    mark_all_fresh(pipeline_graph(Config(), cache))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 72, 0, 0))  # a 72-column terminal
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm"}
@@ -353,14 +354,14 @@ def test_weights_files_count_by_content_not_by_where_they_lie(tmp_path):
     cfg = Config()
     set_value(cfg, "teacher.pretrained", str(a))
     cache = tmp_path / "cache"
-    mark_all_fresh(gr.Graph(cfg, cache))
+    mark_all_fresh(pipeline_graph(cfg, cache))
     b = tmp_path / "b" / "elsewhere.pth"
     b.parent.mkdir()
     shutil.copy2(a, b)  # the same file, another path
     set_value(cfg, "teacher.pretrained", str(b))
-    assert stale_set(gr.Graph(cfg, cache)) == set()
+    assert stale_set(pipeline_graph(cfg, cache)) == set()
     b.write_bytes(b"other weights!!")
-    states = gr.Graph(cfg, cache, checksum=True).statuses()
+    states = pipeline_graph(cfg, cache, checksum=True).statuses()
     assert states["teacher"].reasons == ["inputs changed teacher.pretrained"]
 
 
@@ -372,7 +373,7 @@ def test_editing_pretrain_reaches_the_stages_that_start_from_it(source_copy, tmp
     set_value(cfg, "student.pretrained", "")  # the student starts from random weights
 
     def graph():
-        return gr.Graph(cfg, tmp_path / "cache", source=source_copy)
+        return pipeline_graph(cfg, tmp_path / "cache", source=source_copy)
     mark_all_fresh(graph())
     assert stale_set(graph()) == set()
     target = source_copy / "pipeline" / "pretrain.py"

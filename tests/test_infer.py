@@ -17,13 +17,19 @@ import torch
 
 from dlkdd import models
 from dlkdd.cli import cli
-from dlkdd.pipeline import infer
-from dlkdd.pipeline.checkpoints import write_meta
 from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.predict import NormalizedInput, export_student, load_student, read_export_meta, video_inputs
-from dlkdd.pipeline.sample import write_long_video
-from dlkdd.pipeline.train import MODEL
-from dlkdd.pipeline.views import normalize
+from dlkdd.pipeline.datasets.sample import write_long_video
+from dlkdd.pipeline.datasets.views import normalize
+from dlkdd.pipeline.inference import windows as infer
+from dlkdd.pipeline.inference.predict import (
+    NormalizedInput,
+    export_student,
+    load_student,
+    read_export_meta,
+    video_inputs,
+)
+from dlkdd.pipeline.training.checkpoints import write_meta
+from dlkdd.pipeline.training.loop import MODEL
 from tests.videofix import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +102,7 @@ def knows_both(tmp_path_factory, two_actions) -> Path:
     model = models.build("r3d_tiny", 6)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(40):
+    for _step in range(40):
         length = int(rng.integers(3, 13))
         x, y = _window_batch(video, rng.integers(0, n - length + 1, 12), length, labels_of)
         loss = torch.nn.functional.cross_entropy(model(normalize(x, STATS)), y)
@@ -208,6 +214,7 @@ def test_collect_videos_recursively_and_from_a_list(folder, tmp_path):
 def _cli(args, cache: Path, student: Path):
     """Run `dlkdd predict` in process with the student folder the cache's config points at."""
     from click.testing import CliRunner
+
     from dlkdd.cli import Settings
     target = Settings(None, [], None, cache, "cpu", None, False).graph().out_dir("student")
     if not target.exists():
@@ -275,7 +282,8 @@ def test_csv_shapes(two_actions, untrained, tmp_path):
         counts[opts] = len(rows)
     frames, fps = two_actions["frames"], two_actions["fps"]
     assert counts[()] == 1 and counts[("--window", "0.8", "--stride", "0.4")] == count_windows(frames, fps, 0.8, 0.4)
-    assert 1 <= counts[("--window", "0.8", "--min-prob", "0")] <= count_windows(frames, fps, 0.8, 0.8)  # stride = window
+    # stride = window
+    assert 1 <= counts[("--window", "0.8", "--min-prob", "0")] <= count_windows(frames, fps, 0.8, 0.8)
 
 
 def test_text_timeline_and_usage_errors(two_actions, untrained, tmp_path):
@@ -302,7 +310,7 @@ def _run(code: str) -> str:
     return proc.stdout
 
 
-ENHANCER_MODULES = ("dlkdd.pipeline.enhancer", "dlkdd.models.zero_dce", "dlkdd.pipeline.enhance")
+ENHANCER_MODULES = ("dlkdd.pipeline.enhancers.fit", "dlkdd.models.zero_dce", "dlkdd.pipeline.stages.enhance")
 
 
 def _predict_then_modules(cache, runs) -> str:
@@ -331,13 +339,13 @@ def test_enhancer_is_loaded_only_for_timeline_thumbnails(two_actions, untrained,
             [video, "--window", "0.5", "--timeline", str(png)])
     printed = _run(_predict_then_modules(cache, runs)).strip().splitlines()
     assert printed[:4] == ["[]"] * 4
-    assert "dlkdd.pipeline.enhancer" in printed[4] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "dlkdd.pipeline.enhancers.fit" in printed[4] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------------------- timeline picture
 
 def test_timeline_picture(untrained, two_actions, tmp_path):
-    from dlkdd.pipeline.timeline import curve_classes, save_timeline
+    from dlkdd.pipeline.inference.timeline import curve_classes, save_timeline
     res = list(infer.predict_many_windows(untrained, [str(two_actions["path"])], 0.8, 0.4, 0.5, thumbnails=5))[0]
     thumbs = res["_thumbnails"]
     assert len(thumbs) == 5 and all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in thumbs.values())
@@ -378,7 +386,7 @@ def test_torchscript_export_bakes_in_normalisation(untrained, tmp_path):
 
 def test_onnx_export_matches_pytorch_on_sample_clips(untrained, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from dlkdd.pipeline.onnx_export import export_onnx, read_onnx_metadata
+    from dlkdd.pipeline.inference.export import export_onnx, read_onnx_metadata
     out = export_onnx(untrained, tmp_path / "student.onnx")
     assert out.exists() and not list(tmp_path.glob("*.tmp"))
     meta = read_onnx_metadata(out)
@@ -407,7 +415,7 @@ def test_export_verb_picks_the_format(untrained, tmp_path):
 def test_readme_onnx_snippet_runs_with_onnxruntime_alone(untrained, two_actions, tmp_path):
     """The README's lines, run as written, in a process that never imports dlkdd or torch."""
     pytest.importorskip("onnxruntime")
-    from dlkdd.pipeline.onnx_export import export_onnx
+    from dlkdd.pipeline.inference.export import export_onnx
     export_onnx(untrained, tmp_path / "student.onnx")
     (tmp_path / "night.mp4").symlink_to(two_actions["path"])
     readme = (REPO / "README.md").read_text()

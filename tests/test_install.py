@@ -14,7 +14,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
 from videofix import make_video_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +83,6 @@ def test_installed_package_runs_beside_other_top_level_models_and_cli(tmp_path):
                             "enhance"], capture_output=True, text=True, env=env, cwd=work, timeout=300)
     assert stage.returncode == 0, stage.stderr[-3000:]
     assert "enhance: done" in stage.stderr and (work / "cache" / "clips" / "index.json").is_file()
-    origin = subprocess.run([str(python), "-c", "import dlkdd.pipeline.enhance as m; print(m.__file__)"],
+    origin = subprocess.run([str(python), "-c", "import dlkdd.pipeline.stages.enhance as m; print(m.__file__)"],
                             capture_output=True, text=True, env=env, cwd=work)
     assert Path(origin.stdout.strip()).is_relative_to(purelib), origin  # the installed copy ran

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from dlkdd.pipeline.lock import LockError, OutputLocks
+from dlkdd.pipeline.engine.lock import LockError, OutputLocks
 
 HOLD = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from dlkdd.pipeline.lock import OutputLocks
+from dlkdd.pipeline.engine.lock import OutputLocks
 with OutputLocks({cache!r}, command="dlkdd run --fake") as locks:
     getattr(locks, {mode!r})({output!r})
     print("held", flush=True)

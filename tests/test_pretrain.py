@@ -19,13 +19,14 @@ import torch
 from rich.console import Console
 
 from dlkdd import models
-from dlkdd.pipeline import classifiers
-from dlkdd.pipeline import student as student_stage
-from dlkdd.pipeline import classifiers, weights
-from dlkdd.pipeline.checkpoints import load_trained
-from dlkdd.pipeline.config import Config, ConfigError, validate
 from dlkdd.errors import StageError
-from dlkdd.pipeline.graph import Context, Graph, execute, upstream_closure
+from dlkdd.pipeline import published
+from dlkdd.pipeline.config import Config, ConfigError, validate
+from dlkdd.pipeline.engine.graph import Context, execute
+from dlkdd.pipeline.stages import student as student_stage
+from dlkdd.pipeline.stages.table import closure, pipeline_graph
+from dlkdd.pipeline.training import classifiers, weights
+from dlkdd.pipeline.training.checkpoints import load_trained
 from tests.cachefix import make_clip_cache
 from tests.videofix import make_video_dataset
 
@@ -78,9 +79,9 @@ def publish(folder: Path, state: dict, stem: str, wrong_hash: bool = False) -> s
 
 
 def register(monkeypatch, name: str, arch: str, url: str, classes: int = 400) -> None:
-    table = dict(weights.REGISTERED)
-    table[(name, arch)] = weights.Published(url, classes, weights.KINETICS_NORMALIZE)
-    monkeypatch.setattr(weights, "REGISTERED", table)
+    table = dict(published.REGISTERED)
+    table[(name, arch)] = published.Published(url, classes, published.KINETICS_NORMALIZE)
+    monkeypatch.setattr(published, "REGISTERED", table)
 
 
 def train_cfg(model="r3d_tiny", pretrained="", seed=0):
@@ -97,14 +98,14 @@ def published_state(classes=400, seed=5):
 # --------------------------------------------------------------------------------- registered names
 
 def test_the_published_urls_embed_their_hash_and_the_base_can_be_overridden(monkeypatch):
-    for (name, arch), w in weights.REGISTERED.items():
+    for (_name, _arch), w in published.REGISTERED.items():
         assert weights.HASH_IN_NAME.search(w.url.rsplit("/", 1)[1]), w.url
         assert w.normalize == {"mean": [0.43216, 0.394666, 0.37645], "std": [0.22803, 0.22145, 0.216989]}
-    assert weights.published("kinetics400", "r2plus1d_18").url.endswith("/r2plus1d_18-91a641e6.pth")
-    assert weights.published("kinetics400", "r2plus1d_18_bert") == weights.published("kinetics400", "r2plus1d_18")
-    assert weights.published("ig65m", "r2plus1d_34").model_kwargs == {"bn_eps": 1e-3, "vmz_mid": True}
+    assert published.published("kinetics400", "r2plus1d_18").url.endswith("/r2plus1d_18-91a641e6.pth")
+    assert published.published("kinetics400", "r2plus1d_18_bert") == published.published("kinetics400", "r2plus1d_18")
+    assert published.published("ig65m", "r2plus1d_34").model_kwargs == {"bn_eps": 1e-3, "vmz_mid": True}
     monkeypatch.setenv(weights.BASE_URL_ENV, "http://127.0.0.1:9/mirror/")
-    assert weights.url_of(weights.published("kinetics400", "r3d_18")) == \
+    assert weights.url_of(published.published("kinetics400", "r3d_18")) == \
         "http://127.0.0.1:9/mirror/r3d_18-b3b3357e.pth"
 
 
@@ -123,8 +124,8 @@ def test_kinetics400_loads_the_served_tensors_once_with_a_fresh_classifier(serve
     torch.manual_seed(3)
     fresh = models.build("r3d_tiny", 3).state_dict()  # the seeded random classifier
     assert torch.equal(ours["fc.weight"], fresh["fc.weight"])
-    assert init.normalize == weights.KINETICS_NORMALIZE
-    assert weights.input_normalization(init, {"mean": [0.1] * 3, "std": [0.2] * 3}) == weights.KINETICS_NORMALIZE
+    assert init.normalize == published.KINETICS_NORMALIZE
+    assert weights.input_normalization(init, {"mean": [0.1] * 3, "std": [0.2] * 3}) == published.KINETICS_NORMALIZE
     # once downloaded, the server is not needed again
     (folder / name).unlink()
     again, _ = weights.initial_model(t, ["a", "b", "c"], cfg, Path("unused"), QUIET)
@@ -169,7 +170,7 @@ def test_a_registered_name_for_another_architecture_is_a_config_error():
 
 def test_ig65m_architecture_matches_vmz_and_travels_with_the_model(tmp_path):
     with torch.device("meta"):
-        vmz = models.build("r2plus1d_34", 359, **weights.VMZ_KWARGS)
+        vmz = models.build("r2plus1d_34", 359, **published.VMZ_KWARGS)
     tv = models.build("r2plus1d_tiny", 2)
     # VMZ's widths (moabitcoin's fix of pytorch/vision#1265): 288, 576, 1152 in each stage's first block
     assert [vmz.layer2[0].conv2[0][0].out_channels, vmz.layer3[0].conv2[0][0].out_channels,
@@ -179,8 +180,8 @@ def test_ig65m_architecture_matches_vmz_and_travels_with_the_model(tmp_path):
     assert {m.eps for m in vmz.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-3}
     assert {m.eps for m in tv.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-5}
     # meta.json's model_kwargs rebuild the same network (eps is not in the state dict)
-    from dlkdd.pipeline.checkpoints import write_meta
-    from dlkdd.pipeline.checkpoints import save_checkpoint as save
+    from dlkdd.pipeline.training.checkpoints import save_checkpoint as save
+    from dlkdd.pipeline.training.checkpoints import write_meta
     model = models.build("r3d_tiny", 2, bn_eps=1e-3)
     save({"model": model.state_dict(), "epoch": 1}, tmp_path / "model.pt")
     write_meta(tmp_path, model_name="r3d_tiny", num_classes=2, classes=["a", "b"], input="enhanced",
@@ -193,7 +194,7 @@ def test_ig65m_architecture_matches_vmz_and_travels_with_the_model(tmp_path):
 # --------------------------------------------------------------------------------- class names
 
 def _trained_folder(folder: Path, classes: list[str], seed=7) -> dict:
-    from dlkdd.pipeline.checkpoints import save_checkpoint as save
+    from dlkdd.pipeline.training.checkpoints import save_checkpoint as save
     torch.manual_seed(seed)
     state = models.build("r3d_tiny", len(classes)).state_dict()
     folder.mkdir(parents=True, exist_ok=True)
@@ -247,7 +248,7 @@ def day(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained_cache(day, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    graph = Graph(stage_config(day), cache)
+    graph = pipeline_graph(stage_config(day), cache)
     ran = execute(graph, "pretrain", "cpu", QUIET)
     return cache, ran
 
@@ -270,38 +271,38 @@ def test_pretrain_trains_both_architectures(pretrained_cache):
 def test_pretrain_is_fresh_until_its_data_or_params_change(pretrained_cache, day):
     cache, _ = pretrained_cache
     cfg = stage_config(day)
-    assert Graph(cfg, cache).status("pretrain").state == "fresh"
-    assert execute(Graph(cfg, cache), "pretrain", "cpu", QUIET) == []
+    assert pipeline_graph(cfg, cache).status("pretrain").state == "fresh"
+    assert execute(pipeline_graph(cfg, cache), "pretrain", "cpu", QUIET) == []
     cfg.teacher.epochs = 9  # the teacher's own training is not pretrain's business
-    assert Graph(cfg, cache).status("pretrain").state == "fresh"
+    assert pipeline_graph(cfg, cache).status("pretrain").state == "fresh"
     changed = stage_config(day)
     changed.pretrain.lr = 1e-3
-    st_ = Graph(changed, cache).status("pretrain")
+    st_ = pipeline_graph(changed, cache).status("pretrain")
     assert st_.state == "stale" and any("pretrain.lr" in r for r in st_.reasons)
     video = day / "C1" / "C1_0.mp4"
     before = video.stat()
     os.utime(video, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
     try:
-        st_ = Graph(stage_config(day), cache).status("pretrain")
+        st_ = pipeline_graph(stage_config(day), cache).status("pretrain")
         assert st_.state == "stale" and any("C1_0.mp4" in r for r in st_.reasons)
     finally:
         os.utime(video, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert Graph(stage_config(day), cache).status("pretrain").state == "fresh"
+    assert pipeline_graph(stage_config(day), cache).status("pretrain").state == "fresh"
 
 
 def test_pretrain_is_an_upstream_only_where_a_model_starts_from_it(day):
     cfg = stage_config(day)
-    assert "pretrain" in upstream_closure("teacher", cfg=cfg)
-    assert "pretrain" in upstream_closure("baseline", cfg=cfg)
-    assert "pretrain" in upstream_closure("evaluate", cfg=cfg)
+    assert "pretrain" in closure("teacher", cfg=cfg)
+    assert "pretrain" in closure("baseline", cfg=cfg)
+    assert "pretrain" in closure("evaluate", cfg=cfg)
     cfg.teacher.pretrained = ""
-    assert "pretrain" not in upstream_closure("teacher", cfg=cfg)
-    assert "pretrain" in upstream_closure("student", cfg=cfg)
+    assert "pretrain" not in closure("teacher", cfg=cfg)
+    assert "pretrain" in closure("student", cfg=cfg)
     cfg.pretrain.root = ""  # pretraining off: "pretrain" means random, nothing upstream
-    assert "pretrain" not in upstream_closure("evaluate", cfg=cfg)
+    assert "pretrain" not in closure("evaluate", cfg=cfg)
     with pytest.raises(StageError, match="pretrain.root is empty"):
-        from dlkdd.pipeline.pretrain import run_stage
-        run_stage(Context(Graph(cfg, Path("unused")), "pretrain", Path("unused"), "cpu", QUIET))
+        from dlkdd.pipeline.stages.pretrain import run_stage
+        run_stage(Context(pipeline_graph(cfg, Path("unused")), "pretrain", Path("unused"), "cpu", QUIET))
 
 
 def test_pretrain_init_loads_the_pretrain_stage_tensors(pretrained_cache, day):
@@ -326,7 +327,7 @@ def test_baseline_and_student_start_from_identical_weights(pretrained_cache, day
         _trained_folder(tmp_path / "m", ["x", "y", "z"])
         cfg.student.model, source = "r3d_tiny", str(tmp_path / "m" / "model.pt")
     cfg.student.pretrained = source
-    graph = Graph(cfg, cache)
+    graph = pipeline_graph(cfg, cache)
     make_clip_cache(graph.out_dir("enhance"), classes=3, T=4, H=20, W=24)
     starts = {}
 
@@ -351,14 +352,14 @@ def test_baseline_and_student_start_from_identical_weights(pretrained_cache, day
 
 
 def test_a_teacher_from_published_weights_is_standardised_with_their_statistics(server, hub, monkeypatch, tmp_path):
-    from dlkdd.pipeline import teacher as teacher_stage
+    from dlkdd.pipeline.stages import teacher as teacher_stage
     folder, base = server
     name = publish(folder, published_state(), "r3d_tiny")
     register(monkeypatch, "kinetics400", "r3d_tiny", f"{base}/{name}")
     cfg = Config()
     cfg.data.frames, cfg.data.short_side, cfg.data.crop, cfg.data.views = 4, 20, 16, 2
     cfg.teacher.model, cfg.teacher.pretrained, cfg.teacher.epochs = "r3d_tiny", "kinetics400", 1
-    graph = Graph(cfg, tmp_path / "cache")
+    graph = pipeline_graph(cfg, tmp_path / "cache")
     make_clip_cache(graph.out_dir("enhance"), classes=3, T=4, H=20, W=24)
     seen = {}
     real_train = classifiers.train
@@ -372,9 +373,9 @@ def test_a_teacher_from_published_weights_is_standardised_with_their_statistics(
     out.mkdir(parents=True)
     teacher_stage.run_stage(Context(graph, "teacher", out, "cpu", QUIET))
     _, meta = load_trained(out)
-    assert meta["normalize"] == weights.KINETICS_NORMALIZE and meta["init"] == "kinetics400"
+    assert meta["normalize"] == published.KINETICS_NORMALIZE and meta["init"] == "kinetics400"
     for split in ("train", "val"):  # both sets standardise with the weights' statistics
-        assert seen[split].stats == weights.KINETICS_NORMALIZE
+        assert seen[split].stats == published.KINETICS_NORMALIZE
 
 
 def test_a_relative_pretrain_root_is_relative_to_the_current_folder(tmp_path, monkeypatch):
@@ -383,7 +384,7 @@ def test_a_relative_pretrain_root_is_relative_to_the_current_folder(tmp_path, mo
     cfg = Settings(None, ["pretrain.root=footage/day"], None, tmp_path / "c", "cpu", None, False).config()
     assert cfg.pretrain.root == str(tmp_path / "footage" / "day")
     # by default a dataset's own day/ set: the bundled sample has one, a folder without one none
-    from dlkdd.pipeline.videos import SAMPLE
+    from dlkdd.pipeline.datasets.videos import SAMPLE
     assert Settings(None, [], None, tmp_path / "c", "cpu", None, False).config().pretrain.root == \
         str((SAMPLE / "day").resolve())
     (tmp_path / "night").mkdir()

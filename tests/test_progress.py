@@ -6,8 +6,10 @@ import sys
 import numpy as np
 from rich.console import Console
 
-from dlkdd.pipeline import enhance, predict, views
-from dlkdd.pipeline.progress import make_console, progress_bar, say
+from dlkdd.pipeline.datasets import views
+from dlkdd.pipeline.engine.progress import make_console, progress_bar, say
+from dlkdd.pipeline.inference import predict
+from dlkdd.pipeline.stages import enhance
 
 
 def test_outside_a_terminal_no_bar_is_drawn_and_long_lines_stay_whole(monkeypatch):

@@ -19,17 +19,31 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from dlkdd.pipeline.checkpoints import load_trained
-from dlkdd.pipeline.data import read_logits
-from dlkdd.pipeline.enhancer import load_enhancer
-from dlkdd.pipeline.shards import ClipDataset, ShardError
-from dlkdd.pipeline.graph import upstream_closure
-from dlkdd.pipeline.checkpoints import CheckpointError, load_checkpoint
-from relfix import (REPO, SIGINT, SIGKILL, Proc, assert_one_line_error, assert_same_shards,
-                    assert_same_state, base_args, chunk_offset, child_env, copy_cache, flip_byte,
-                    graph_for, invoke, logits, run_cli)
+from relfix import (
+    REPO,
+    SIGINT,
+    SIGKILL,
+    Proc,
+    assert_one_line_error,
+    assert_same_shards,
+    assert_same_state,
+    base_args,
+    child_env,
+    chunk_offset,
+    copy_cache,
+    flip_byte,
+    graph_for,
+    invoke,
+    logits,
+    run_cli,
+)
 from videofix import make_video_dataset
+
+from dlkdd.pipeline.datasets.clips import read_logits
+from dlkdd.pipeline.datasets.shards import ClipDataset, ShardError
+from dlkdd.pipeline.enhancers.fit import load_enhancer
+from dlkdd.pipeline.stages.table import closure
+from dlkdd.pipeline.training.checkpoints import CheckpointError, load_checkpoint, load_trained
 
 STAGES = ("enhance", "teacher", "soft-labels", "student")
 
@@ -71,7 +85,7 @@ def assert_same_output(ref, cache: Path, stage: str) -> None:
 def assert_consistent(ref, cache: Path, stage: str) -> str:
     """Every recorded stage verifies byte for byte; the target is fresh and whole, or missing."""
     g = graph_for(ref.data, cache)
-    states = g.statuses(upstream_closure(stage), verify=True)
+    states = g.statuses(closure(stage), verify=True)
     for name, st in states.items():
         assert st.state in ("fresh", "missing"), (name, st.reasons)
         assert name == stage or st.state == "fresh", (name, st.reasons)
@@ -86,7 +100,7 @@ def assert_consistent(ref, cache: Path, stage: str) -> str:
 
 def assert_all_fresh(ref, cache: Path) -> None:
     """Every stage the reference ran is fresh, each output checked against its recorded sha256."""
-    states = graph_for(ref.data, cache).statuses(upstream_closure("student"), verify=True)
+    states = graph_for(ref.data, cache).statuses(closure("student"), verify=True)
     assert all(s.state == "fresh" for s in states.values()), {n: s.reasons for n, s in states.items()}
 
 
@@ -174,7 +188,7 @@ def test_kill_9_mid_stage_then_rerun_resumes_and_equals_an_uninterrupted_run(ref
         assert f"keeping {kept} finished shard(s)" in p.output, p.output
     elif stage in ("teacher", "student") and kept:
         assert (f"resuming from epoch {kept}/3" in p.output
-                or kept == 3 and f"already trained (3/3 epochs)" in p.output), p.output
+                or kept == 3 and "already trained (3/3 epochs)" in p.output), p.output
     assert assert_consistent(ref, cache, stage) == "fresh"
     assert_same_output(ref, cache, stage)
     out = out_dir(cache, stage, ref)

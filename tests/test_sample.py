@@ -8,17 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+
+from dlkdd.cli import cli
+from dlkdd.pipeline.config import DataConfig
+from dlkdd.pipeline.datasets.sample import CLASS_ORDER, DAY_DIR, make_sample, read_split, rgb_to_yuv420, sample_stats
+from dlkdd.pipeline.datasets.videos import read_dataset
 
 pytest.importorskip("av")
 decord = pytest.importorskip("decord")
-
-from click.testing import CliRunner  # noqa: E402
-
-from dlkdd.cli import cli  # noqa: E402
-from dlkdd.pipeline.config import DataConfig  # noqa: E402
-from dlkdd.pipeline.sample import (CLASS_ORDER, DAY_DIR, make_sample, read_split,  # noqa: E402
-                                   rgb_to_yuv420, sample_stats)
-from dlkdd.pipeline.videos import read_dataset  # noqa: E402
 
 SMALL = dict(classes=3, videos_per_class=4, test_per_class=1, size=32, frames=(8, 12),
              day_videos_per_class=2, day_test_per_class=1)
@@ -58,7 +56,7 @@ def test_same_seed_same_bytes_in_another_process_on_baseline_simd(small, tmp_pat
     """Another process whose numpy runs only its baseline SIMD (as on a CPU without AVX2 or
     AVX-512) writes the same bytes: x264 runs without assembly and YUV is integer math."""
     root, _ = small
-    code = ("import json, sys; from dlkdd.pipeline.sample import make_sample; "
+    code = ("import json, sys; from dlkdd.pipeline.datasets.sample import make_sample; "
             "make_sample(sys.argv[1], seed=0, **json.loads(sys.argv[2]))")
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(_numpy_dispatch_targets())}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "p"), json.dumps(SMALL)],
@@ -113,7 +111,7 @@ def test_day_set_reads_as_its_own_dataset_with_the_same_classes(small):
 
 def test_day_exposure_is_the_only_difference_in_the_generator():
     """Same seed stream through both exposures: the day clip is the dark clip's scene, brighter."""
-    from dlkdd.pipeline.sample import expose, render_video
+    from dlkdd.pipeline.datasets.sample import expose, render_video
     clean = render_video("Pour", np.random.default_rng(5), 32, 10)
     dark = expose(clean, np.random.default_rng(6), "dark").astype(float)
     day = expose(clean, np.random.default_rng(6), "day").astype(float)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from dlkdd.models import sci
-from dlkdd.pipeline import enhancer as en
 from dlkdd.pipeline.config import Config, ConfigError, EnhancerConfig, set_value, validate
-from dlkdd.pipeline.stages import enhancer_params as _enhancer_params
+from dlkdd.pipeline.enhancers import fit as en
+from dlkdd.pipeline.stages.table import enhancer_params as _enhancer_params
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "sci"
 NAMES = ("easy", "medium", "difficult")
@@ -106,7 +106,7 @@ def test_config_registers_sci_and_its_fingerprint_keys():
         validate(cfg)
     set_value(cfg, "enhancer.weights", "x.pt")
     assert _enhancer_params(cfg) == ["enhancer.kind", "enhancer.mode"]  # the weights file is an input
-    from dlkdd.pipeline.stages import enhancer_inputs
+    from dlkdd.pipeline.stages.table import enhancer_inputs
     assert enhancer_inputs(cfg) == {"enhancer.weights": Path("x.pt")}
 
 
@@ -126,9 +126,12 @@ def test_fitted_sci_saves_and_loads_as_the_enhancer(tmp_path):
 @needs_weights
 def test_enhance_stage_with_imported_sci(tmp_path):
     import json
+
     from rich.console import Console
-    from dlkdd.pipeline.graph import Graph, execute
     from videofix import make_video_dataset
+
+    from dlkdd.pipeline.engine.graph import execute
+    from dlkdd.pipeline.stages.table import pipeline_graph
     videos = make_video_dataset(tmp_path / "videos", classes=2, train=2, test=1, frames=8)
     cfg = Config()
     for k, v in {"data.root": str(videos), "data.frames": 4, "data.short_side": 32, "data.crop": 24,
@@ -136,6 +139,7 @@ def test_enhance_stage_with_imported_sci(tmp_path):
                  "enhance.workers": 0}.items():
         set_value(cfg, k, v)
     validate(cfg)
-    assert execute(Graph(cfg, tmp_path / "cache"), "enhance", "cpu", Console(quiet=True)) == ["enhancer", "enhance"]
+    ran = execute(pipeline_graph(cfg, tmp_path / "cache"), "enhance", "cpu", Console(quiet=True))
+    assert ran == ["enhancer", "enhance"]
     clips = json.loads((tmp_path / "cache" / "clips" / "index.json").read_text())["clips"]
     assert all(c["mean_enhanced"] > 1.5 * c["mean_original"] for c in clips)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dlkdd.pipeline import atomic
-from dlkdd.pipeline.shards import ClipDataset, ShardError, read_clip, read_meta, verify_shard, write_shard
+from dlkdd.pipeline.datasets.shards import ClipDataset, ShardError, read_clip, read_meta, verify_shard, write_shard
+from dlkdd.pipeline.engine import atomic
 
 N, T, H, W = 3, 4, 8, 10
 

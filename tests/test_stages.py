@@ -1,16 +1,14 @@
 """The stage graph: fingerprints, records, staleness reasons, run-only-stale."""
-import importlib
 import json
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from dlkdd.pipeline import graph as st
-from dlkdd.pipeline import stages
 from dlkdd.pipeline.config import Config, set_value
+from dlkdd.pipeline.engine import graph as st
+from dlkdd.pipeline.stages import table as stages
+from dlkdd.pipeline.stages.table import closure
 
 MODULE = '''
 from pathlib import Path
@@ -176,8 +174,8 @@ def test_real_graph_is_topological_and_closes_over_upstream():
     for i, name in enumerate(names):
         for up in stages.STAGES[name].upstream_of(Config()):
             assert names.index(up) < i
-    assert st.upstream_closure("soft-labels") == ["enhancer", "enhance", "teacher", "soft-labels"]
-    assert st.upstream_closure("baseline") == ["enhancer", "enhance", "baseline"]
+    assert closure("soft-labels") == ["enhancer", "enhance", "teacher", "soft-labels"]
+    assert closure("baseline") == ["enhancer", "enhance", "baseline"]
 
 
 def test_student_variants_have_their_own_folder():

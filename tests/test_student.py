@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from dlkdd.pipeline.checkpoints import load_trained
 from dlkdd.pipeline.config import Config
-from dlkdd.pipeline.data import draw_view
-from dlkdd.pipeline.distill import distillation_loss, make_loss_fn
-from dlkdd.pipeline.shards import ShardError, read_clip
-from dlkdd.pipeline.graph import Context, Graph
-from dlkdd.pipeline.stages import list_variants
-from dlkdd.pipeline.student import run_baseline, run_student, student_datasets
-from dlkdd.pipeline.views import apply_view, normalize, view_params
+from dlkdd.pipeline.datasets.clips import draw_view
+from dlkdd.pipeline.datasets.shards import ShardError, read_clip
+from dlkdd.pipeline.datasets.views import apply_view, normalize, view_params
+from dlkdd.pipeline.engine.graph import Context
+from dlkdd.pipeline.stages.student import run_baseline, run_student, student_datasets
+from dlkdd.pipeline.stages.table import list_variants, pipeline_graph
+from dlkdd.pipeline.training.checkpoints import load_trained
+from dlkdd.pipeline.training.distill import distillation_loss, make_loss_fn
 from tests.cachefix import make_clip_cache
 
 V, K = 3, 3
@@ -107,7 +107,7 @@ def write_logits(path, logits, **attrs):
 
 
 def make_ctx(tmp_path, cfg, stage="student", index=None):
-    graph = Graph(cfg, tmp_path)
+    graph = pipeline_graph(cfg, tmp_path)
     clips = graph.out_dir("enhance")
     if not (clips / "index.json").exists():
         index = make_clip_cache(clips, classes=K, train_per_class=4, test_per_class=1, T=4, H=20, W=24)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from dlkdd.pipeline import study
 from dlkdd.pipeline.config import Config
-from dlkdd.pipeline.graph import Graph
+from dlkdd.pipeline.stages.table import pipeline_graph
+from dlkdd.pipeline.study import runner as study
 from tests.cachefix import make_clip_cache
 
 
@@ -48,7 +48,7 @@ def _tiny_config() -> Config:
 def _cache(root, cfg):
     """A synthetic clip cache whose enhancer and enhance stages are recorded as fresh."""
     make_clip_cache(root / "clips", T=4, H=20, W=24)
-    graph = Graph(cfg, root)
+    graph = pipeline_graph(cfg, root)
     for name in ("enhancer", "enhance"):
         graph.out_dir(name).mkdir(parents=True, exist_ok=True)
         graph.write_record(name, graph.inspect(name), time.time(), {})

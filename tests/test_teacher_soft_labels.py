@@ -10,13 +10,15 @@ import pytest
 import torch
 from rich.console import Console
 
-from dlkdd.pipeline import classifiers, soft_labels, teacher
-from dlkdd.pipeline.checkpoints import load_trained
 from dlkdd.pipeline.config import Config
-from dlkdd.pipeline.data import LOGITS_FILE
-from dlkdd.pipeline.shards import ClipDataset
-from dlkdd.pipeline.graph import Context, Graph
-from dlkdd.pipeline.views import apply_view, normalize, view_params
+from dlkdd.pipeline.datasets.shards import ClipDataset
+from dlkdd.pipeline.datasets.views import apply_view, normalize, view_params
+from dlkdd.pipeline.engine.graph import Context, Graph
+from dlkdd.pipeline.names import LOGITS_FILE
+from dlkdd.pipeline.stages import soft_labels, teacher
+from dlkdd.pipeline.stages.table import pipeline_graph
+from dlkdd.pipeline.training import classifiers
+from dlkdd.pipeline.training.checkpoints import load_trained
 from tests.cachefix import make_clip_cache
 
 EPOCHS, V = 2, 3
@@ -41,7 +43,7 @@ def cache(tmp_path_factory):
     """A cache with clips, a trained teacher and soft labels: (graph, index, teacher summary, soft summary)."""
     root = tmp_path_factory.mktemp("cache")
     index = make_clip_cache(root / "clips", T=4, H=20, W=24)
-    graph = Graph(tiny_config(), root)
+    graph = pipeline_graph(tiny_config(), root)
     t_summary = teacher.run_stage(context(graph, "teacher"))
     s_summary = soft_labels.run_stage(context(graph, "soft-labels"))
     return graph, index, t_summary, s_summary
@@ -127,7 +129,7 @@ def test_verify_passes_then_catches_a_tampered_entry(cache, tmp_path):
 
 
 def test_logits_name_their_teacher_and_verify_cache_checks_it(cache, tmp_path):
-    graph = Graph(tiny_config(), tmp_path / "cache")
+    graph = pipeline_graph(tiny_config(), tmp_path / "cache")
     shutil.copytree(cache[0].cache, graph.cache)
     graph.record_path("teacher").parent.mkdir(parents=True, exist_ok=True)
     graph.record_path("teacher").write_text(json.dumps({"outputs_digest": "abc"}))

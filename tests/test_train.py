@@ -12,9 +12,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from dlkdd.pipeline.checkpoints import CheckpointError
 from dlkdd.pipeline.config import TrainConfig
-from dlkdd.pipeline.train import evaluate, lr_at, topk_correct, train
+from dlkdd.pipeline.training.checkpoints import CheckpointError
+from dlkdd.pipeline.training.loop import evaluate, lr_at, topk_correct, train
 
 K = 3
 KEYS = {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "seconds", "clips_per_s"}

@@ -10,16 +10,18 @@ import pytest
 import torch
 from rich.console import Console
 
-from dlkdd.pipeline import evaluate, soft_labels, student, teacher
-from dlkdd.pipeline.checkpoints import load_trained
 from dlkdd.pipeline.config import Config, ConfigError, DataConfig, build_config
-from dlkdd.pipeline.data import ViewDataset
-from dlkdd.pipeline.predict import export_student
-from dlkdd.pipeline.shards import ClipDataset
-from dlkdd.pipeline.graph import Context, Graph
-from dlkdd.pipeline.train import evaluate as evaluate_split, load_checkpoint
-from dlkdd.pipeline.videos import DatasetError, held_out_count, read_dataset
-from dlkdd.pipeline.views import normalize
+from dlkdd.pipeline.datasets.clips import ViewDataset
+from dlkdd.pipeline.datasets.shards import ClipDataset
+from dlkdd.pipeline.datasets.videos import DatasetError, held_out_count, read_dataset
+from dlkdd.pipeline.datasets.views import normalize
+from dlkdd.pipeline.engine.graph import Context, Graph
+from dlkdd.pipeline.inference.predict import export_student
+from dlkdd.pipeline.stages import evaluate, soft_labels, student, teacher
+from dlkdd.pipeline.stages.table import pipeline_graph
+from dlkdd.pipeline.training.checkpoints import load_trained
+from dlkdd.pipeline.training.loop import evaluate as evaluate_split
+from dlkdd.pipeline.training.loop import load_checkpoint
 from tests.cachefix import make_clip_cache
 
 CLASSES = {"Drink": 9, "Jump": 5, "Pour": 2, "Run": 1}  # train videos per class; uneven on purpose
@@ -104,7 +106,7 @@ def trained(tmp_path_factory):
         return original(self, i)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ClipDataset, "__getitem__", recording)
-        graph = Graph(_tiny_config(keep="best"), root)
+        graph = pipeline_graph(_tiny_config(keep="best"), root)
         teacher.run_stage(_ctx(graph, "teacher"))
         soft_labels.run_stage(_ctx(graph, "soft-labels"))
         student.run_baseline(_ctx(graph, "baseline"))

@@ -1,18 +1,31 @@
-"""Split lists, class folders, frame sampling and decord decoding (pipeline/videos.py)."""
+"""Split lists, class folders, frame sampling and decord decoding (pipeline/datasets/videos.py)."""
 import logging
 import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.videos import (DatasetError, DatasetIndex, VideoEntry, VideoError, decode_clips,
-                             decord_reason, detect_format, held_out_count, parse_list, probe,
-                             read_dataset, read_folders, resize_shape, sample_indices)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from videofix import write_video
 
+from dlkdd.pipeline.config import DataConfig
+from dlkdd.pipeline.datasets.videos import (
+    DatasetError,
+    DatasetIndex,
+    VideoEntry,
+    VideoError,
+    decode_clips,
+    decord_reason,
+    detect_format,
+    held_out_count,
+    parse_list,
+    probe,
+    read_dataset,
+    read_folders,
+    resize_shape,
+    sample_indices,
+)
 
 # ------------------------------------------------------------------ helpers
 
@@ -369,6 +382,6 @@ def test_decord_reason_strips_trace():
 
 def test_video_entry_is_frozen():
     e = VideoEntry("/a/b.mp4", "b.mp4", 0, "train", "l.txt", 1)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         e.label = 2  # type: ignore[misc]
     assert SimpleNamespace(**e.__dict__).rel == "b.mp4"

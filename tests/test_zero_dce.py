@@ -8,8 +8,8 @@ import torch
 
 from dlkdd.models import zero_dce as zd
 from dlkdd.models.zero_dce import WeightsError
-from dlkdd.pipeline import enhancer as en
 from dlkdd.pipeline.config import EnhancerConfig
+from dlkdd.pipeline.enhancers import fit as en
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared/weights/zero-dce"
 DCE = WEIGHTS / "ZeroDCE_Epoch99.pth"
@@ -145,7 +145,8 @@ def test_gamma_lut_exact(g):
     frames = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16, 1).expand(2, 16, 16, 3)
     assert model.enhance_uint8(frames)[1, :, :, 2].flatten().tolist() == expected
     x = torch.arange(256).float().div(255).reshape(1, 1, 16, 16).expand(1, 3, 16, 16)
-    assert torch.equal(model.enhance(x), torch.tensor(expected).float().div(255).reshape(1, 1, 16, 16).expand(1, 3, 16, 16))
+    want = torch.tensor(expected).float().div(255).reshape(1, 1, 16, 16).expand(1, 3, 16, 16)
+    assert torch.equal(model.enhance(x), want)
 
 
 def test_identity_is_identity():

@@ -1,0 +1,146 @@
+"""Datasets over the clip cache that apply views: what teacher, student and evaluation see.
+
+Training draws one cached temporal position (clip) per (seed, epoch, video) and one
+view per (seed, epoch, clip) — pure functions, so a resumed
+run and every DataLoader worker draw the same views — and the student gets the
+cached teacher logits of exactly that view.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ...errors import first_line
+from ..names import CLIP_INDEX
+from .shards import ClipDataset
+from .views import apply_view, clip_views, multi_view_crops, normalize, view_params
+
+
+def clips_index(cache_clips: Path) -> Path:
+    return Path(cache_clips) / CLIP_INDEX
+
+
+def draw_view(seed: int, epoch: int, clip_id: int, views: int) -> int:
+    """The view a training step uses for this clip in this epoch."""
+    return int(np.random.default_rng([int(seed), int(epoch), int(clip_id), 7]).integers(views))
+
+
+def draw_clip(seed: int, epoch: int, first_clip_id: int, clips: int) -> int:
+    """Which of a video's cached temporal positions a training step uses in this epoch."""
+    return int(np.random.default_rng([int(seed), int(epoch), int(first_clip_id), 11]).integers(clips))
+
+
+def video_groups(clips: ClipDataset) -> list[list[int]]:
+    """Positions in `clips` grouped by video, in first-seen order (a video's clips are its temporal positions)."""
+    groups: dict[str, list[int]] = {}
+    for i, video in enumerate(getattr(clips, "videos", None) or range(len(clips))):
+        groups.setdefault(video, []).append(i)
+    return list(groups.values())
+
+
+def split_statistics(index_path: Path, which: str, data_cfg) -> dict | None:
+    """The train clips' mean/std of stream `which` ("original" | "enhanced") from the clip index,
+    or None when data.normalize is off (or the index predates the statistics)."""
+    if not getattr(data_cfg, "normalize", False):
+        return None
+    return (json.loads(Path(index_path).read_text()).get("normalize") or {}).get(which)
+
+
+class ViewDataset(Dataset):
+    """(x, y, extra) with x float (3, T, crop, crop): one seeded view of each clip per epoch.
+
+    `logits` (N, V, K), rows by global clip id: extra is the teacher's logits for the
+    drawn view (student); without logits extra is (clip id, view) (teacher).
+    `view` fixes the view instead of drawing one (0 = centre crop, for validation).
+    `per_video`: items are videos, and each epoch draws one of the video's cached temporal
+    positions (clips) as well as a view: temporal jitter at the cost of one clip per video.
+    `stats` ({"mean", "std"}) standardises x (views.normalize).
+    """
+
+    def __init__(self, clips: ClipDataset, data_cfg, seed: int = 0, logits: np.ndarray | None = None,
+                 view: int | None = None, per_video: bool = False, stats: dict | None = None):
+        self.clips, self.cfg, self.seed, self.logits, self.fixed = clips, data_cfg, seed, logits, view
+        self.stats = stats
+        self.groups = video_groups(clips) if per_video else [[i] for i in range(len(clips))]
+        T, H, W = clips.shape
+        self.H, self.W = H, W
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def clip_of(self, i: int) -> int:
+        """Position in `clips` of item i in this epoch."""
+        group = self.groups[i]
+        if len(group) == 1:
+            return group[0]
+        return group[draw_clip(self.seed, self.epoch, self.clips.clip_ids[group[0]], len(group))]
+
+    def view_of(self, i: int) -> int:
+        cid = self.clips.clip_ids[self.clip_of(i)]
+        return self.fixed if self.fixed is not None else draw_view(self.seed, self.epoch, cid, self.cfg.views)
+
+    def __getitem__(self, i: int):
+        v = self.view_of(i)
+        i = self.clip_of(i)
+        clip, y, _ = self.clips[i]
+        cid = self.clips.clip_ids[i]
+        x = normalize(apply_view(clip, view_params(cid, v, self.H, self.W, self.cfg), self.cfg.crop), self.stats)
+        if self.logits is not None:
+            return x, y, torch.from_numpy(np.asarray(self.logits[cid, v], dtype=np.float32))
+        return x, y, torch.tensor([cid, v])
+
+
+class ClipAllViews(Dataset):
+    """All V views of one clip stacked, (V, 3, T, crop, crop): one clip read per item."""
+
+    def __init__(self, clips: ClipDataset, data_cfg, stats: dict | None = None):
+        self.clips, self.cfg, self.stats = clips, data_cfg, stats
+        _, self.H, self.W = clips.shape
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int):
+        clip, _, _ = self.clips[i]
+        cid = self.clips.clip_ids[i]
+        views = clip_views(cid, self.H, self.W, self.cfg)
+        return normalize(torch.stack([apply_view(clip, v, self.cfg.crop) for v in views]), self.stats), cid
+
+
+class CropsDataset(Dataset):
+    """Evaluation: the `crops` spatial crops of each clip stacked, (crops, 3, T, crop, crop)."""
+
+    def __init__(self, clips: ClipDataset, crop: int, crops: int, stats: dict | None = None,
+                 scale: float = 1.0):
+        self.clips, self.crop, self.stats = clips, crop, stats
+        _, H, W = clips.shape
+        self.views = multi_view_crops(H, W, crops, scale=scale)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int):
+        clip, y, _ = self.clips[i]
+        x = torch.stack([apply_view(clip, v, self.crop) for v in self.views])
+        return normalize(x, self.stats), y, self.clips.clip_ids[i]
+
+
+def read_logits(path: Path) -> tuple[np.ndarray, dict]:
+    """The whole (N, V, K) logits array (small: N x V x K floats) and its attrs."""
+    from .shards import ShardError
+    try:
+        with h5py.File(path, "r") as f:
+            return f["logits"][...], dict(f.attrs)
+    except FileNotFoundError:
+        raise ShardError(f"{path}: soft labels missing; run `dlkdd soft-labels`") from None
+    except (OSError, KeyError) as e:
+        raise ShardError(f"{path}: unreadable soft labels ({first_line(e)})") from None

@@ -1,0 +1,3 @@
+"""The trained student on new video: predict, long-video windows and timelines, ONNX and
+TorchScript export.
+"""

@@ -1,0 +1,359 @@
+"""The `evaluate` stage: the paper's Table 1 for this cache, plus per-class accuracy and plots.
+
+Four rows, all on the TEST split:
+
+- `teacher`              the teacher on enhanced clips (what it was trained on)
+- `teacher_on_original`  the same teacher on the original dark clips: the domain gap
+- `baseline`             the student architecture trained with cross-entropy only (alpha = 0)
+- `student`              the distilled student, on original clips (no enhancer at inference)
+
+Single-view: clip 0 of each test video, view 0 (the centre crop). Multi-view: every
+cached test clip of a video x `evaluate.crops` spatial crops (boxes of side
+`evaluate.crop_scale` x the short side, spread along the long side, so they differ
+even on square clips), softmax probabilities averaged per video (ARID's protocol).
+Each model's inputs are standardised with its meta.json "normalize" statistics.
+Accuracies are percentages over videos. This is the one module that reads the test split.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ...errors import StageError
+from ..datasets.clips import CropsDataset, clips_index
+from ..datasets.shards import ClipDataset
+from ..datasets.views import apply_view, multi_view_crops, normalize
+from ..engine import atomic
+from ..names import CONFUSION_PNG, CURVES_PNG, METRICS, RESULTS_JSON, RESULTS_MD
+from ..training.checkpoints import load_trained
+from ..training.device import autocast, resolve_device
+from ..training.loop import read_metrics
+
+ROWS = ("teacher", "teacher_on_original", "baseline", "student")
+COLUMNS = ("Model", "Method", "Training input", "Inference input", "Top-1", "Top-5",
+           "Top-1 (multi)", "Top-5 (multi)", "Params (M)", "GFLOPs/clip")
+
+
+@dataclass
+class TestSplit:
+    """The test clips of the cache and how they group into videos."""
+    videos: list[str]  # video names, in first-seen index order
+    labels: np.ndarray  # (V,) label per video
+    clip_video: np.ndarray  # (N,) video number of each test clip, in index order
+    single: np.ndarray  # (V,) position (in the test clips) of each video's clip 0
+
+
+def test_split(index_path: Path, split: str = "test") -> TestSplit:
+    """Group the index's clips of `split` (test, or val for `study --split val`) by video;
+    clip 0 (or the first listed) is the single view."""
+    index = json.loads(Path(index_path).read_text())
+    rows = [c for c in index["clips"] if c["split"] == split]
+    if not rows:
+        raise StageError(f"{index_path}: the {split} split has no clips")
+    order: dict[str, int] = {}
+    labels, clip_video, single = [], [], {}
+    for pos, c in enumerate(rows):
+        v = order.setdefault(c["video"], len(order))
+        if v == len(labels):
+            labels.append(int(c["label"]))
+        clip_video.append(v)
+        if c.get("clip", 0) == 0:
+            single.setdefault(v, pos)
+    for pos, v in enumerate(clip_video):  # a video without a clip 0: its first listed clip
+        single.setdefault(v, pos)
+    return TestSplit(list(order), np.array(labels, dtype=np.int64), np.array(clip_video, dtype=np.int64),
+                     np.array([single[v] for v in range(len(order))], dtype=np.int64))
+
+
+@torch.inference_mode()
+def crop_probabilities(model, clips: ClipDataset, crop: int, crops: int, batch_size: int,
+                       device, stats: dict | None = None, scale: float = 1.0) -> np.ndarray:
+    """Softmax probabilities (N, crops, K) of every clip at each of its `crops` spatial crops."""
+    device = resolve_device(device)
+    model.eval()
+    data = CropsDataset(clips, crop, crops, stats=stats, scale=scale)
+    # batch_size counts network inputs (clips x crops) per forward pass.
+    loader = DataLoader(data, batch_size=max(1, batch_size // crops), shuffle=False, num_workers=0)
+    out = []
+    for x, _, _ in loader:
+        n, c = x.shape[:2]
+        x = x.flatten(0, 1).to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(x)
+        out.append(torch.softmax(logits.float(), dim=1).reshape(n, c, -1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, crops, 0), np.float32)
+
+
+@torch.inference_mode()
+def centre_probabilities(model, clips: ClipDataset, positions: np.ndarray, crop: int, batch_size: int,
+                         device, stats: dict | None = None) -> np.ndarray:
+    """Softmax probabilities (len(positions), K) of the given clips at view 0 (the centre square)."""
+    device = resolve_device(device)
+    model.eval()
+    _, H, W = clips.shape
+    view = multi_view_crops(H, W, 1)[0]
+    out = []
+    for s in range(0, len(positions), batch_size):
+        x = normalize(torch.stack([apply_view(clips[int(i)][0], view, crop)
+                                   for i in positions[s:s + batch_size]]), stats)
+        with autocast(device):
+            logits = model(x.to(device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
+def topk_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(V,) bool: is the label among the k most probable classes (k capped at the class count)."""
+    k = min(k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def score(single: np.ndarray, multi: np.ndarray, labels: np.ndarray, K: int) -> dict:
+    """Accuracies (percent), per-class top-1 and the confusion matrix from per-video probabilities."""
+    pct = lambda hits: 100.0 * float(hits.mean()) if len(hits) else 0.0  # noqa: E731
+    pred = multi.argmax(axis=1)
+    confusion = np.zeros((K, K), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = [100.0 * float(confusion[k, k]) / float(confusion[k].sum()) if confusion[k].sum() else None
+                 for k in range(K)]
+    return {"top1": pct(topk_hits(single, labels, 1)), "top5": pct(topk_hits(single, labels, 5)),
+            "top1_multi": pct(topk_hits(multi, labels, 1)), "top5_multi": pct(topk_hits(multi, labels, 5)),
+            "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def evaluate_model(model, clips: ClipDataset, split: TestSplit, crop: int, crops: int, batch_size: int,
+                   device, stats: dict | None = None, scale: float = 1.0) -> dict:
+    """Single-view and multi-view scores of one model on one input (original or enhanced);
+    `stats` is the model's meta.json "normalize", `scale` the multi-view crops' share of the short side."""
+    probs = crop_probabilities(model, clips, crop, crops, batch_size, device, stats, scale)  # (N, crops, K)
+    K = probs.shape[2]
+    centre = multi_view_crops(*clips.shape[1:], 1)[0]
+    views = multi_view_crops(*clips.shape[1:], crops, scale=scale)
+    if centre in views:  # odd crop counts at scale 1 include view 0: reuse it instead of a second pass
+        single = probs[split.single, views.index(centre)]
+    else:
+        single = centre_probabilities(model, clips, split.single, crop, batch_size, device, stats)
+    V = len(split.videos)
+    multi = np.zeros((V, K), dtype=np.float64)
+    np.add.at(multi, split.clip_video, probs.sum(axis=1))
+    multi /= np.bincount(split.clip_video, minlength=V)[:, None] * probs.shape[1]
+    return {**score(single, multi, split.labels, K), "video_hits": multi.argmax(axis=1) == split.labels}
+
+
+# ----------------------------------------------------------------------------------- the stage
+
+def _check_classes(meta: dict, classes: list[str], where: Path) -> None:
+    if classes and list(meta["classes"]) != list(classes):
+        raise StageError(f"{where}: trained for classes {meta['classes']}, but the clip cache has {classes}; "
+                         f"retrain it")
+
+
+def _student_params(ctx, meta: dict) -> dict:
+    s = ctx.cfg.student
+    return {"alpha": meta.get("alpha", s.alpha), "temperature": meta.get("temperature", s.temperature),
+            "variant": meta.get("variant", ctx.dir_of("student").name)}
+
+
+def run_stage(ctx) -> dict:
+    cfg = ctx.cfg
+    index = clips_index(ctx.dir_of("enhance"))
+    split = test_split(index)
+    inputs = {w: ClipDataset.from_index(index, "test", w) for w in ("enhanced", "original")}
+    classes = list(inputs["original"].classes)
+    crops, bs = cfg.evaluate.crops, cfg.evaluate.batch_size
+    plan = [("teacher", "teacher", None), ("teacher_on_original", "teacher", "original"),
+            ("baseline", "baseline", "original"), ("student", "student", "original")]
+    results: dict = {}
+    loaded: dict = {}
+    student_meta: dict = {}
+    for row, stage, which in plan:
+        if stage not in loaded:
+            loaded.clear()  # one model in memory at a time
+            folder = ctx.dir_of(stage)
+            model, meta = load_trained(folder, str(resolve_device(ctx.device)))
+            _check_classes(meta, classes, folder)
+            loaded[stage] = (model, meta)
+        model, meta = loaded[stage]
+        which = which or meta.get("input", "enhanced")  # the teacher on the stream it was trained on
+        if stage == "student":
+            student_meta = meta
+        ctx.console.print(f"  evaluate {row}: {meta['model']} on {which} test clips "
+                          f"({len(split.videos)} videos, {len(inputs[which])} clips x {crops} crops)",
+                          markup=False, highlight=False)
+        scores = evaluate_model(model, inputs[which], split, meta.get("crop", cfg.data.crop), crops, bs,
+                                ctx.device, meta.get("normalize"), cfg.evaluate.crop_scale)
+        train_input = meta.get("input", "enhanced" if stage == "teacher" else "original")
+        if stage == "student":
+            train_input += " (+ teacher soft labels)"
+        results[row] = {**{k: scores[k] for k in ("top1", "top5", "top1_multi", "top5_multi")},
+                        "params": meta.get("params"), "gflops_per_clip": meta.get("gflops_per_clip"),
+                        "model": meta["model"], "train_input": train_input, "inference_input": which,
+                        "per_class": scores["per_class"], "confusion": scores["confusion"]}
+    for x in inputs.values():
+        x.close()
+    loaded.clear()
+    results.update({"classes": classes, "videos": len(split.videos), "clips": len(inputs["original"]),
+                    "crops": crops, "student_params": _student_params(ctx, student_meta)})
+
+    atomic.write_json(ctx.out / RESULTS_JSON, results)
+    curves = {name: read_metrics(ctx.dir_of(name) / METRICS, upto=10 ** 9)
+              for name in ("teacher", "baseline", "student")}
+    plot_curves(curves, ctx.out / CURVES_PNG)
+    plot_confusion(np.array(results["student"]["confusion"]), classes, ctx.out / CONFUSION_PNG,
+                   f"student ({results['student']['model']}), multi-view, original input")
+    atomic.write_bytes(ctx.out / RESULTS_MD, report_markdown(results).encode())
+    summary = {"videos": len(split.videos)}
+    for row in ROWS:
+        summary[row] = {k: results[row][k] for k in ("top1", "top5", "top1_multi", "top5_multi")}
+    return summary
+
+
+# ----------------------------------------------------------------------------------- the report
+
+def _method(row: str, results: dict) -> str:
+    if row.startswith("teacher"):
+        return "teacher"
+    if row == "baseline":
+        return "baseline (CE)"
+    p = results.get("student_params") or {}
+    alpha, T = p.get("alpha"), p.get("temperature")
+    if alpha is None or T is None:
+        return "DL-KDD"
+    return f"DL-KDD (alpha={alpha:g}, T={T:g})"
+
+
+def _num(x, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def format_table(results: dict) -> str:
+    """The markdown table in the form of the paper's Table 1 (one row per evaluated model/input)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 6) + "|"]
+    for row in ROWS:
+        r = results.get(row)
+        if not r:
+            continue
+        params = None if r.get("params") is None else r["params"] / 1e6
+        cells = [r["model"], _method(row, results), r["train_input"], r["inference_input"],
+                 _num(r["top1"]), _num(r["top5"]), _num(r["top1_multi"]), _num(r["top5_multi"]),
+                 _num(params, 3), _num(r.get("gflops_per_clip"), 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _per_class_table(results: dict) -> str:
+    rows = [r for r in ROWS if r in results]
+    lines = ["| Class | Videos | " + " | ".join(rows) + " |", "|---|---:|" + "---:|" * len(rows)]
+    counts = np.array(results["student"]["confusion"]).sum(axis=1) if "student" in results else None
+    for k, name in enumerate(results["classes"]):
+        n = "" if counts is None else str(int(counts[k]))
+        lines.append(f"| {name} | {n} | " + " | ".join(_num(results[r]["per_class"][k], 1) for r in rows) + " |")
+    return "\n".join(lines)
+
+
+def _confusion_table(confusion: list[list[int]], classes: list[str]) -> str:
+    lines = ["| true \\ predicted | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+    for name, counts in zip(classes, confusion):
+        lines.append(f"| {name} | " + " | ".join(str(c) for c in counts) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(results: dict) -> str:
+    p = results.get("student_params") or {}
+    teacher = results.get("teacher", {})
+    student = results.get("student", {})
+    parts = [
+        "# DL-KDD results (test split)",
+        "",
+        format_table(results),
+        "",
+        f"{results['videos']} test videos, {len(results['classes'])} classes. Top-1/Top-5: one clip, centre "
+        f"crop; (multi): {results.get('crops', '?')} crops x every cached clip, probabilities averaged per "
+        f"video. Student variant `{p.get('variant', '?')}`.",
+        "",
+        "## Per-class accuracy",
+        "",
+        "Top-1 (%) per class, multi-view.",
+        "",
+        _per_class_table(results),
+        "",
+        "## Confusion matrix (student, multi-view)",
+        "",
+        _confusion_table(student.get("confusion", []), results["classes"]),
+        "",
+        f"![confusion matrix]({CONFUSION_PNG})",
+        "",
+        "## Training curves",
+        "",
+        f"![validation top-1 and training loss per epoch]({CURVES_PNG})",
+        "",
+        "Validation during training is the test split at view 0 (single clip, centre crop).",
+        "",
+        "## Notes",
+        "",
+        f"- **teacher**: {teacher.get('model', '?')} trained and evaluated on enhanced clips (the cache's "
+        "low-light enhancer, Zero-DCE by default); at inference it needs the enhancer too.",
+        "- **teacher on original**: the same teacher fed the original dark clips; the drop from the row "
+        "above is the domain gap that the enhancer bridges.",
+        f"- **baseline (CE)**: the student architecture ({student.get('model', '?')}) trained on original "
+        "clips with cross-entropy only (alpha = 0), same seed, views and schedule as the student.",
+        f"- **DL-KDD**: the student trained on original clips with loss (1 - alpha) CE + alpha T^2 KL "
+        f"against the teacher's cached soft labels (alpha = {p.get('alpha')}, T = {p.get('temperature')}); "
+        "it runs on original video alone, with no enhancement cost.",
+        "- GFLOPs/clip count 2 x multiply-adds of one network input; the enhancer's cost is not included.",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------- plots
+
+def _save(fig, path: Path) -> None:
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
+    """Validation top-1 and training loss per epoch, one line per trained model."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, safe off the main thread
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    for name, rows in curves.items():
+        if not rows:
+            continue
+        epochs = [r["epoch"] for r in rows]
+        ax1.plot(epochs, [r.get("val_top1") for r in rows], marker="o", label=name)
+        ax2.plot(epochs, [r.get("train_loss") for r in rows], marker="o", label=name)
+    ax1.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1 (view 0)")
+    ax2.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    _save(fig, path)
+
+
+def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+    K = len(classes)
+    side = max(4.0, 0.5 * K + 2)
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
+    ax.imshow(confusion, cmap="Blues", vmin=0)
+    ax.set_xticks(range(K), classes, rotation=45, ha="right")
+    ax.set_yticks(range(K), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    top = confusion.max() if confusion.size else 0
+    for i in range(K):
+        for j in range(K):
+            ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center",
+                    color="white" if top and confusion[i, j] > top / 2 else "black", fontsize=8)
+    _save(fig, path)

@@ -1,0 +1,232 @@
+"""The `soft-labels` stage: run the teacher once over every (clip, view) and cache the logits.
+
+Every train and validation clip is read once and all V views are cut from it
+(`ClipAllViews`); B clips x V views go through the teacher in one forward pass.
+Rows of `logits.h5` follow the clip ids of `clips/index.json` (0..N-1), so the
+student looks up `logits[clip_id, view]` for the view it drew. Test clips are
+never read here (the test split belongs to `evaluate` alone): their rows are NaN. The file is
+written to a temporary sibling and renamed: it is whole or absent.
+
+Logits are computed in float32 with TF32 off, so `verify` can recompute any
+entry and expect agreement to 1e-4 whatever the batch size.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ...errors import StageError, UserError, first_line
+from ..datasets.clips import ClipAllViews, clips_index
+from ..datasets.shards import ClipDataset
+from ..datasets.views import apply_view, normalize, view_params
+from ..engine.atomic import atomic_path
+from ..engine.progress import progress_bar
+from ..names import LOGITS_FILE
+from ..training.checkpoints import load_trained
+
+TOLERANCE = 1e-4  # absolute: what batching and kernel choice may change in a float32 logit
+CHUNK_BYTES = 1 << 18  # ~256 KB chunks of rows: small enough for h5py's chunk cache
+
+
+class VerifyError(UserError, RuntimeError):
+    """Cached logits that disagree with the teacher, or cannot be read (one line naming the file)."""
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """Turn TF32 off while the teacher labels (CUDA would otherwise round convs to 10-bit mantissas)."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+LABELLED_SPLITS = ("train", "val")  # the splits soft labels are computed for
+
+
+def all_clips(clips_dir: Path, which: str = "enhanced") -> tuple[ClipDataset, list[str]]:
+    """The train and validation clips of the cache in clip-id order, of stream `which` (the one the
+    teacher was trained on), each one's split, and the number of clips in the index (the logits' rows)."""
+    index_path = clips_index(clips_dir)
+    rows = json.loads(index_path.read_text())["clips"]
+    if [c["id"] for c in rows] != list(range(len(rows))):
+        raise StageError(f"{index_path}: clip ids are not 0..N-1 in index order")
+    parts = [ClipDataset.from_index(index_path, split, which) for split in LABELLED_SPLITS]
+    order = sorted((cid, k, i) for k, part in enumerate(parts) for i, cid in enumerate(part.clip_ids))
+    clips = ClipDataset([parts[k].rows[i] for _, k, i in order], [parts[k].labels[i] for _, k, i in order],
+                        which, clip_ids=[cid for cid, _, _ in order])
+    clips.shape, clips.classes = parts[0].shape, parts[0].classes
+    return clips, [LABELLED_SPLITS[k] for _, k, _ in order], len(rows)
+
+
+@torch.inference_mode()
+def teacher_logits(model, clips: ClipDataset, data_cfg, batch_size: int, device="cpu", num_workers: int = 0,
+                   stats: dict | None = None):
+    """Yield (first clip id, logits (B, V, K) float32 numpy) over all clips, in order; inputs are
+    standardised with `stats` (the teacher's meta.json "normalize")."""
+    device = torch.device(device)
+    loader = DataLoader(ClipAllViews(clips, data_cfg, stats), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    with exact_float32():
+        for x, cids in loader:
+            b, v = x.shape[:2]
+            z = model(x.to(device, non_blocking=True).flatten(0, 1)).float()
+            yield int(cids[0]), z.reshape(b, v, -1).cpu().numpy()
+
+
+def write_logits(path: Path, batches, n: int, views: int, classes: int, attrs: dict, on_batch=None) -> None:
+    """Stream (first row, (B, V, K) block) pairs into `path`'s `logits` dataset, atomically."""
+    rows = max(1, min(n, CHUNK_BYTES // (4 * views * classes)))
+    with atomic_path(path) as tmp:
+        # No timestamps or creation order: the same logits give the same bytes (and output digest).
+        with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
+            dset = f.create_dataset("logits", shape=(n, views, classes), dtype="f4",
+                                    chunks=(rows, views, classes) if n else None, fletcher32=bool(n),
+                                    track_times=False, track_order=False)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            filled = 0
+            for start, block in batches:
+                if start != filled:
+                    raise StageError(f"{path}: rows out of order (got clip {start}, expected {filled})")
+                dset[start:start + len(block)] = block
+                filled += len(block)
+                if on_batch is not None:
+                    on_batch(start, block)
+            if filled != n:
+                raise StageError(f"{path}: wrote {filled} of {n} rows")
+
+
+def run_stage(ctx) -> dict:
+    cfg = ctx.cfg
+    model, meta = load_trained(ctx.dir_of("teacher"), ctx.device)
+    clips, splits, n = all_clips(ctx.dir_of("enhance"), meta.get("input", "enhanced"))
+    V, K = cfg.data.views, meta["num_classes"]
+    record = ctx.graph.record("teacher")
+    attrs = {"teacher_fingerprint": (record or {}).get("outputs_digest", "unknown"),
+             "views": V, "view_seed": cfg.data.view_seed, "crop": cfg.data.crop,
+             "min_scale": cfg.data.min_scale, "classes": json.dumps(meta["classes"]), "clip_ids": n,
+             "teacher_model": meta["model"]}
+    logits = np.full((n, V, K), np.nan, dtype=np.float32)
+    val = np.array([s == "val" for s in splits])
+    labels, ids = np.array(clips.labels), np.array(clips.clip_ids, dtype=np.int64)
+    t0, pos = time.perf_counter(), 0
+    with progress_bar(ctx.console, "  soft-labels", len(clips), "clips") as update:
+        batches = teacher_logits(model, clips, cfg.data, cfg.soft_labels.batch_size, ctx.device,
+                                 cfg.teacher.num_workers, stats=meta.get("normalize"))
+        with contextlib.closing(batches):  # restores TF32 settings now, even on an error
+            for _, block in batches:
+                logits[ids[pos:pos + len(block)]] = block
+                pos += len(block)
+                update(pos)
+    write_logits(ctx.out / LOGITS_FILE, [(0, logits)], n, V, K, attrs)
+    seconds = time.perf_counter() - t0
+    clips.close()
+    hits = logits[ids[val], 0].argmax(-1) == labels[val]
+    agreement = 100.0 * float(hits.mean()) if len(hits) else None
+    summary = {"clips": len(clips), "views": V, "classes": K, "seconds": round(seconds, 2),
+               "clips_per_s": round(len(clips) / max(seconds, 1e-9), 2),
+               "teacher_top1_val_view0": None if agreement is None else round(agreement, 2)}
+    ctx.console.print(f"  {len(clips)} train and validation clips x {V} views -> {ctx.out / LOGITS_FILE} in "
+                      f"{seconds:.1f} s ({summary['clips_per_s']:.1f} clips/s); teacher top-1 on validation "
+                      "(view 0): " + ("n/a" if agreement is None else f"{agreement:.1f}%"))
+    return summary
+
+
+# --- verification ---------------------------------------------------------------------------
+
+def _read_entry(dset, path, c: int, v: int) -> np.ndarray:
+    try:
+        return dset[c, v]
+    except OSError as e:
+        raise VerifyError(f"{path}: entry (clip {c}, view {v}) unreadable: "
+                          f"{first_line(e)}") from None
+
+
+def verify(logits_path: Path, teacher_dir: Path, clips_dir: Path, data_cfg, k: int, device: str = "cpu",
+           seed: int = 0, console=None) -> int:
+    """Recompute `k` random (clip, view) entries with the teacher and compare to the file.
+
+    Views are recomputed from the file's own view attributes. Raises VerifyError on the first
+    entry (in (clip, view) order) that differs by more than 1e-4; returns the number checked.
+    """
+    logits_path = Path(logits_path)
+    model, meta = load_trained(teacher_dir, device)
+    clips, _, n = all_clips(clips_dir, meta.get("input", "enhanced"))
+    try:
+        return _verify(model, meta, clips, n, logits_path, data_cfg, k, device, seed, console)
+    finally:
+        clips.close()
+
+
+def _verify(model, meta, clips, n_index, logits_path, data_cfg, k, device, seed, console) -> int:
+    try:
+        f = h5py.File(logits_path, "r")
+    except FileNotFoundError:
+        raise VerifyError(f"{logits_path}: missing; run `dlkdd soft-labels`") from None
+    except OSError as e:
+        raise VerifyError(f"{logits_path}: not a readable HDF5 file ({first_line(e)})") from None
+    with f, exact_float32(), torch.inference_mode():
+        if "logits" not in f:
+            raise VerifyError(f"{logits_path}: no dataset 'logits'")
+        dset = f["logits"]
+        if dset.ndim != 3:
+            raise VerifyError(f"{logits_path}: logits of shape {dset.shape}, expected (N, V, K)")
+        n, V, K = dset.shape
+        if (n, K) != (n_index, meta["num_classes"]):
+            raise VerifyError(f"{logits_path}: shape {dset.shape} does not fit {n_index} clips and "
+                              f"a {meta['num_classes']}-class teacher")
+        views_cfg = dataclasses.replace(data_cfg, **{key: type(getattr(data_cfg, key))(f.attrs[key])
+                                                     for key in ("views", "view_seed", "crop", "min_scale")
+                                                     if key in f.attrs})
+        if views_cfg.views != V:
+            raise VerifyError(f"{logits_path}: attribute views = {views_cfg.views} but {V} views stored")
+        total = len(clips) * V  # entries of train and validation clips (test rows are NaN)
+        picks = np.random.default_rng(seed).choice(total, size=min(max(k, 0), total), replace=False)
+        by_clip: dict[int, list[int]] = {}
+        for e in sorted(int(p) for p in picks):
+            by_clip.setdefault(e // V, []).append(e % V)  # position in `clips`, view
+        _, H, W = clips.shape
+        done = 0
+        with progress_bar(console, "  verify", len(picks), "entries") as update:
+            for pos, vs in by_clip.items():
+                clip, _, _ = clips[pos]
+                c = clips.clip_ids[pos]
+                x = normalize(torch.stack([apply_view(clip, view_params(c, v, H, W, views_cfg), views_cfg.crop)
+                                           for v in vs]), meta.get("normalize"))
+                z = model(x.to(device)).float().cpu().numpy()
+                for v, fresh in zip(vs, z):
+                    d = float(np.abs(_read_entry(dset, logits_path, c, v) - fresh).max())
+                    if not d <= TOLERANCE:  # NaN counts as a mismatch
+                        raise VerifyError(f"{logits_path}: entry (clip {c}, view {v}) differs from the "
+                                          f"teacher by {d:.2e} > 1e-4")
+                done += len(vs)
+                update(done)
+    return len(picks)
+
+
+def verify_cache(graph, device: str, k: int, console=None) -> int:
+    """`verify` on a cache's soft labels, teacher and clips; also checks which teacher made them."""
+    path = graph.out_dir("soft-labels") / LOGITS_FILE
+    record = graph.record("teacher")
+    if record and "outputs_digest" in record and path.exists():
+        try:
+            with h5py.File(path, "r") as f:
+                made_by = f.attrs.get("teacher_fingerprint", "unknown")
+        except OSError as e:
+            raise VerifyError(f"{path}: not a readable HDF5 file ({first_line(e)})") from None
+        if made_by not in ("unknown", record["outputs_digest"]):
+            raise VerifyError(f"{path}: made by another teacher than {graph.out_dir('teacher')} holds "
+                              f"now; run `dlkdd soft-labels`")
+    return verify(path, graph.out_dir("teacher"), graph.out_dir("enhance"), graph.cfg.data, k,
+                  device=device, console=console)

@@ -1,0 +1,169 @@
+"""The stages, declared by keyword: what each reads, where it writes, what runs it.
+
+The table (`STAGES`, below the few helpers it names) is the whole graph; the machinery
+that fingerprints, records and runs it is in `graph.py`. A stage's code is not listed:
+it is derived from the imports of its run function's module (see `graph.code_files`).
+To add a stage, add a row: its upstream stages, the config keys it reads, its folder,
+its run function ("dlkdd.pipeline.module:function", imported only when it runs).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import Config, pretrain_data
+from ..engine.graph import SOURCE, Graph, Stage, params_hash, section_keys, upstream_closure
+from ..published import NAMES, PRETRAIN
+from ..training.digest import content_digest
+
+VIEW_KEYS = ("data.crop", "data.views", "data.min_scale", "data.view_seed", "data.normalize")
+# What decides the clips; where the dataset lies does not (data.root is no param: the
+# inputs are named relative to it, so a moved dataset is the same dataset).
+CLIP_KEYS = ("data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.max_long_side")
+DATA_KEYS = ("data.format", "data.train_list", "data.test_list", "data.test_fraction", "data.val_fraction",
+             "data.val_list", *CLIP_KEYS)
+
+
+def enhancer_params(cfg: Config) -> list[str]:
+    """gamma reads its gamma; imported weights are used unchanged (their file is an input)."""
+    e = cfg.enhancer
+    if e.kind in ("gamma", "none"):
+        return ["enhancer.kind"] + (["enhancer.gamma"] if e.kind == "gamma" else [])
+    scale = ["enhancer.scale_factor"] if e.kind == "zero_dce++" else []
+    if e.mode == "import":
+        return ["enhancer.kind", "enhancer.mode", *scale]
+    skip = {"enhancer.gamma", "enhancer.weights", "enhancer.reference", "enhancer.scale_factor"}  # files: inputs
+    if e.kind == "sci":  # its self-calibrated loss has no Zero-DCE terms to weigh, no curve init
+        skip |= {"enhancer.exposure", "enhancer.w_spa", "enhancer.w_exp", "enhancer.w_col", "enhancer.w_tv",
+                 "enhancer.init"}
+    keys = [k for k in section_keys(cfg, "enhancer") if k not in skip]
+    return [*DATA_KEYS, *keys, *scale]
+
+
+def enhancer_inputs(cfg: Config) -> dict:
+    e = cfg.enhancer
+    if e.kind not in ("zero_dce", "zero_dce++", "sci"):
+        return {}
+    ins = {} if e.mode == "fit" else {"enhancer.weights": Path(e.weights)}
+    if e.mode == "import":
+        return ins
+    if e.reference:  # the quality report's reference weights
+        ins["enhancer.reference"] = Path(e.reference)
+    return {**ins, **dataset_inputs(cfg, ("train",))}
+
+
+def pretrain_params(cfg: Config) -> list[str]:
+    """Its own section, the clip geometry and views, and the two architectures it pretrains."""
+    keys = [k for k in section_keys(cfg, "pretrain") if k != "pretrain.root"]  # inputs are named below it
+    return [*keys, *CLIP_KEYS, *VIEW_KEYS, "enhance.shard_size", "enhance.compression",
+            "teacher.model", "student.model"]
+
+
+def pretrain_videos(cfg: Config) -> dict:
+    return all_videos(pretrain_data(cfg)) if cfg.pretrain.root else {}
+
+
+def uses_pretrain(section: str):
+    """The pretrain stage is upstream of a training stage only when its `pretrained` names it."""
+    def upstream(cfg: Config) -> tuple[str, ...]:
+        from ..training.weights import uses_pretrain
+        return ("pretrain",) if uses_pretrain(cfg, section) else ()
+    return upstream
+
+
+def pretrained_weights(section: str):
+    """A `pretrained` state-dict file is an input (its content counts, not its path); registered
+    names are fixed by the hash in their file name, `pretrain` by the upstream stage."""
+    def inputs(cfg: Config) -> dict:
+        source = getattr(cfg, section).pretrained
+        return {} if source in ("", PRETRAIN, *NAMES) else {f"{section}.pretrained": Path(source)}
+    return inputs
+
+
+def all_videos(cfg: Config) -> dict:
+    return dataset_inputs(cfg, ("train", "val", "test"))
+
+
+def dataset_inputs(cfg: Config, splits: tuple[str, ...]) -> dict:
+    """The split lists and every listed video, as {path relative to the dataset root: path}."""
+    from ..datasets.videos import CLASSES_FILE, dataset_root, read_dataset
+    root = dataset_root(cfg)
+    index = read_dataset(cfg.data, root)
+    ins = {}
+    if cfg.data.format != "folders":
+        ins = {name: root / name for name in (cfg.data.train_list, cfg.data.test_list, cfg.data.val_list,
+                                              CLASSES_FILE) if name and (root / name).is_file()}
+    for split in splits:
+        ins.update({e.rel: root / e.rel for e in index.entries(split)})
+    # skipped (data.skip_missing): recorded as missing, so the stage is stale again once it appears
+    ins.update({e.rel: root / e.rel for e in index.missing if e.split in splits})
+    return ins
+
+
+def student_folder(cfg: Config) -> str:
+    """One folder per (alpha, T, the rest): a sweep keeps every variant."""
+    s, keys = cfg.student, STAGES["student"].keys(cfg)
+    return f"student/a{s.alpha:g}-T{s.temperature:g}-{params_hash(cfg, keys)[:8]}"
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
+    Stage(name="pretrain", run="dlkdd.pipeline.stages.pretrain:run_stage",
+          params=(pretrain_params,), inputs=pretrain_videos, trains=True,
+          doc="train the teacher's and the student's architectures on labelled normal-light footage "
+              "([pretrain] root)"),
+    Stage(name="enhancer", run="dlkdd.pipeline.enhancers.fit:run_stage",
+          params=(enhancer_params,), inputs=enhancer_inputs,
+          doc="fit Zero-DCE on the dataset's own dark training frames, import weights, or gamma"),
+    Stage(name="enhance", run="dlkdd.pipeline.stages.enhance:run_stage", upstream=("enhancer",),
+          params=(*DATA_KEYS, "enhance.shard_size", "enhance.compression"), inputs=all_videos, outputs="clips",
+          doc="decode, sample, resize and enhance every video into HDF5 clip shards"),
+    Stage(name="teacher", run="dlkdd.pipeline.stages.teacher:run_stage", upstream=("enhance", uses_pretrain("teacher")),
+          params=("teacher.*", "-teacher.pretrained", *VIEW_KEYS), inputs=pretrained_weights("teacher"),
+          trains=True,
+          doc="train the teacher on enhanced clips, views as augmentation"),
+    Stage(name="soft-labels", run="dlkdd.pipeline.stages.soft_labels:run_stage", upstream=("teacher", "enhance"),
+          params=VIEW_KEYS,
+          doc="run the teacher once over every (clip, view); cache the logits"),
+    Stage(name="baseline", run="dlkdd.pipeline.stages.student:run_baseline",
+          upstream=("enhance", uses_pretrain("student")),
+          params=("student.*", "-student.alpha", "-student.temperature", "-student.pretrained", *VIEW_KEYS),
+          inputs=pretrained_weights("student"), trains=True,
+          doc="the same student trained without distillation (alpha = 0), for comparison"),
+    Stage(name="student", run="dlkdd.pipeline.stages.student:run_student",
+          upstream=("soft-labels", "enhance", uses_pretrain("student")),
+          params=("student.*", "-student.pretrained", *VIEW_KEYS), inputs=pretrained_weights("student"),
+          outputs=student_folder, trains=True,
+          doc="train the student on original dark clips against the cached teacher logits"),
+    Stage(name="evaluate", run="dlkdd.pipeline.stages.evaluate:run_stage",
+          upstream=("teacher", "baseline", "student", "enhance"),
+          params=("evaluate.*", "-evaluate.batch_size", "data.crop"), outputs="report",
+          doc="top-1/top-5 of teacher, baseline and student; report/results.md and plots"),
+]}
+
+
+def list_variants(cache: Path) -> list[dict]:
+    """One row per trained student variant in `cache` (from its stage records), oldest first."""
+    rows = []
+    for path in sorted((Path(cache) / "stages").glob("student@*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            rec = {}
+        summary = rec.get("summary") or {}
+        student = (rec.get("params") or {}).get("student") or {}
+        rows.append({"variant": path.stem.split("@", 1)[1],
+                     "alpha": summary.get("alpha", student.get("alpha")),
+                     "temperature": summary.get("temperature", student.get("temperature")),
+                     "top1": summary.get("top1"), "top5": summary.get("top5"),
+                     "started": rec.get("started")})
+    return sorted(rows, key=lambda r: (r["started"] or "", r["variant"]))
+
+
+def pipeline_graph(cfg: Config, cache: Path, checksum: bool = False, source: Path = SOURCE) -> Graph:
+    """The engine's graph of this table's stages, for one cache under one config."""
+    return Graph(cfg, cache, STAGES, checksum=checksum, source=source, digest=content_digest)
+
+
+def closure(target: str, cfg: Config | None = None) -> list[str]:
+    """`target` and the stages upstream of it (under `cfg`), in run order."""
+    return upstream_closure(target, STAGES, cfg)

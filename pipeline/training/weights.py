@@ -1,0 +1,180 @@
+"""Where a model's weights start: random, a state dict file, the `pretrain` stage, or a registered name.
+
+`teacher.pretrained` / `student.pretrained` name the source; `initial_model` builds the
+network from it, the one place teacher, baseline and student get their starting weights
+(so baseline and student, built from the same student settings, start identical).
+
+Registered names are published weights, downloaded once into torch's hub cache
+(`torch.hub.get_dir()/checkpoints`) and checked against the sha256 prefix in their file
+name, as torch.hub does. They carry the input normalisation they were trained with;
+`input_normalization` makes a training stage use it instead of its own data's statistics.
+
+Importing this module does not import torch (the CLI starts without it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import StageError, UserError, first_line
+from ..names import META, MODEL
+from ..published import PRETRAIN, Published, check_source, published
+
+BASE_URL_ENV = "DLKDD_WEIGHTS_BASE_URL"  # serve the same file names from elsewhere (a mirror, tests)
+HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention
+
+
+class WeightsDownloadError(UserError, ValueError):
+    """Published weights that cannot be downloaded or fail their hash check (one line)."""
+
+
+def url_of(weights: Published) -> str:
+    base = os.environ.get(BASE_URL_ENV)
+    return base.rstrip("/") + "/" + weights.url.rsplit("/", 1)[1] if base else weights.url
+
+
+def cached_file(url: str) -> Path:
+    import torch
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+
+
+def download(url: str, console=None) -> Path:
+    """The file at `url` in torch's hub cache: downloaded once (progress bar), sha256-prefix checked."""
+    import torch
+    dest = cached_file(url)
+    if dest.is_file():
+        return dest
+    match = HASH_IN_NAME.search(dest.name)
+    if match is None:
+        raise WeightsDownloadError(f"{url}: the file name carries no sha256 prefix to check")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if console is not None:
+        console.print(f"  downloading {url} -> {dest}", markup=False, highlight=False)
+    try:  # writes a temporary sibling and renames it only once the hash matched
+        torch.hub.download_url_to_file(url, str(dest), hash_prefix=match.group(1), progress=True)
+    except RuntimeError as e:
+        if "invalid hash value" in str(e):
+            raise WeightsDownloadError(f"{url}: refused: the download's sha256 does not start with "
+                                       f"{match.group(1)} ({first_line(e)}); nothing was saved") from None
+        raise
+    except OSError as e:  # URLError, connection refused, timeouts, no route: all OSErrors
+        reason = getattr(e, "reason", None) or e.strerror or type(e).__name__
+        raise WeightsDownloadError(f"cannot download {url} ({reason}); download it by hand and place it "
+                                   f"at {dest}") from None
+    return dest
+
+
+# --- resolving a source ------------------------------------------------------------------
+
+@dataclass
+class Init:
+    """A resolved starting point: the state dict to load (None = random) and what travels with it."""
+    source: str  # what the config said
+    state: dict | None = None
+    reinit_fc: bool = False  # the source's classes are not ours (by name): fresh classifier
+    model_kwargs: dict = field(default_factory=dict)  # architecture options the weights need
+    normalize: dict | None = None  # input statistics the weights were trained with
+    note: str = "random initialisation"
+
+
+def pretrain_dir(cache: Path, model: str) -> Path:
+    """Where the pretrain stage keeps the weights it trained for `model`."""
+    return Path(cache) / "pretrain" / model
+
+
+def pretraining_on(cfg) -> bool:
+    return bool(cfg.pretrain.root)
+
+
+def uses_pretrain(cfg, section: str) -> bool:
+    """Whether the stage training `section` ("teacher" | "student") starts from the pretrain stage."""
+    return getattr(cfg, section).pretrained == PRETRAIN and pretraining_on(cfg)
+
+
+def resolve(train_cfg, classes: list[str], cfg, cache: Path, console=None) -> Init:
+    """The starting point `train_cfg.pretrained` names for `train_cfg.model` and our `classes`."""
+    source, model = train_cfg.pretrained, train_cfg.model
+    problem = check_source(source, model)
+    if problem:
+        raise StageError(f"pretrained = {source!r}: {problem}")
+    if source == "" or (source == PRETRAIN and not pretraining_on(cfg)):
+        return Init(source)
+    if source == PRETRAIN:
+        folder = pretrain_dir(cache, model)
+        init = _from_trained(source, folder / MODEL, folder / META, classes)
+        # Pretraining standardised the day footage with its own statistics; each stream here is
+        # standardised with its own in turn, so the filters see inputs at the scale they learnt on.
+        init.normalize = None
+        return init
+    weights = published(source, model)
+    if weights is not None:
+        path = download(url_of(weights), console)
+        return Init(source, _read(path), reinit_fc=True, model_kwargs=dict(weights.model_kwargs),
+                    normalize=dict(weights.normalize), note=f"{source} weights ({path.name})")
+    return _from_trained(source, Path(source), Path(source).parent / META, classes)
+
+
+def _read(path: Path) -> dict:
+    from ...models import read_state_dict
+    return read_state_dict(str(path))
+
+
+def _from_trained(source: str, path: Path, meta_path: Path, classes: list[str]) -> Init:
+    """A state dict file; with a dlkdd meta.json beside it, its classes, options and normalisation."""
+    if not path.is_file():
+        raise StageError(f"{path}: pretrained weights missing" +
+                         ("; run `dlkdd pretrain`" if source == PRETRAIN else ""))
+    state = _read(path)
+    meta = _read_meta(meta_path) if meta_path.is_file() else {}
+    init = Init(source, state, model_kwargs=dict(meta.get("model_kwargs") or {}),
+                normalize=meta.get("normalize"), note=f"weights of {path}")
+    theirs = meta.get("classes")
+    if theirs:
+        init.state, init.reinit_fc = match_classes(state, list(theirs), list(classes))
+    return init
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StageError(f"{path}: unreadable ({first_line(e)})") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def match_classes(state: dict, theirs: list[str], ours: list[str]) -> tuple[dict, bool]:
+    """(state, reinit_fc): the classifier kept, rows put in our order, when the class names are the
+    same set; re-initialised when they differ."""
+    if sorted(theirs) != sorted(ours) or "fc.weight" not in state:
+        return state, True
+    order = [theirs.index(name) for name in ours]
+    state = dict(state)
+    for key in ("fc.weight", "fc.bias"):
+        if key in state:
+            state[key] = state[key][order].clone()
+    return state, False
+
+
+def initial_model(train_cfg, classes: list[str], cfg, cache: Path, console=None):
+    """(model, init): `train_cfg.model` seeded from `train_cfg.seed`, starting where `pretrained` says."""
+    import torch
+
+    from ... import models
+    init = resolve(train_cfg, classes, cfg, cache, console)
+    torch.manual_seed(train_cfg.seed)  # after resolving: a download must not shift the seeded init
+    model = models.build(train_cfg.model, len(classes), pretrained=init.state, reinit_fc=init.reinit_fc,
+                         dropout=getattr(train_cfg, "dropout", 0.0), **init.model_kwargs)
+    if init.state is not None:
+        init.note = f"{init.note}: {model.pretrained_note}"
+    if console is not None and init.state is not None:
+        console.print(f"  {train_cfg.model}: {init.note}", markup=False, highlight=False)
+    return model, init
+
+
+def input_normalization(init: Init, data_stats: dict | None) -> dict | None:
+    """The statistics a model's inputs are standardised with: those its pretrained source was trained
+    with when it has them (they travel with the weights), else its own data's."""
+    return init.normalize or data_stats
