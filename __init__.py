@@ -4,4 +4,4 @@ Installed as one package: `dlkdd.pipeline`, `dlkdd.models` and `dlkdd.cli` are m
 repository's top-level `pipeline/`, `models/` and `cli.py` (see `setup.cfg`), so nothing lands at
 the top level of the user's environment.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -1,39 +1,34 @@
-"""`dlkdd`: the command line. Thin: options -> config -> pipeline.
+"""`dlkdd`: the command line. Thin: options -> config -> one package call -> print.
 
 Each stage verb brings its stage and everything upstream of it up to date,
 rerunning only what is stale (like `make target`), and says why it reruns.
+`--help`, `status` and `--dry-run` load no torch: the verbs that use models import
+their package module when they run.
 """
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
-import re
 import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
-from .errors import UserError
-from .pipeline.names import ENHANCER_FILE
-
-STAGE_VERBS = {
-    "pretrain": "Train the teacher's and the student's architectures on normal-light footage (pretrain.root).",
-    "enhancer": "Fit or import the low-light enhancer (Zero-DCE, Zero-DCE++, gamma).",
-    "enhance": "Build the clip caches: original and enhanced clips in HDF5 shards.",
-    "teacher": "Train the teacher on enhanced clips.",
-    "soft-labels": "Dump the teacher's logits for every (clip, view) to the cache.",
-    "baseline": "Train the student without distillation (alpha = 0), for comparison.",
-    "student": "Train the student on original dark clips against the cached teacher logits.",
-    "evaluate": "Score teacher, baseline and student on the test split; write the report.",
-}
+from .errors import UserError, os_error_line, user_message
+from .pipeline.engine import signals
+from .pipeline.engine.progress import make_console
+from .pipeline.stages.run import cache_status, pick_device, resolve_config, run_target
+from .pipeline.stages.table import STAGES, pipeline_graph
 
 
 class Group(click.Group):
     """Turns user errors into one-line messages and Ctrl-C or SIGTERM into a resumable stop."""
 
     def invoke(self, ctx: click.Context):
-        from .pipeline.engine import signals
         try:
             with signals.handled():  # SIGTERM (a scheduler's stop) takes the Ctrl-C path below
                 return super().invoke(ctx)
@@ -41,15 +36,13 @@ class Group(click.Group):
             click.echo(f"\n{signals.describe(e)}: finished shards, checkpoints and records were kept; "
                        "run the same command again to resume", err=True)
             sys.exit(signals.exit_code(e))
-        except click.exceptions.Exit:
-            raise
-        except (click.ClickException, click.exceptions.Abort):
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as e:  # noqa: BLE001 - narrowed just below
             if isinstance(e, UserError):
-                raise click.ClickException(_one_line(e)) from None
+                raise click.ClickException(user_message(e)) from None
             if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:
-                raise click.ClickException(_os_error_line(e)) from None
+                raise click.ClickException(os_error_line(e)) from None
             raise
 
 
@@ -58,43 +51,10 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, er
                        errno.ENOTDIR, errno.EISDIR, errno.EIO}
 
 
-def _one_line(e: BaseException) -> str:
-    """The message of a user error; for one re-raised from a DataLoader worker, the original's."""
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    if not lines:
-        return type(e).__name__
-    if lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
-        last = lines[-1].strip()  # "pipeline.shards.ShardError: <path>: ..."
-        prefix = f"{type(e).__module__}.{type(e).__name__}: "
-        return last[len(prefix):] if last.startswith(prefix) else last
-    return lines[0]
-
-
-def _os_error_line(e: OSError) -> str:
-    """One line, `<file>: No space left on device`, whoever raised it (h5py's messages run long)."""
-    reason = os.strerror(e.errno)
-    where = e.filename
-    if where is None:  # h5py puts the file name inside its long message
-        m = re.search(r"filename = '([^']*)'", str(e))
-        where = m.group(1) if m else None
-    if e.strerror and e.strerror != reason and "\n" not in e.strerror and len(e.strerror) < 200:
-        reason = f"{reason} ({e.strerror})"  # our own short detail, e.g. "cannot write (...)"
-    return f"{where}: {reason}" if where else reason
-
-
-def day_set(cfg) -> str:
-    """A dataset folder's own `day/` set (split lists, the same class names: normal-light footage of
-    the same actions) is its default pretraining data, wherever the folder lies: the bundled sample
-    has one, so `dlkdd run` shows the whole method. `pretrain.root = none` turns that off."""
-    from .pipeline.datasets.videos import dataset_root
-    day = dataset_root(cfg) / "day"
-    return str(day.resolve()) if (day / "splits").is_dir() else ""
-
-
 class Settings:
-    """The resolved global options, handed to every verb."""
+    """The global options, handed to every verb."""
 
-    def __init__(self, config_file, overrides, data, cache, device, seed, verbose):
+    def __init__(self, config_file, overrides, data, cache, device, seed):
         self.skip_missing = False  # set by a verb's --skip-missing
         self.config_file = config_file
         self.overrides = list(overrides)
@@ -102,47 +62,23 @@ class Settings:
         self.cache = Path(cache)
         self.device_opt = device
         self.seed = seed
-        self.verbose = verbose
 
     def config(self):
-        from .pipeline.config import build_config, set_value, validate
-        cfg = build_config(self.config_file, self.overrides)
-        if self.data is not None:
-            cfg.data.root = str(Path(self.data).resolve())
-        if cfg.pretrain.root == "none":
-            cfg.pretrain.root = ""
-        elif cfg.pretrain.root:  # like --data: relative to where the command runs, not to the cache
-            cfg.pretrain.root = str(Path(cfg.pretrain.root).resolve())
-        else:
-            cfg.pretrain.root = day_set(cfg)
-        if self.seed is not None:
-            for key in ("enhancer.seed", "teacher.seed", "student.seed", "data.view_seed"):
-                set_value(cfg, key, self.seed)
-        if self.skip_missing:
-            set_value(cfg, "data.skip_missing", True)
-        validate(cfg)
-        return cfg
+        return resolve_config(self.config_file, self.overrides, self.data, self.seed, self.skip_missing)
 
     def device(self) -> str:
-        if self.device_opt == "cpu":
-            return "cpu"
-        import torch
-        if self.device_opt == "cuda" and not torch.cuda.is_available():
-            raise click.ClickException("--device cuda: no CUDA device is visible to torch")
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return pick_device(self.device_opt)
 
     def graph(self, checksum: bool = False):
-        from .pipeline.stages.table import pipeline_graph
         return pipeline_graph(self.config(), self.cache, checksum=checksum)
+
+    def run(self, target: str, **flags) -> list[str]:
+        """Bring `target` and its upstream up to date (the device is resolved only if a stage runs)."""
+        return run_target(self.config(), self.cache, target, self.device_opt, make_console(), **flags)
 
 
 def _pct(x) -> str:
     return f"{x:.1f}" if isinstance(x, (int, float)) else "-"
-
-
-def console():
-    from .pipeline.engine.progress import make_console
-    return make_console()
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -169,14 +105,13 @@ def cli(ctx, config_file, overrides, data, cache, device, seed, verbose):
     original dark clips and the teacher's cached soft labels; only the student runs at
     inference. Every stage verb reruns only the stages that are stale.
     """
-    import logging
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # matplotlib (plots, previews) keeps a font cache: in the cache, not in the user's home
     if "MPLCONFIGDIR" not in os.environ:
         os.environ["MPLCONFIGDIR"] = str(Path(cache).absolute() / ".matplotlib")
         ctx.call_on_close(lambda: os.environ.pop("MPLCONFIGDIR", None))  # for in-process callers
-    ctx.obj = Settings(config_file, overrides, data, cache, device, seed, verbose)
+    ctx.obj = Settings(config_file, overrides, data, cache, device, seed)
 
 
 def _stage_options(func):
@@ -199,18 +134,18 @@ def _stage_options(func):
     return func
 
 
-def _stage_command(name: str, help_text: str):
+def _stage_command(name: str):
     @_stage_options
     @click.pass_obj
     def command(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, skip_missing, **extra):
         settings.skip_missing = skip_missing
-        run_target(settings, name, force=force, dry_run=dry_run, wait=wait, checksum=checksum,
-                   options={"scheduler": scheduler, "strict": strict})
+        settings.run(name, force=force, dry_run=dry_run, wait=wait, checksum=checksum,
+                     options={"scheduler": scheduler, "strict": strict})
         if extra.get("verify") and not dry_run:
-            from .pipeline.stages.soft_labels import verify_cache
-            n = verify_cache(settings.graph(), settings.device(), extra["verify"], console=console())
+            from .pipeline.stages.soft_labels import verify_cache  # deferred: loads torch
+            n = verify_cache(settings.graph(), settings.device(), extra["verify"], console=make_console())
             click.echo(f"verified {n} cached (clip, view) logits against the teacher: all within 1e-4")
-    command.__doc__ = help_text + " Brings every upstream stage up to date first."
+    command.__doc__ = STAGES[name].doc + " Brings every upstream stage up to date first."
     if name == "soft-labels":
         command = click.option("--verify", type=int, default=0, metavar="K",
                                help="Afterwards recompute K random (clip, view) entries with the "
@@ -218,34 +153,8 @@ def _stage_command(name: str, help_text: str):
     return cli.command(name=name)(command)
 
 
-def run_target(settings: Settings, target: str, force=False, dry_run=False, wait=0.0,
-               checksum=False, options=None) -> list[str]:
-    from .pipeline.engine import ranks
-    from .pipeline.engine.graph import execute, execute_distributed
-    from .pipeline.engine.lock import OutputLocks
-    con = console()
-    graph = settings.graph(checksum=checksum)
-    if ranks.world_size() > 1 and not dry_run:  # launched by torchrun: rank 0 holds the locks for all
-        from .pipeline.training.loop import join_group
-        device = settings.device()
-        if not ranks.is_main():
-            con.quiet = True
-            return execute_distributed(graph, target, device, con, lambda: join_group(device), force=force)
-        with OutputLocks(settings.cache, wait=wait) as locks:
-            return execute_distributed(graph, target, device, con, lambda: join_group(device), force=force,
-                                       locks=locks)
-    # the device (torch) is asked for only when a stage runs: a fresh cache or --dry-run needs no torch
-    if dry_run:
-        return execute(graph, target, settings.device, con, force=force, dry_run=True, options=options)
-    with OutputLocks(settings.cache, wait=wait) as locks:  # shared on what it reads, exclusive on what it writes
-        ran = execute(graph, target, settings.device, con, force=force, options=options, locks=locks)
-    if not ran:
-        con.print(f"nothing to do: {target} and everything upstream of it are fresh")
-    return ran
-
-
-for _name, _help in STAGE_VERBS.items():
-    _stage_command(_name, _help)
+for _name in STAGES:
+    _stage_command(_name)
 
 
 @cli.command()
@@ -255,8 +164,8 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, s
     """Run the whole pipeline (enhancer -> enhance -> teacher -> soft-labels -> baseline ->
     student -> evaluate), only the stale stages, and print the report table."""
     settings.skip_missing = skip_missing
-    run_target(settings, "evaluate", force=force, dry_run=dry_run, wait=wait, checksum=checksum,
-               options={"scheduler": scheduler, "strict": strict})
+    settings.run("evaluate", force=force, dry_run=dry_run, wait=wait, checksum=checksum,
+                 options={"scheduler": scheduler, "strict": strict})
     if not dry_run:
         report = settings.cache / "report" / "results.md"
         if report.exists():  # the table as plain markdown: it reads the same in a log or a pipe
@@ -273,20 +182,10 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, s
 def status(settings: Settings, as_json, verify, checksum, skip_missing):
     """Show each stage as fresh, stale or missing, with the reason."""
     settings.skip_missing = skip_missing
-    from .pipeline.stages.table import STAGES, list_variants
-    graph = settings.graph(checksum=checksum)
-    states = graph.statuses(verify=verify)
-    rows = []
-    for name, st in states.items():
-        rec = st.record or {}
-        rows.append({"stage": name, "state": st.state, "reasons": st.reasons,
-                     "kinds": [c.kind for c in st.causes],
-                     "output": graph.out_dir(name).relative_to(graph.cache).as_posix(),
-                     "finished": rec.get("started"), "seconds": rec.get("seconds"),
-                     "about": STAGES[name].doc})
-    variants = list_variants(settings.cache)
+    state = cache_status(settings.config(), settings.cache, checksum=checksum, verify=verify)
+    rows, variants = state["stages"], state["student_variants"]
     if as_json:
-        click.echo(json.dumps({"stages": rows, "student_variants": variants}, indent=2))
+        click.echo(json.dumps(state, indent=2))
     elif sys.stdout.isatty():
         _status_tables(settings.cache, rows, variants)
     else:  # a log or a pipe: one line per stage, nothing wrapped
@@ -309,8 +208,6 @@ def _last_run(r: dict) -> str:
 
 def _status_tables(cache, rows: list[dict], variants: list[dict]) -> None:
     """rich tables as wide as the terminal: only the reasons and folders wrap, never a timestamp."""
-    from rich.console import Console
-    from rich.table import Table
     table = Table(title=f"dlkdd cache {cache}")
     table.add_column("stage", no_wrap=True)
     table.add_column("state", no_wrap=True)
@@ -348,14 +245,10 @@ def sample(out_dir, seed, classes, videos_per_class, test_per_class, day_videos_
            day_test_per_class, size):
     """Generate the synthetic dark-action sample (ARID-format lists) into OUT_DIR, and its
     normal-light counterpart (other scenes, same classes) into OUT_DIR/day."""
-    from .pipeline.datasets.sample import SampleError, make_sample
-    try:
-        stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class,
-                            size=size, test_per_class=test_per_class,
-                            day_videos_per_class=day_videos_per_class,
-                            day_test_per_class=day_test_per_class)
-    except SampleError as e:
-        raise click.ClickException(str(e)) from None
+    from .pipeline.datasets.sample import make_sample  # deferred: loads decord
+    stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class, size=size,
+                        test_per_class=test_per_class, day_videos_per_class=day_videos_per_class,
+                        day_test_per_class=day_test_per_class)
     click.echo(json.dumps(stats, indent=2))
 
 
@@ -373,23 +266,11 @@ def preview(settings: Settings, videos, clips, frames, out):
     With VIDEOS, they are enhanced with the cache's enhancer (fitted first if needed);
     without, clips are read from the cache (built first if needed).
     """
-    from .pipeline.enhancers import preview as pv
-    cfg = settings.config()
-    graph = settings.graph()
-    from .pipeline.enhancers.fit import load_enhancer
-    if videos:
-        run_target(settings, "enhancer")
-        enhancer = load_enhancer(graph.out_dir("enhancer") / ENHANCER_FILE)
-        pairs = pv.video_pairs(list(videos)[:clips], enhancer, frames, cfg.data.short_side, settings.device())
-    else:
-        run_target(settings, "enhance")
-        enhancer = load_enhancer(graph.out_dir("enhancer") / ENHANCER_FILE)
-        pairs = pv.cache_pairs(graph.out_dir("enhance"), clips)
-    pairs = pv.with_curves(pairs, enhancer)
+    from .pipeline.stages.tools import preview_png  # deferred: loads torch
     out = out or settings.cache / "preview.png"
-    title = f"{cfg.enhancer.kind} enhancer — {pv.describe(pairs)}"
-    pv.save_png(pv.grid(pairs, frames), pairs, out, title)
-    click.echo(f"wrote {out} ({len(pairs)} clips: {', '.join(p[0] for p in pairs)})")
+    shown = preview_png(settings.config(), settings.cache, list(videos), clips, frames, out, settings.device_opt,
+                        make_console())
+    click.echo(f"wrote {out} ({len(shown)} clips: {', '.join(shown)})")
 
 
 @cli.command()
@@ -421,65 +302,47 @@ def predict(settings: Settings, videos, list_file, window, stride, min_prob, tim
     on original frames (no enhancer). With --window, print a timeline per video: start, end,
     top class, probability and runner-up per window (or merged segments with --min-prob).
     An unreadable video is reported and skipped; the exit status is 1 if any was."""
-    from .pipeline.inference import windows as infer
+    from .pipeline.inference.windows import collect_videos  # deferred: loads torch
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
     if window is None and (stride is not None or min_prob is not None or timeline_png is not None):
         raise click.UsageError("--stride, --min-prob and --timeline need --window SECONDS")
     if not videos and list_file is None:
         raise click.UsageError("name VIDEOS (files or folders) or --list FILE")
-    paths = infer.collect_videos(videos, list_file)
-    student = settings.graph().out_dir("student")
+    paths = collect_videos(videos, list_file)
     if window is None:
-        from .pipeline.inference.predict import predict_videos
-        results = predict_videos(student, paths, device=settings.device(), clips=clips, crops=crops or 3,
-                                 topk=topk)
+        from .pipeline.inference.predict import predict_videos  # deferred: loads torch
+        results = predict_videos(settings.graph().out_dir("student"), paths, device=settings.device(), clips=clips,
+                                 crops=crops or 3, topk=topk)
         _print_results(results, as_json, as_csv, "videos")
     else:
-        results = _predict_windows(settings, student, paths, window, window if stride is None else stride, min_prob,
+        results = _predict_windows(settings, paths, window, window if stride is None else stride, min_prob,
                                    crops or 1, batch, timeline_png)
         _print_results(results, as_json, as_csv, "segments" if min_prob is not None else "windows")
     if any("error" in r for r in results):
         sys.exit(1)
 
 
-def _predict_windows(settings, student, paths, window, stride, min_prob, crops, batch, timeline_png):
+def _predict_windows(settings, paths, window, stride, min_prob, crops, batch, timeline_png) -> list[dict]:
     """Timelines of every video, as each finishes: pictures written, errors reported on stderr."""
-    import numpy as np
-
-    from .pipeline.inference import windows as infer
-    enhance = _thumbnail_enhancer(settings) if timeline_png is not None else None
-    pictures = iter(infer.timeline_paths(timeline_png, paths)) if timeline_png is not None else None
+    from .pipeline.stages.tools import predict_timelines  # deferred: loads torch
     results = []
-    for r in infer.predict_many_windows(student, paths, window, stride, min_prob or 0.0, crops, batch,
-                                        settings.device(), 12 if enhance else 0, console()):
-        png = next(pictures) if pictures is not None else None
+    for r, png in predict_timelines(settings.config(), settings.cache, paths, window, stride, min_prob, crops, batch,
+                                    timeline_png, settings.device_opt, make_console()):
         if "error" in r:
             click.echo(f"{r['video']}: error: {r['error']}", err=True)
         elif png is not None:
-            from .pipeline.inference.timeline import save_timeline
-            shots = r["_thumbnails"]
-            frames = enhance(np.stack(list(shots.values()))) if shots else []
-            save_timeline(r, png, dict(zip(shots, frames)))
             click.echo(f"wrote {png}", err=True)
-        results.append(infer.public(r))
+        results.append(r)
     return results
 
 
-def _thumbnail_enhancer(settings):
-    """The cache's enhancer (fitted first if needed), for the timeline's thumbnails only."""
-    run_target(settings, "enhancer")
-    from .pipeline.enhancers.fit import enhance_frames, load_enhancer
-    module = load_enhancer(settings.graph().out_dir("enhancer") / ENHANCER_FILE)
-    return lambda frames: enhance_frames(module, frames, device=settings.device())
-
-
 def _print_results(results: list[dict], as_json: bool, as_csv: bool, kind: str) -> None:
-    from .pipeline.inference import windows as infer
+    from .pipeline.inference.windows import timeline_text, to_csv  # deferred: loads torch
     if as_json:
         click.echo(json.dumps(results, indent=2))
     elif as_csv:
-        click.echo(infer.to_csv(results, kind), nl=False)
+        click.echo(to_csv(results, kind), nl=False)
     for r in results:
         if "error" in r:
             if kind == "videos":  # windowed runs reported theirs as they happened
@@ -489,7 +352,7 @@ def _print_results(results: list[dict], as_json: bool, as_csv: bool, kind: str) 
                 ranked = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"])
                 click.echo(f"{r['video']}: {ranked}")
             else:
-                click.echo(infer.timeline_text(r, segments=kind == "segments"))
+                click.echo(timeline_text(r, segments=kind == "segments"))
 
 
 @cli.command()
@@ -500,14 +363,8 @@ def export(settings: Settings, out):
     and normalisation in its metadata; needs the onnx extra), else TorchScript that runs without
     dlkdd (torch.jit.load; class names and input size in its meta.json extra file). Both take
     pixel / 255 clips and apply the model's input statistics inside."""
-    student = settings.graph().out_dir("student")
-    if out.suffix.lower() == ".onnx":
-        from .pipeline.inference.export import export_onnx
-        path = export_onnx(student, out)
-    else:
-        from .pipeline.inference.predict import export_student
-        path = export_student(student, out)
-    click.echo(f"wrote {path}")
+    from .pipeline.stages.tools import export_model  # deferred: loads torch
+    click.echo(f"wrote {export_model(settings.graph().out_dir('student'), out)}")
 
 
 @cli.command()
@@ -528,16 +385,15 @@ def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait, split):
     (multi-view), and write report/study.json, study.md and study.png: mean +- sd and the paired
     difference with its 95 % CI. Fresh seeds are not retrained; a new seed trains only itself.
     Tune with `--split val` (the validation split, report/study-val.*), then report on test."""
-    from .pipeline.engine.lock import OutputLocks
-    from .pipeline.study.runner import ARMS, ablation_arms, parse_seeds, report_names, run_study
+    from .pipeline.study.arms import ARMS, ablation_arms  # deferred: the study loads torch
+    from .pipeline.study.report import report_names
+    from .pipeline.study.runner import parse_seeds, run_study
     seed_list = parse_seeds(seeds)
-    cfg, device = settings.config(), settings.device()
+    cfg = settings.config()
     command = "dlkdd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dlkdd study"
-    with OutputLocks(settings.cache, wait=wait) as locks:
-        locks.exclusive("report")  # the study's report files; each seed locks its own outputs
-        result = run_study(cfg, settings.cache, seed_list, device, console(), vary_teacher=teacher_seeds,
-                           jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command,
-                           wait=wait, split=split)
+    result = run_study(cfg, settings.cache, seed_list, settings.device(), make_console(), vary_teacher=teacher_seeds,
+                       jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command, wait=wait,
+                       split=split)
     d = result["difference"]
     lo, hi = d["ci95"]
     click.echo(f"student - baseline over {len(seed_list)} seed(s): {d['mean']:+.2f} points"
@@ -550,16 +406,10 @@ def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait, split):
 @click.pass_obj
 def list_models(settings: Settings, classes):
     """List the registered video models with parameters and GFLOPs per clip at the configured size."""
-    import torch
-
-    from . import models
-    from .models.profile import count_params, gflops_per_clip
+    from .pipeline.stages.tools import model_table  # deferred: loads torch
     cfg = settings.config()
-    for name in models.names():
-        with torch.device("meta"):
-            m = models.build(name, classes)
-        g = gflops_per_clip(m, cfg.data.frames, cfg.data.crop, cfg.data.crop)
-        click.echo(f"{name:22s} {count_params(m) / 1e6:8.3f} M params  {g:8.3f} GFLOPs/clip "
+    for row in model_table(classes, cfg.data.frames, cfg.data.crop):
+        click.echo(f"{row['model']:22s} {row['params'] / 1e6:8.3f} M params  {row['gflops']:8.3f} GFLOPs/clip "
                    f"({cfg.data.frames}x{cfg.data.crop}x{cfg.data.crop})")
 
 

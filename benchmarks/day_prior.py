@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from dlkdd.models import build
 from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.datasets.videos import decode_clips, read_dataset
+from dlkdd.pipeline.datasets.decode import decode_clips
+from dlkdd.pipeline.datasets.splits import read_dataset
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 GAMMA = 2.5

@@ -35,7 +35,9 @@ from dlkdd.pipeline.datasets.shards import ClipDataset  # noqa: E402
 from dlkdd.pipeline.datasets.views import apply_view, view_params  # noqa: E402
 from dlkdd.pipeline.stages.soft_labels import teacher_logits, write_logits  # noqa: E402
 from dlkdd.pipeline.training.distill import distillation_loss, make_loss_fn  # noqa: E402
-from dlkdd.pipeline.training.loop import EpochDataset, EpochSampler, lr_at, make_optimizer, train_one_epoch  # noqa: E402
+from dlkdd.pipeline.training.loaders import EpochDataset, EpochSampler  # noqa: E402
+from dlkdd.pipeline.training.loop import train_one_epoch  # noqa: E402
+from dlkdd.pipeline.training.optim import lr_at, make_optimizer  # noqa: E402
 
 
 def _cachefix():

@@ -13,7 +13,7 @@
     (mkldnn off is not timed: its depthwise conv is ~10x slower, which only costs time.)
 (c) reuse: `ClipDataset` clips/s reading the shards the real `enhance` stage wrote
     (Zero-DCE++, fitted for a few steps, `enhance.workers=0`) vs making the same clips
-    again from video with `pipeline.enhance.process_videos`. Target >= 20x.
+    again from video with `stages.enhancing.task.process_videos`. Target >= 20x.
 (d) memory: peak RSS of `dlkdd ... enhance` on 4x the videos over 1x, each run in a fresh
     process (in-process `enhance.workers=0`, and the default dask LocalCluster, whose
     worker process is reported separately). Target <= 1.2.
@@ -49,10 +49,22 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import interleaved, markdown_table, speedup, verdict  # noqa: E402
+from rich.console import Console  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 from dlkdd.models import zero_dce  # noqa: E402
-from dlkdd.pipeline.config import Config, EnhanceConfig, validate  # noqa: E402
-from dlkdd.pipeline.enhancers.fit import enhance_frames  # noqa: E402
+from dlkdd.pipeline.config import Config, DataConfig, EnhanceConfig, EnhancerConfig, validate  # noqa: E402
+from dlkdd.pipeline.datasets.decode import VideoError, decode_clips  # noqa: E402
+from dlkdd.pipeline.datasets.index import DatasetError  # noqa: E402
+from dlkdd.pipeline.datasets.shards import ClipDataset  # noqa: E402
+from dlkdd.pipeline.datasets.splits import dataset_root, read_dataset  # noqa: E402
+from dlkdd.pipeline.datasets.views import fit_size  # noqa: E402
+from dlkdd.pipeline.engine.run import execute  # noqa: E402
+from dlkdd.pipeline.enhancers.apply import enhance_frames  # noqa: E402
+from dlkdd.pipeline.enhancers.build import make_enhancer  # noqa: E402
+from dlkdd.pipeline.stages.enhancing.plan import clip_size, clips_per_split, list_jobs  # noqa: E402
+from dlkdd.pipeline.stages.enhancing.task import process_videos  # noqa: E402
+from dlkdd.pipeline.stages.table import pipeline_graph  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
 WEIGHTS = ROOT.parent / "shared" / "weights" / "zero-dce"
@@ -79,7 +91,7 @@ def load_model(kind: str) -> tuple[nn.Module, str]:
     path = WEIGHTS / WEIGHT_FILES[kind]
     if path.is_file():
         return zero_dce.from_checkpoint(path, kind=kind), f"authors' weights {path.name}"
-    return zero_dce.init_weights(zero_dce.build(kind)).eval(), "random init (seed 0)"
+    return make_enhancer(EnhancerConfig(kind=kind)), "random init (seed 0)"
 
 
 def enhancer_flops(model: nn.Module, h: int, w: int) -> float:
@@ -241,7 +253,7 @@ import numpy as np, torch
 torch.set_num_threads(int(sys.argv[2]))
 from enhance import load_model, naive_enhance
 from _common import interleaved
-from dlkdd.pipeline.enhancers.fit import enhance_frames
+from dlkdd.pipeline.enhancers.apply import enhance_frames
 frames = np.random.default_rng(0).integers(0, 40, size=(64, 64, 64, 3), dtype=np.uint8)
 m, _ = load_model("zero_dce++")
 t = interleaved({"ours": lambda: enhance_frames(m, frames, batch=int(sys.argv[3])),
@@ -313,8 +325,6 @@ def report_throughput(res: dict, batch: int, threads: int, passive: dict | None)
 
 def pick_dataset(n: int, work: Path) -> tuple[Path, str]:
     """A dataset of about n videos: a spread of data/sample's (copied), else generated ones."""
-    from dlkdd.pipeline.config import DataConfig
-    from dlkdd.pipeline.datasets.videos import DatasetError, read_dataset
     if (SAMPLE / "splits" / "train.txt").is_file():
         try:
             index = read_dataset(DataConfig(), SAMPLE)
@@ -351,13 +361,6 @@ def _spread(entries: list, k: int) -> list:
 
 
 def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int) -> dict:
-    from rich.console import Console
-    from torch.utils.data import DataLoader
-
-    from dlkdd.pipeline.datasets.shards import ClipDataset
-    from dlkdd.pipeline.engine.graph import execute
-    from dlkdd.pipeline.stages.enhance import clip_size, list_jobs, process_videos
-    from dlkdd.pipeline.stages.table import pipeline_graph
     cfg = Config()
     cfg.data.root = str(root)
     cfg.enhancer.kind = "zero_dce++"
@@ -371,10 +374,10 @@ def cache_vs_video(root: Path, work: Path, rounds: int, threads: int, batch: int
     stage_s = time.perf_counter() - t0
     torch.set_num_threads(threads)
     index = graph.out_dir("enhance") / "index.json"
-    jobs, _ = list_jobs(cfg)
-    size = clip_size(cfg, jobs)
-    args = dict(T=cfg.data.frames, clips={"train": cfg.data.clips_per_video, "test": cfg.data.test_clips},
-                size=size, enhancer_path=str(graph.out_dir("enhancer") / "weights.pt"),
+    jobs, _ = list_jobs(cfg.data, dataset_root(cfg))
+    size = clip_size(cfg.data, jobs)
+    args = dict(T=cfg.data.frames, clips=clips_per_split(cfg.data), size=size,
+                enhancer_path=str(graph.out_dir("enhancer") / "weights.pt"),
                 batch_frames=batch, device="cpu")
     counts = {}
 
@@ -611,14 +614,11 @@ def _stage(data: Path, work: Path, name: str, sets: list[str]) -> dict:
 
 def decode_only(data: Path, threads: int) -> dict:
     """What the stage decodes (every clip's frames, resized), nothing else, in this process."""
-    from dlkdd.pipeline.datasets.videos import VideoError, decode_clips
-    from dlkdd.pipeline.datasets.views import fit_size
-    from dlkdd.pipeline.stages.enhance import clip_size, list_jobs
     cfg = Config()
     cfg.data.root = str(data)
-    jobs, _ = list_jobs(cfg)
-    size = clip_size(cfg, jobs)
-    clips = {"train": cfg.data.clips_per_video, "val": cfg.data.test_clips, "test": cfg.data.test_clips}
+    jobs, _ = list_jobs(cfg.data, dataset_root(cfg))
+    size = clip_size(cfg.data, jobs)
+    clips = clips_per_split(cfg.data)
     torch.set_num_threads(threads)
     t0, frames = time.perf_counter(), 0
     for job in jobs:

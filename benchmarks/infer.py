@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import markdown_table, verdict  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
-ENHANCER_MODULES = ("dlkdd.pipeline.enhancers.fit", "dlkdd.models.zero_dce", "dlkdd.pipeline.stages.enhance")
+ENHANCER_MODULES = ("dlkdd.pipeline.enhancers.build", "dlkdd.models.zero_dce", "dlkdd.pipeline.stages.enhance")
 FPS = 15
 
 CHILD = rf"""
@@ -77,7 +77,7 @@ print("RESULT " + json.dumps({{
 
 def sample_clips(split: str = "test", fps: int = FPS) -> list[Path]:
     """The split's clips at `fps`, classes in turn (Drink, Jump, ..., Drink, ...)."""
-    from dlkdd.pipeline.datasets.videos import probe
+    from dlkdd.pipeline.datasets.decode import probe
     by_class: dict[str, list[Path]] = {}
     for line in (SAMPLE / "splits" / f"{split}.txt").read_text().splitlines():
         rel = line.split("\t")[-1]
@@ -89,7 +89,7 @@ def sample_clips(split: str = "test", fps: int = FPS) -> list[Path]:
 
 
 def make_video(out: Path, seconds: float | None, size: tuple[int, int] | None = None) -> dict:
-    from dlkdd.pipeline.datasets.sample import write_long_video
+    from dlkdd.pipeline.datasets.encode import write_long_video
     return write_long_video(out, sample_clips(), seconds=seconds, size=size)
 
 
@@ -110,8 +110,8 @@ def untrained_student(folder: Path) -> Path:
 
     from dlkdd import models
     from dlkdd.pipeline.config import DataConfig
+    from dlkdd.pipeline.names import MODEL
     from dlkdd.pipeline.training.checkpoints import write_meta
-    from dlkdd.pipeline.training.loop import MODEL
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = models.build("r3d_tiny", 6)
@@ -133,7 +133,7 @@ def main() -> None:
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.split("x")) if args.size else None
     if args.demo:
-        from dlkdd.pipeline.datasets.sample import write_long_video
+        from dlkdd.pipeline.datasets.encode import write_long_video
         # one test clip per class, each played 3 times (about 6 s of one action), classes in turn
         info = write_long_video(args.demo, [c for c in sample_clips()[:6] for _ in range(3)], size=size)
         print(json.dumps({k: info[k] for k in ("frames", "fps", "seconds")}))

@@ -29,10 +29,12 @@ import torch  # noqa: E402
 
 from dlkdd import models  # noqa: E402
 from dlkdd.pipeline.config import DataConfig, EnhancerConfig  # noqa: E402
+from dlkdd.pipeline.datasets.decode import decode_clips  # noqa: E402
 from dlkdd.pipeline.datasets.shards import ClipDataset, write_shard  # noqa: E402
-from dlkdd.pipeline.datasets.videos import decode_clips, read_dataset  # noqa: E402
+from dlkdd.pipeline.datasets.splits import read_dataset  # noqa: E402
 from dlkdd.pipeline.datasets.views import apply_view, clip_views  # noqa: E402
-from dlkdd.pipeline.enhancers.fit import enhance_frames, make_enhancer  # noqa: E402
+from dlkdd.pipeline.enhancers.apply import enhance_frames  # noqa: E402
+from dlkdd.pipeline.enhancers.build import make_enhancer  # noqa: E402
 from dlkdd.pipeline.stages.soft_labels import teacher_logits  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"

@@ -9,7 +9,6 @@ the calibration network is dropped at inference. Module names equal the authors'
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,7 +16,6 @@ import torch.nn as nn
 
 from .zero_dce import WeightsError, check_state_dict, read_state_dict
 
-KIND = "sci"
 STAGES = 3  # training stages of the authors' Network (inference uses the first only)
 
 
@@ -65,7 +63,7 @@ class SCI(nn.Module):
     attribute, so the submodule is reached as `illumination_net`.
     """
 
-    kind = KIND
+    kind = "sci"
     scale_factor = 1
 
     def __init__(self, stages: int = STAGES):
@@ -94,10 +92,6 @@ class SCI(nn.Module):
         return inputs, illus
 
 
-def build() -> SCI:
-    return SCI()
-
-
 def init_weights(model: SCI, seed: int = 0) -> SCI:
     """The authors' weights_init, seeded: conv weights ~ N(0, 0.02), biases 0, BN scales ~ N(1, 0.02)."""
     g = torch.Generator().manual_seed(int(seed))
@@ -116,7 +110,7 @@ def from_checkpoint(path: str | Path) -> SCI:
     state = read_state_dict(path)
     if not any(k.startswith("enhance.") for k in state):
         raise WeightsError(f"{path}: holds no SCI weights (missing key 'enhance.in_conv.0.weight')")
-    return load_weights(build(), state, path).eval()
+    return load_weights(SCI(), state, path).eval()
 
 
 def load_weights(model: SCI, state: dict, path: str | Path) -> SCI:
@@ -170,28 +164,3 @@ def self_calibrated_loss(inputs: list[torch.Tensor], illus: list[torch.Tensor]) 
     fidelity = sum(nn.functional.mse_loss(i, x) for x, i in zip(inputs, illus))
     smooth = sum(smoothness(x, i) for x, i in zip(inputs, illus))
     return 1.5 * fidelity + smooth, {"fidelity": fidelity.detach(), "smooth": smooth.detach()}
-
-
-def fit(model: SCI, batches: Callable[[int], torch.Tensor], steps: int, lr: float, weight_decay: float,
-        grad_clip: float, on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """Adam on the self-calibrated loss; `batches(step)` gives float (B, 3, h, w) in [0, 1].
-
-    As the authors' train.py (Adam, betas (0.9, 0.999), gradient-norm clip); returns one
-    dict of floats per step and leaves the model in eval mode.
-    """
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
-    history = []
-    for step in range(steps):
-        loss, terms = self_calibrated_loss(*model(batches(step)))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-        history.append(record)
-        if on_step is not None:
-            on_step(step, record)
-    model.eval()
-    return history

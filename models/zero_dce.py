@@ -7,6 +7,10 @@ curve map reused for all eight iterations, and may estimate it at 1/s of the
 input resolution. State-dict keys equal the authors' released checkpoints, so
 their weights load unchanged. Sign convention of those weights: the network
 outputs r = -alpha, so a negative r brightens.
+
+The enhancer protocol (these modules and `models.sci`): `kind`, `scale_factor`, `enhance(x)`
+(float N x 3 x H x W in [0, 1] -> enhanced) and, for a table lookup, `enhance_uint8(frames)`.
+`pipeline.enhancers` registers each kind: how it is built, fitted, imported and loaded.
 """
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ import torch.nn.functional as F
 from ..errors import UserError
 from .torchfile import safe_load
 
-KINDS = ("zero_dce", "zero_dce++", "gamma", "none")
 ITERATIONS = 8  # curve applications, as the authors
 
 
@@ -177,19 +180,6 @@ class IdentityEnhancer(nn.Module):
         return x, None
 
 
-def build(kind: str, scale_factor: int = 1, gamma: float = 2.2) -> nn.Module:
-    """A freshly built enhancer of `kind` (default PyTorch initialisation; see `init_weights`)."""
-    if kind == "zero_dce":
-        return DCENet()
-    if kind == "zero_dce++":
-        return DCENetPP(scale_factor)
-    if kind == "gamma":
-        return GammaEnhancer(gamma)
-    if kind == "none":
-        return IdentityEnhancer()
-    raise ValueError(f"unknown enhancer kind {kind!r} (choose from {', '.join(KINDS)})")
-
-
 INITS = ("he", "authors")
 
 
@@ -274,9 +264,9 @@ def from_checkpoint(path: str | Path, scale_factor: int = 1, kind: str | None = 
     state = read_state_dict(path)
     found = detect_kind(state)
     kind = kind or found
-    if kind not in ("zero_dce", "zero_dce++"):
+    if kind not in (DCENet.kind, DCENetPP.kind):
         raise WeightsError(f"{path}: enhancer kind {kind!r} takes no weights")
-    model = build(kind, scale_factor)
+    model = DCENetPP(scale_factor) if kind == DCENetPP.kind else DCENet()
     if found != kind:
         missing = next(iter(model.state_dict()))
         raise WeightsError(f"{path}: holds {found} weights, not {kind} (missing key {missing!r})")

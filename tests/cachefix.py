@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dlkdd.pipeline.datasets.moments import channel_moments, input_statistics
 from dlkdd.pipeline.datasets.shards import write_shard
-from dlkdd.pipeline.stages.enhance import channel_moments, input_statistics
 
 
 def make_clip_cache(clips_dir: Path, classes: int = 3, train_per_class: int = 6, test_per_class: int = 2,

@@ -15,6 +15,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from click.testing import CliRunner
+
+from dlkdd import cli
+from dlkdd.pipeline.stages.run import resolve_config
+from dlkdd.pipeline.stages.table import pipeline_graph
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +51,7 @@ def child_env(**extra) -> dict:
 class Proc:
     """`python -m cli ARGS` in the background; its output lines are collected as they come."""
 
-    def __init__(self, args: list[str], cwd=None, env=None, sig_ok=False, argv: list[str] | None = None):
+    def __init__(self, args: list[str], cwd=None, env=None, argv: list[str] | None = None):
         argv = argv or [sys.executable, "-m", "dlkdd.cli", *map(str, args)]
         self.p = subprocess.Popen(argv, cwd=cwd or REPO,
                                   env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -113,9 +118,6 @@ def invoke(args: list[str]):
 
     Any exception the CLI did not turn into a message is re-raised, so a traceback fails the test.
     """
-    from click.testing import CliRunner
-
-    from dlkdd import cli
     before = os.environ.get("MPLCONFIGDIR")
     # wide lines: rich would wrap messages at 80 columns off a terminal
     result = CliRunner(env={"COLUMNS": "400"}).invoke(cli.cli, [str(a) for a in args], catch_exceptions=True)
@@ -148,14 +150,10 @@ def assert_one_line_error_text(rc: int, output: str, *needles: str) -> str:
 
 # ----------------------------------------------------------------------------- caches
 
-def settings_for(data: Path, cache: Path, **extra):
-    from dlkdd import cli
-    return cli.Settings(None, [f"{k}={v}" for k, v in {**SETTINGS, **extra}.items()], data, cache, "cpu",
-                        None, False)
-
-
 def graph_for(data: Path, cache: Path, **extra):
-    return settings_for(data, cache, **extra).graph()
+    """The stage graph the CLI resolves for `base_args(data, cache, **extra)`."""
+    overrides = [f"{k}={v}" for k, v in {**SETTINGS, **extra}.items()]
+    return pipeline_graph(resolve_config(None, overrides, data), cache)
 
 
 def copy_cache(src: Path, dst: Path, drop: tuple[str, ...] = (), data: Path | None = None) -> Path:

@@ -7,18 +7,22 @@ import json
 import os
 import shutil
 import subprocess
+from collections import namedtuple
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relfix import assert_one_line_error, base_args, graph_for, invoke
 from videofix import dark_clip, make_video_dataset, write_video
 
 from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.datasets.videos import DatasetError, parse_list, read_dataset
+from dlkdd.pipeline.datasets.index import DatasetError
+from dlkdd.pipeline.datasets.lists import parse_list
+from dlkdd.pipeline.datasets.splits import read_dataset
 
 RNG = np.random.default_rng(7)
 GOOD_ODD = {  # valid but unusual: all must end up in the cache
@@ -225,11 +229,9 @@ def test_read_only_cache_is_a_one_line_error(data, tmp_path):
 
 
 def test_full_disk_is_caught_before_enhance_starts(data, tmp_path, monkeypatch):
-    import shutil as sh
-    from collections import namedtuple
     cache = tmp_path / "cache"
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9 - 5000, 5000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 5000, 5000))
     r = invoke([*base_args(data, cache), "enhance"])
     assert_one_line_error(r, f"{cache / 'clips'}: not enough free space for the clip cache", "GB free")
     assert not list((cache / "clips").glob("shard-*")) and not (cache / "stages" / "enhance.json").exists()
@@ -237,28 +239,24 @@ def test_full_disk_is_caught_before_enhance_starts(data, tmp_path, monkeypatch):
 
 
 def test_disk_full_while_checkpointing_is_a_one_line_error_and_the_rerun_completes(data, tmp_path, monkeypatch):
-    import shutil as sh
-    from collections import namedtuple
-
-    import torch
     cache = tmp_path / "cache"
     args = [*base_args(data, cache, **{"teacher.epochs": 2}), "teacher"]
     assert invoke([*args[:-1], "enhance"]).exit_code == 0
-    real_save, real_usage = torch.save, sh.disk_usage
+    real_save, real_usage = torch.save, shutil.disk_usage
     usage = namedtuple("usage", "total used free")
 
     def full(obj, f, *a, **kw):  # what torch says when the disk fills up mid-write
         Path(f).write_bytes(b"partial")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
     monkeypatch.setattr(torch, "save", full)
-    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9, 0))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 0))
     r = invoke(args)
     assert_one_line_error(r, str(cache / "teacher" / "checkpoint.pt"), "No space left on device")
     assert not list((cache / "teacher").glob("*.tmp")) and not (cache / "teacher" / "checkpoint.pt").exists()
     g = graph_for(data, cache, **{"teacher.epochs": 2})
     assert g.status("enhance").state == "fresh" and g.status("teacher").state == "missing"
     monkeypatch.setattr(torch, "save", real_save)
-    monkeypatch.setattr(sh, "disk_usage", real_usage)
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
     r = invoke(args)
     assert r.exit_code == 0, r.output
     assert graph_for(data, cache, **{"teacher.epochs": 2}).status("teacher").state == "fresh"

@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 from videofix import make_video_dataset
 
-from dlkdd.cli import STAGE_VERBS, cli
+from dlkdd.cli import cli
+from dlkdd.pipeline.stages.table import STAGES
 
-VERBS = [*STAGE_VERBS, "run", "status", "preview", "predict", "export", "sample", "models"]
+VERBS = [*STAGES, "run", "status", "preview", "predict", "export", "sample", "models"]
 TINY = ["--set", "data.frames=4", "--set", "data.short_side=32", "--set", "data.crop=24",
         "--set", "enhancer.kind=gamma", "--set", "enhance.workers=0",
         "--set", "teacher.model=r3d_tiny", "--set", "teacher.epochs=1", "--set", "teacher.batch_size=4",

@@ -6,17 +6,20 @@ The CLI runs as a subprocess where a signal or a second process must hit it.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
 import pytest
+from distributed import LocalCluster
 from relfix import (
     Proc,
     assert_one_line_error,
@@ -30,7 +33,10 @@ from relfix import (
 )
 from videofix import make_video_dataset
 
-from dlkdd.pipeline.training.loop import load_checkpoint
+from dlkdd.pipeline.engine import signals
+from dlkdd.pipeline.stages.enhancing import cluster as enhance_cluster
+from dlkdd.pipeline.stages.enhancing import plan as enhance_plan
+from dlkdd.pipeline.training.checkpoints import load_checkpoint
 
 SIGTERM = signal.SIGTERM
 
@@ -53,7 +59,7 @@ WORKERS = {"teacher.num_workers": 1}  # a DataLoader worker process to be orphan
 
 # enhance groups videos into tasks of up to 256 frames: one video per task here, so the tiny
 # dataset is spread over the dask workers (and a lost worker loses some of them).
-ONE_VIDEO_TASKS = ("import sys; import dlkdd.pipeline.stages.enhance as e; e.TASK_FRAMES = 4; "
+ONE_VIDEO_TASKS = ("import sys; import dlkdd.pipeline.stages.enhancing.plan as p; p.TASK_FRAMES = 4; "
                    "from dlkdd.cli import main; sys.argv[0] = 'dlkdd'; main()")
 
 
@@ -86,9 +92,6 @@ def parts(cache: Path) -> int:
 # ----------------------------------------------------------------------------- SIGTERM
 
 def test_sigterm_raises_terminated_after_a_checkpoint_write_under_way_and_handlers_are_restored():
-    import os
-
-    from dlkdd.pipeline.engine import signals
     before = signal.getsignal(SIGTERM)
     written = []
     with pytest.raises(signals.Terminated) as e:
@@ -298,11 +301,8 @@ def test_a_dask_worker_killed_mid_enhance_the_run_completes_with_equal_shards(re
 @pytest.mark.slow
 def test_when_every_dask_worker_is_gone_one_line_names_the_scheduler_and_what_was_kept(ref, tmp_path,
                                                                                          monkeypatch):
-    from distributed import LocalCluster
-
-    from dlkdd.pipeline.stages import enhance
-    monkeypatch.setattr(enhance, "NO_WORKERS_PATIENCE", 2.0)
-    monkeypatch.setattr(enhance, "TASK_FRAMES", 4)
+    monkeypatch.setattr(enhance_cluster, "NO_WORKERS_PATIENCE", 2.0)
+    monkeypatch.setattr(enhance_plan, "TASK_FRAMES", 4)
     cache = tmp_path / "cache"
     # a bare scheduler
     with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as cluster:
@@ -316,7 +316,6 @@ def test_when_every_dask_worker_is_gone_one_line_names_the_scheduler_and_what_wa
                 while parts(cache) < 2 and time.monotonic() < deadline:
                     time.sleep(0.005)
                 worker.kill()
-            import threading
             killer = threading.Thread(target=kill_after_two_shards, daemon=True)
             killer.start()
             t0 = time.monotonic()

@@ -1,6 +1,9 @@
 """The enhance stage: shards match the index, broken videos are reported, resume equals a clean run."""
+import hashlib
 import json
+import shutil
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import h5py
@@ -9,10 +12,16 @@ import pytest
 from rich.console import Console
 from videofix import make_video_dataset
 
-from dlkdd.pipeline.config import Config, set_value
+from dlkdd.pipeline.config import Config, EnhancerConfig, set_value
+from dlkdd.pipeline.datasets.moments import channel_moments
+from dlkdd.pipeline.datasets.shard_parts import Job, ShardWriter
 from dlkdd.pipeline.datasets.shards import read_clip
-from dlkdd.pipeline.engine.graph import execute
-from dlkdd.pipeline.stages import enhance
+from dlkdd.pipeline.datasets.splits import SAMPLE, dataset_root
+from dlkdd.pipeline.engine.run import execute
+from dlkdd.pipeline.enhancers.build import make_enhancer, save_enhancer
+from dlkdd.pipeline.stages.enhancing import cluster, local, plan
+from dlkdd.pipeline.stages.enhancing.plan import EnhanceError
+from dlkdd.pipeline.stages.enhancing.task import decode_videos, process_videos
 from dlkdd.pipeline.stages.table import pipeline_graph
 
 
@@ -81,7 +90,7 @@ def test_broken_videos_are_reported_and_the_rest_complete(videos, tmp_path):
     index = json.loads((cache / "clips" / "index.json").read_text())
     assert {c["video"] for c in index["clips"]}.isdisjoint(e["video"] for e in errors)
     assert json.loads((cache / "stages" / "enhance.json").read_text())["summary"]["failed"] == 3
-    with pytest.raises(enhance.EnhanceError, match=r"C0_1.mp4.*--strict"):
+    with pytest.raises(EnhanceError, match=r"C0_1.mp4.*--strict"):
         run(small_config(root, **{"enhance.strict": True}), tmp_path / "strict")
 
 
@@ -105,22 +114,22 @@ def _datasets(cache):
 def test_interrupted_then_resumed_equals_uninterrupted(videos, tmp_path, monkeypatch):
     cfg = small_config(videos)
     run(cfg, tmp_path / "clean")
-    real_write, calls = enhance.ShardWriter.write, []
+    real_write, calls = ShardWriter.write, []
 
     def write_then_die(self, i, results):
         if len(calls) == 2:
             raise KeyboardInterrupt  # as if Ctrl-C / kill arrived after two shards
         calls.append(i)
         real_write(self, i, results)
-    monkeypatch.setattr(enhance.ShardWriter, "write", write_then_die)
+    monkeypatch.setattr(ShardWriter, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path / "resumed")
     assert len(list((tmp_path / "resumed" / "clips").glob("shard-*.h5"))) == 2
     assert not (tmp_path / "resumed" / "stages" / "enhance.json").exists()
-    monkeypatch.setattr(enhance.ShardWriter, "write", real_write)
+    monkeypatch.setattr(ShardWriter, "write", real_write)
     made = []
-    monkeypatch.setattr(enhance, "decode_videos", lambda jobs, **kw: made.extend(j.vid for j in jobs) or
-                        real_decode(jobs, **kw))
+    monkeypatch.setattr(local, "decode_videos", lambda jobs, **kw: made.extend(j.vid for j in jobs) or
+                        decode_videos(jobs, **kw))
     run(cfg, tmp_path / "resumed")
     assert len(made) == 8 - 4  # two shards of two videos were kept
     clean, resumed = _datasets(tmp_path / "clean"), _datasets(tmp_path / "resumed")
@@ -136,8 +145,6 @@ def test_interrupted_then_resumed_equals_uninterrupted(videos, tmp_path, monkeyp
     assert a == b
 
 
-real_decode = enhance.decode_videos
-
 
 def test_shards_from_another_config_are_not_reused(videos, tmp_path):
     run(small_config(videos), tmp_path)
@@ -150,12 +157,10 @@ def test_shards_from_another_config_are_not_reused(videos, tmp_path):
 
 
 def test_free_space_is_checked_before_starting(tmp_path, monkeypatch):
-    import shutil
-    from collections import namedtuple
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10, 10, 1000))
-    with pytest.raises(enhance.EnhanceError, match=r"not enough free space.*need about .* GB, 0.00 GB free"):
-        enhance.check_free_space(tmp_path, 100, 16, (64, 64))
+    with pytest.raises(EnhanceError, match=r"not enough free space.*need about .* GB, 0.00 GB free"):
+        plan.check_free_space(tmp_path, 100, 16, (64, 64))
 
 
 @pytest.mark.slow
@@ -184,13 +189,12 @@ def test_fitted_zero_dce_pp_brightens_the_cache(videos, tmp_path):
 
 def _sample_subset(dst: Path, per_split: dict) -> Path:
     """The first videos of each split of the bundled sample (committed bytes: a stable input)."""
-    from dlkdd.pipeline.datasets.videos import SAMPLE as DEFAULT_SAMPLE
     for split, n in per_split.items():
-        rows = (DEFAULT_SAMPLE / "splits" / f"{split}.txt").read_text().splitlines()[:n]
+        rows = (SAMPLE / "splits" / f"{split}.txt").read_text().splitlines()[:n]
         for row in rows:
             rel = row.split("\t")[2]
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dst / rel).write_bytes((DEFAULT_SAMPLE / rel).read_bytes())
+            (dst / rel).write_bytes((SAMPLE / rel).read_bytes())
         (dst / "splits").mkdir(parents=True, exist_ok=True)
         (dst / "splits" / f"{split}.txt").write_text("\n".join(rows) + "\n")
     return dst
@@ -207,7 +211,6 @@ MAIN_SHARDS = {  # recomputed with eaa940c's code on the regenerated sample's vi
 
 
 def _shard_digests(cache: Path) -> dict:
-    import hashlib
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((cache / "clips").glob("shard-*.h5"))}
 
 
@@ -225,18 +228,16 @@ def test_shards_are_byte_identical_to_those_of_main(tmp_path, workers):
 
 def test_videos_enhanced_together_equal_videos_enhanced_one_by_one(videos, tmp_path):
     """A task shares enhancer batches across videos; each frame must come out as on its own."""
-    from dlkdd.pipeline.config import EnhancerConfig
-    from dlkdd.pipeline.enhancers.fit import make_enhancer, save_enhancer
     ecfg = EnhancerConfig(kind="zero_dce++", seed=3)
     save_enhancer(make_enhancer(ecfg), tmp_path / "weights.pt", ecfg)
     cfg = small_config(videos)
-    jobs, _ = enhance.list_jobs(cfg)
-    args = dict(T=6, clips={"train": 1, "val": 2, "test": 2}, size=enhance.clip_size(cfg, jobs),
+    jobs, _ = plan.list_jobs(cfg.data, dataset_root(cfg))
+    args = dict(T=6, clips={"train": 1, "val": 2, "test": 2}, size=plan.clip_size(cfg.data, jobs),
                 enhancer_path=str(tmp_path / "weights.pt"), batch_frames=8, device="cpu")
     for threads in (1, 2):
-        with enhance._torch_threads(threads):
-            together = enhance.process_videos(jobs, **args)
-            alone = [r for j in jobs for r in enhance.process_videos([j], **args)]
+        with local.torch_threads(threads):
+            together = process_videos(jobs, **args)
+            alone = [r for j in jobs for r in process_videos([j], **args)]
         assert [r["job"] for r in together] == jobs
         for a, b in zip(together, alone):
             assert np.array_equal(a["original"], b["original"])
@@ -244,13 +245,13 @@ def test_videos_enhanced_together_equal_videos_enhanced_one_by_one(videos, tmp_p
 
 
 def test_tasks_group_consecutive_videos_within_the_bounds():
-    jobs = [enhance.Job(i, f"v{i}", f"v{i}", "train" if i < 10 else "test", 0) for i in range(14)]
+    jobs = [Job(i, f"v{i}", f"v{i}", "train" if i < 10 else "test", 0) for i in range(14)]
     clips = {"train": 1, "test": 2}
-    tasks = enhance.task_plan(jobs, 16, clips, (64, 64))
+    tasks = plan.task_plan(jobs, 16, clips, (64, 64))
     assert [j for t in tasks for j in t] == jobs
-    assert all(sum(clips[j.split] * 16 for j in t) <= enhance.TASK_FRAMES for t in tasks)
+    assert all(sum(clips[j.split] * 16 for j in t) <= plan.TASK_FRAMES for t in tasks)
     assert len(tasks) < len(jobs)  # several videos per task
-    big = enhance.task_plan(jobs, 16, clips, (2048, 2048))  # one video is over the byte bound: alone
+    big = plan.task_plan(jobs, 16, clips, (2048, 2048))  # one video is over the byte bound: alone
     assert [len(t) for t in big] == [1] * len(jobs)
 
 
@@ -265,13 +266,13 @@ def test_a_cluster_starts_only_when_the_work_left_outlasts_its_start_up(monkeypa
         done.append(task)
         return task
 
-    monkeypatch.setattr(enhance, "decode_videos", decode)
-    monkeypatch.setattr(enhance, "enhance_decoded", lambda task, **_: [task])
+    monkeypatch.setattr(local, "decode_videos", decode)
+    monkeypatch.setattr(local, "enhance_decoded", lambda task, **_: [task])
 
     def drive(n, after):
         done.clear()
         it = iter(range(n))
-        gen = enhance._until_cluster_pays(it, n, {}, 1, after)
+        gen = local.until_cluster_pays(it, n, {}, 1, after)
         out = []
         try:
             while True:
@@ -290,7 +291,7 @@ def test_a_cluster_starts_only_when_the_work_left_outlasts_its_start_up(monkeypa
 def test_the_default_path_on_a_small_set_never_starts_dask(videos, tmp_path, monkeypatch):
     def no_cluster(*a, **k):
         raise AssertionError("a LocalCluster was started for a few seconds of work")
-    monkeypatch.setattr(enhance, "_Cluster", no_cluster)
+    monkeypatch.setattr(cluster, "Cluster", no_cluster)
     run(small_config(videos, **{"enhance.workers": 2}), tmp_path / "default")
     assert sorted((tmp_path / "default" / "clips").glob("shard-*.h5"))
 
@@ -300,5 +301,5 @@ def test_channel_moments_are_exact_integer_sums():
     clip = rng.integers(0, 256, (4, 9, 11, 3), dtype=np.uint8)
     x = clip.reshape(-1, 3).astype(np.int64)
     want = [*(x.sum(0) / (len(x) * 255.0)).tolist(), *((x * x).sum(0) / (len(x) * 255.0 ** 2)).tolist()]
-    assert enhance.channel_moments(clip) == want
-    assert enhance.channel_moments(np.full((2, 3, 3, 3), 255, np.uint8)) == [1.0] * 6
+    assert channel_moments(clip) == want
+    assert channel_moments(np.full((2, 3, 3, 3), 255, np.uint8)) == [1.0] * 6

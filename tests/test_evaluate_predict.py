@@ -17,13 +17,13 @@ from dlkdd import models
 from dlkdd.pipeline.config import Config, DataConfig
 from dlkdd.pipeline.datasets.shards import ClipDataset
 from dlkdd.pipeline.datasets.views import apply_view, multi_view_crops
-from dlkdd.pipeline.engine.graph import Context
+from dlkdd.pipeline.engine.run import Context
 from dlkdd.pipeline.inference.predict import check_export, export_student, predict_videos, read_export_meta
+from dlkdd.pipeline.names import METRICS, MODEL
 from dlkdd.pipeline.stages import evaluate as ev
 from dlkdd.pipeline.stages.evaluate import ROWS, format_table, run_stage
 from dlkdd.pipeline.stages.table import pipeline_graph
-from dlkdd.pipeline.training.checkpoints import MODEL, write_meta
-from dlkdd.pipeline.training.loop import METRICS
+from dlkdd.pipeline.training.checkpoints import write_meta
 from tests.cachefix import make_clip_cache
 from tests.videofix import write_video
 
@@ -229,7 +229,7 @@ def test_predict_never_imports_the_enhancer(student_dir, videos):
             "from dlkdd.pipeline.inference.predict import predict_videos\n"
             f"r = predict_videos({str(student_dir)!r}, [{str(videos['square'])!r}])\n"
             "assert 'top' in r[0], r\n"
-            "bad = [m for m in ('dlkdd.pipeline.enhancers.fit', 'dlkdd.models.zero_dce',"
+            "bad = [m for m in ('dlkdd.pipeline.enhancers.build', 'dlkdd.models.zero_dce',"
             " 'dlkdd.pipeline.stages.enhance') if m in sys.modules]\n"
             "assert not bad, bad\n"
             "print('ok')\n")

@@ -17,8 +17,14 @@ from click.testing import CliRunner
 from dlkdd.cli import cli
 from dlkdd.errors import UserError
 from dlkdd.pipeline.config import Config
-from dlkdd.pipeline.engine import graph as gr
+from dlkdd.pipeline.engine.digest import sha256_of
+from dlkdd.pipeline.engine.fingerprint import CODE_DIRS, code_files
+from dlkdd.pipeline.engine.graph import Graph
+from dlkdd.pipeline.engine.run import execute
+from dlkdd.pipeline.engine.stage import Stage
+from dlkdd.pipeline.engine.status import param_changes
 from dlkdd.pipeline.stages.table import STAGES, pipeline_graph
+from dlkdd.pipeline.training.digest import content_digest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -26,7 +32,7 @@ ALL = set(STAGES)
 TRAINED = {"pretrain", "teacher", "soft-labels", "baseline", "student", "evaluate"}
 
 
-def mark_all_fresh(graph: gr.Graph) -> None:
+def mark_all_fresh(graph: Graph) -> None:
     """Records for every stage as a finished run would leave them (one small output each)."""
     for name in graph.stages:
         out = graph.out_dir(name)
@@ -35,7 +41,7 @@ def mark_all_fresh(graph: gr.Graph) -> None:
         graph.write_record(name, graph.inspect(name), time.time(), {})
 
 
-def stale_set(graph: gr.Graph) -> set[str]:
+def stale_set(graph: Graph) -> set[str]:
     return {n for n, s in graph.statuses().items() if s.state != "fresh"}
 
 
@@ -43,7 +49,7 @@ def stale_set(graph: gr.Graph) -> set[str]:
 def source_copy(tmp_path):
     """A copy of the package's pipeline/ and models/ to edit; the graph reads its code from there."""
     src = tmp_path / "src"
-    for folder in gr.CODE_DIRS:
+    for folder in CODE_DIRS:
         shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return src
 
@@ -51,8 +57,11 @@ def source_copy(tmp_path):
 # One row per stage module (and the models they share): appending a function there makes
 # exactly these stages stale; the others stay fresh.
 EDITS = [
-    ("pipeline/enhancers/fit.py", ALL),
-    ("pipeline/stages/enhance.py", ALL - {"enhancer"}),
+    ("pipeline/stages/enhancer.py", ALL - {"pretrain"}),
+    ("pipeline/enhancers/fit.py", ALL - {"pretrain"}),  # the fit loop: the enhancer stage's alone
+    ("pipeline/enhancers/zero_dce.py", ALL),  # a registered kind: code of every stage that builds one
+    ("pipeline/stages/enhance.py", ALL - {"enhancer", "pretrain"}),  # the adapter; pretrain calls the work
+    ("pipeline/stages/enhancing/make.py", ALL - {"enhancer"}),  # the clips' code: pretrain makes its own too
     ("pipeline/stages/teacher.py", {"teacher", "soft-labels", "student", "evaluate"}),
     ("pipeline/stages/soft_labels.py", {"soft-labels", "student", "evaluate"}),
     ("pipeline/stages/student.py", {"baseline", "student", "evaluate"}),
@@ -83,7 +92,7 @@ def test_editing_a_module_makes_exactly_its_importers_stale(source_copy, tmp_pat
     assert {n for n, s in states.items() if s.state != "fresh"} == stale
     for name in stale:  # the stages that import it say so; the rest name a stale upstream
         kinds = {c.kind for c in states[name].causes}
-        direct = path in gr.code_files(STAGES[name].run, source_copy)
+        direct = path in code_files(STAGES[name].run, source_copy)
         assert ("code" in kinds and kinds <= {"code", "upstream"}) if direct else kinds == {"upstream"}, \
             (name, states[name].reasons)
         if direct:
@@ -92,16 +101,19 @@ def test_editing_a_module_makes_exactly_its_importers_stale(source_copy, tmp_pat
 
 def test_imports_are_followed_relative_absolute_and_inside_functions(tmp_path):
     src = tmp_path / "src"
-    (src / "pipeline").mkdir(parents=True)
+    (src / "pipeline" / "engine").mkdir(parents=True)
     (src / "models" / "sub").mkdir(parents=True)
     files = {
         "pipeline/__init__.py": "",
-        "pipeline/a.py": "from . import b\nfrom .c import thing\n"
+        "pipeline/a.py": "from . import b\nfrom .c import thing\nfrom .engine import atomic\nfrom . import table\n"
                          "def run(ctx):\n    from ..models import build\n    import dlkdd.pipeline.d\n",
         "pipeline/b.py": "import numpy\nimport os\n",
         "pipeline/c.py": "thing = 1\nfrom ..models.sub import leaf\n",
         "pipeline/d.py": "",
         "pipeline/config.py": "",  # params cover it: never part of a stage's code
+        "pipeline/engine/__init__.py": "",  # the engine: how a stage runs, not what it writes
+        "pipeline/engine/atomic.py": "from .. import unused\n",  # a neutral file's imports are not followed
+        "pipeline/table.py": "",  # neutral when its caller says so (the stage table does)
         "pipeline/unused.py": "",
         "models/__init__.py": "def build():\n    from .zoo import net\n",
         "models/zoo.py": "from .. import errors_outside_the_code_dirs\n",
@@ -110,15 +122,16 @@ def test_imports_are_followed_relative_absolute_and_inside_functions(tmp_path):
     }
     for rel, text in files.items():
         (src / rel).write_text(text)
-    assert sorted(gr.code_files("dlkdd.pipeline.a:run", src)) == [
+    assert sorted(code_files("dlkdd.pipeline.a:run", src, neutral=("pipeline/table.py",))) == [
         "models/__init__.py", "models/sub/leaf.py", "models/zoo.py",
         "pipeline/a.py", "pipeline/b.py", "pipeline/c.py", "pipeline/d.py"]
+    assert "pipeline/table.py" in code_files("dlkdd.pipeline.a:run", src)
 
 
 def test_staleness_reasons_are_structured():
     cfg = Config()
     now = pipeline_graph(cfg, Path("/nonexistent-cache")).inspect("student")
-    causes = gr.param_changes({"params": {**now.params, "student.alpha": 0.7}}, now, False)
+    causes = param_changes({"params": {**now.params, "student.alpha": 0.7}}, now, False)
     assert [(c.kind, c.subject) for c in causes] == [("param", "student.alpha")]
     assert str(causes[0]) == "param student.alpha 0.7 -> 0.5"
 
@@ -131,8 +144,8 @@ def test_every_one_line_error_type_is_a_user_error():
     import dlkdd.pipeline
     found = []
     for pkg in (dlkdd.pipeline, dlkdd.models):
-        for info in pkgutil.iter_modules(pkg.__path__):
-            mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        for info in pkgutil.walk_packages(pkg.__path__, f"{pkg.__name__}."):
+            mod = importlib.import_module(info.name)
             found += [obj for name, obj in vars(mod).items() if isinstance(obj, type)
                       and issubclass(obj, Exception) and obj.__module__ == mod.__name__]
     assert len(found) >= 10
@@ -143,8 +156,6 @@ def test_every_one_line_error_type_is_a_user_error():
 
 def test_model_files_are_digested_by_their_tensors(tmp_path):
     torch = pytest.importorskip("torch")
-    from dlkdd.pipeline.engine.digest import sha256_of
-    from dlkdd.pipeline.training.digest import content_digest
     state = {"model": {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2, dtype=torch.float16)},
              "epoch": 3, "step": torch.tensor(7)}
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
@@ -186,18 +197,19 @@ def test_retraining_to_the_same_weights_leaves_downstream_fresh(tmp_path, monkey
     (mods / "fake_trainer.py").write_text(TRAINS)
     (mods / "fake_reader.py").write_text(READS)
     monkeypatch.syspath_prepend(str(mods))
-    fakes = {"trainer": gr.Stage(name="trainer", run="fake_trainer:run_stage", trains=True, doc=""),
-             "reader": gr.Stage(name="reader", run="fake_reader:run_stage", upstream=("trainer",), doc="")}
-    g = gr.Graph(Config(), tmp_path / "cache", stages=fakes)
+    fakes = {"trainer": Stage(name="trainer", run="fake_trainer:run_stage", trains=True, doc=""),
+             "reader": Stage(name="reader", run="fake_reader:run_stage", upstream=("trainer",), doc="")}
+    g = Graph(Config(), tmp_path / "cache", stages=fakes, digest=content_digest)
     quiet = Console(quiet=True)
-    assert gr.execute(g, "reader", "cpu", quiet) == ["trainer", "reader"]
+    assert execute(g, "reader", "cpu", quiet) == ["trainer", "reader"]
     digest = g.record("trainer")["outputs_digest"]
     model = g.out_dir("trainer") / "model.pt"
     before = model.read_bytes()
-    assert gr.execute(g, "trainer", "cpu", quiet, force=True) == ["trainer"]  # rewrites model.pt
+    assert execute(g, "trainer", "cpu", quiet, force=True) == ["trainer"]  # rewrites model.pt
     assert model.read_bytes() != before  # torch.save is not byte-stable ...
     assert g.record("trainer")["outputs_digest"] == digest  # ... its tensors are
-    assert {n: s.state for n, s in gr.Graph(Config(), g.cache, checksum=True, stages=fakes).statuses().items()} \
+    rechecked = Graph(Config(), g.cache, checksum=True, stages=fakes, digest=content_digest)
+    assert {n: s.state for n, s in rechecked.statuses().items()} \
         == {"trainer": "fresh", "reader": "fresh"}
 
 
@@ -216,8 +228,8 @@ def test_status_and_help_import_no_torch(tmp_path):
     for args in (["--help"], ["status", "--help"], ["--cache", str(cache), "status"],
                  ["--cache", str(cache), "--set", "enhancer.kind=gamma", "evaluate", "--dry-run"]):
         assert "torch" not in _imports(args, tmp_path), args
-    from dlkdd.cli import Settings  # the config the CLI resolves (the sample's day/ set pretrains)
-    cfg = Settings(None, [], None, cache, "cpu", None, False).config()
+    from dlkdd.pipeline.stages.run import resolve_config  # the config the CLI resolves (the day/ set pretrains)
+    cfg = resolve_config()
     mark_all_fresh(pipeline_graph(cfg, cache))  # a small cache with a record for every stage
     mods = _imports(["--cache", str(cache), "status"], tmp_path)
     assert "torch" not in mods and not any(m.startswith("torch.") for m in mods)
@@ -376,6 +388,6 @@ def test_editing_pretrain_reaches_the_stages_that_start_from_it(source_copy, tmp
         return pipeline_graph(cfg, tmp_path / "cache", source=source_copy)
     mark_all_fresh(graph())
     assert stale_set(graph()) == set()
-    target = source_copy / "pipeline" / "pretrain.py"
+    target = source_copy / "pipeline" / "stages" / "pretrain.py"
     target.write_text(target.read_text() + "\n\ndef added_for_the_test():\n    return 1\n")
     assert stale_set(graph()) == {"pretrain", "teacher", "soft-labels", "student", "evaluate"}

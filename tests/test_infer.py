@@ -18,7 +18,7 @@ import torch
 from dlkdd import models
 from dlkdd.cli import cli
 from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.datasets.sample import write_long_video
+from dlkdd.pipeline.datasets.encode import write_long_video
 from dlkdd.pipeline.datasets.views import normalize
 from dlkdd.pipeline.inference import windows as infer
 from dlkdd.pipeline.inference.predict import (
@@ -28,8 +28,8 @@ from dlkdd.pipeline.inference.predict import (
     read_export_meta,
     video_inputs,
 )
+from dlkdd.pipeline.names import MODEL
 from dlkdd.pipeline.training.checkpoints import write_meta
-from dlkdd.pipeline.training.loop import MODEL
 from tests.videofix import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,8 +215,9 @@ def _cli(args, cache: Path, student: Path):
     """Run `dlkdd predict` in process with the student folder the cache's config points at."""
     from click.testing import CliRunner
 
-    from dlkdd.cli import Settings
-    target = Settings(None, [], None, cache, "cpu", None, False).graph().out_dir("student")
+    from dlkdd.pipeline.stages.run import resolve_config
+    from dlkdd.pipeline.stages.table import pipeline_graph
+    target = pipeline_graph(resolve_config(), cache).out_dir("student")
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(student, target_is_directory=True)
@@ -310,7 +311,7 @@ def _run(code: str) -> str:
     return proc.stdout
 
 
-ENHANCER_MODULES = ("dlkdd.pipeline.enhancers.fit", "dlkdd.models.zero_dce", "dlkdd.pipeline.stages.enhance")
+ENHANCER_MODULES = ("dlkdd.pipeline.enhancers.build", "dlkdd.models.zero_dce", "dlkdd.pipeline.stages.enhance")
 
 
 def _predict_then_modules(cache, runs) -> str:
@@ -327,10 +328,11 @@ def _predict_then_modules(cache, runs) -> str:
 @pytest.mark.slow
 def test_enhancer_is_loaded_only_for_timeline_thumbnails(two_actions, untrained, tmp_path):
     """The prediction path is the student alone; only --timeline's thumbnails bring in the enhancer."""
-    from dlkdd.cli import Settings
+    from dlkdd.pipeline.stages.run import resolve_config
+    from dlkdd.pipeline.stages.table import pipeline_graph
     video = str(two_actions["path"])
     cache = tmp_path / "cache"
-    student = Settings(None, ["enhancer.kind=gamma"], None, cache, "cpu", None, False).graph().out_dir("student")
+    student = pipeline_graph(resolve_config(None, ["enhancer.kind=gamma"]), cache).out_dir("student")
     student.parent.mkdir(parents=True)
     student.symlink_to(untrained, target_is_directory=True)
     png = tmp_path / "t.png"
@@ -339,7 +341,7 @@ def test_enhancer_is_loaded_only_for_timeline_thumbnails(two_actions, untrained,
             [video, "--window", "0.5", "--timeline", str(png)])
     printed = _run(_predict_then_modules(cache, runs)).strip().splitlines()
     assert printed[:4] == ["[]"] * 4
-    assert "dlkdd.pipeline.enhancers.fit" in printed[4] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "dlkdd.pipeline.enhancers.build" in printed[4] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------------------- timeline picture
@@ -412,14 +414,14 @@ def test_export_verb_picks_the_format(untrained, tmp_path):
     assert (tmp_path / "student.pt").read_bytes()[:2] == b"PK"
 
 
-def test_readme_onnx_snippet_runs_with_onnxruntime_alone(untrained, two_actions, tmp_path):
-    """The README's lines, run as written, in a process that never imports dlkdd or torch."""
+def test_docs_onnx_snippet_runs_with_onnxruntime_alone(untrained, two_actions, tmp_path):
+    """docs/inference.md's lines, run as written, in a process that never imports dlkdd or torch."""
     pytest.importorskip("onnxruntime")
     from dlkdd.pipeline.inference.export import export_onnx
     export_onnx(untrained, tmp_path / "student.onnx")
     (tmp_path / "night.mp4").symlink_to(two_actions["path"])
-    readme = (REPO / "README.md").read_text()
-    code = re.search(r"<!-- onnx-snippet -->\n```python\n(.*?)```", readme, re.S).group(1)
+    page = (REPO / "docs" / "inference.md").read_text()
+    code = re.search(r"<!-- onnx-snippet -->\n```python\n(.*?)```", page, re.S).group(1)
     assert len(code.strip().splitlines()) <= 10
     check = code + "\nassert not [m for m in sys.modules if m.split('.')[0] in ('dlkdd', 'torch')]\n"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

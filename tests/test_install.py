@@ -1,16 +1,19 @@
 """The package installs under one name: `pip install` into a fresh venv, beside someone else's
-top-level `models`, `pipeline` and `cli`, then `dlkdd --help` and a tiny stage from another folder.
+top-level `models`, `pipeline` and `cli`, then `dlkdd --help` and a tiny stage from another folder;
+and a wheel built from a clean clone of HEAD (committed files only) holds and runs every module.
 
 Offline: no index (`--no-index`), no build isolation (setuptools comes from the running
 environment), no dependencies fetched (the fresh venv sees the running environment's packages
 through a .pth file, as a user's environment would already hold torch).
 """
+import importlib
 import os
 import shutil
 import site
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -42,9 +45,14 @@ def _fresh_venv(path: Path) -> tuple[Path, Path]:
     python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    ours = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
-    (Path(purelib) / "outer-env.pth").write_text("".join(f"{p}\n" for p in dict.fromkeys(ours)))
+    _lend_environment(Path(purelib))
     return python, Path(purelib)
+
+
+def _lend_environment(purelib: Path) -> None:
+    """Let a venv see this interpreter's packages (torch, numpy, ...) as they are, through a .pth file."""
+    ours = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    (purelib / "outer-env.pth").write_text("".join(f"{p}\n" for p in dict.fromkeys(ours)))
 
 
 @pytest.mark.slow
@@ -86,3 +94,96 @@ def test_installed_package_runs_beside_other_top_level_models_and_cli(tmp_path):
     origin = subprocess.run([str(python), "-c", "import dlkdd.pipeline.stages.enhance as m; print(m.__file__)"],
                             capture_output=True, text=True, env=env, cwd=work)
     assert Path(origin.stdout.strip()).is_relative_to(purelib), origin  # the installed copy ran
+
+
+# ----------------------------------------------------------------------------- a wheel of a clean checkout
+
+# What the torch-free checks need in the fresh venv besides the wheel: pip to install it, and
+# what `dlkdd --help` imports.
+HELP_NEEDS = ("pip", "click", "rich")
+TORCH_FREE = ("dlkdd.cli", "dlkdd.pipeline.engine.graph", "dlkdd.pipeline.stages.table")  # and what they import
+
+
+def _clean_checkout(dest: Path) -> Path:
+    """HEAD of the repository, as a fresh clone has it: committed files only."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest)], check=True, timeout=120,
+                   capture_output=True)
+    return dest
+
+
+def _build_wheel(src: Path, out: Path, env: dict) -> Path:
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "--wheel-dir", str(out), str(src)], capture_output=True, text=True, env=env,
+                           cwd=out.parent, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    (wheel,) = out.glob("dlkdd-*.whl")
+    return wheel
+
+
+def _bare_venv(path: Path, needs: tuple[str, ...]) -> tuple[Path, Path]:
+    """(python, site-packages) of a new venv (no system site-packages) that sees, of this
+    environment, only the top-level packages `needs` (through a .pth file naming a folder of links)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
+    python = path / "bin" / "python"
+    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    lent = path.parent / "lent"
+    lent.mkdir()
+    for name in needs:
+        module = importlib.import_module(name)
+        (lent / name).symlink_to(Path(module.__file__).parent, target_is_directory=True)
+    (purelib / "lent.pth").write_text(f"{lent}\n")
+    return python, purelib
+
+
+def _committed_modules(checkout: Path) -> set[str]:
+    """The package's modules in the checkout, as the wheel must name them (dlkdd/...)."""
+    files = subprocess.run(["git", "ls-files", "*.py"], capture_output=True, text=True, check=True,
+                           cwd=checkout).stdout.split()
+    top = {"__init__.py", "cli.py", "errors.py"}
+    return {f"dlkdd/{f}" for f in files if f in top or f.split("/")[0] in ("pipeline", "models")}
+
+
+@pytest.mark.slow
+def test_wheel_of_a_clean_checkout_installs_alone_and_runs(tmp_path):
+    """`pip wheel` of HEAD as cloned, installed into a venv that holds nothing else but pip, click
+    and rich: every committed module is in the wheel, the torch-free modules and `dlkdd --help` run
+    from it, and with the running environment's packages lent too, every module imports."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PIP_INDEX_URL")}
+    env.update(OMP_NUM_THREADS="1", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    checkout = _clean_checkout(tmp_path / "checkout")
+    wheel = _build_wheel(checkout, tmp_path / "dist", env)
+    with zipfile.ZipFile(wheel) as z:
+        packed = {n for n in z.namelist() if n.endswith(".py")}
+    assert packed == _committed_modules(checkout), sorted(packed ^ _committed_modules(checkout))
+
+    python, purelib = _bare_venv(tmp_path / "venv", HELP_NEEDS)
+    install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    code = ("import importlib, importlib.util, sys\n"
+            f"for name in {TORCH_FREE!r}:\n    importlib.import_module(name)\n"
+            "assert importlib.util.find_spec('torch') is None  # nothing but the wheel, pip, click and rich\n"
+            "print(sys.modules['dlkdd'].__file__)\n")
+    imported = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, cwd=work)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert Path(imported.stdout.strip()).is_relative_to(purelib), imported.stdout
+    helped = subprocess.run([str(python.parent / "dlkdd"), "--help"], capture_output=True, text=True, env=env,
+                            cwd=work, timeout=120)
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    assert "Usage: dlkdd" in helped.stdout and "soft-labels" in helped.stdout
+
+    _lend_environment(purelib)
+    code = ("import importlib, pkgutil, dlkdd\n"
+            "names = [m.name for m in pkgutil.walk_packages(dlkdd.__path__, 'dlkdd.')]\n"
+            "for name in names:\n    importlib.import_module(name)\n"
+            "print(len(names), dlkdd.__file__)\n")
+    everything = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, cwd=work,
+                                timeout=300)
+    assert everything.returncode == 0, everything.stderr[-3000:]
+    count, where = everything.stdout.split()
+    assert int(count) > 50 and Path(where).is_relative_to(purelib), everything.stdout

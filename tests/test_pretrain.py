@@ -22,11 +22,15 @@ from dlkdd import models
 from dlkdd.errors import StageError
 from dlkdd.pipeline import published
 from dlkdd.pipeline.config import Config, ConfigError, validate
-from dlkdd.pipeline.engine.graph import Context, execute
+from dlkdd.pipeline.datasets.splits import SAMPLE
+from dlkdd.pipeline.engine.run import Context, execute
+from dlkdd.pipeline.stages import pretrain as pretrain_stage
 from dlkdd.pipeline.stages import student as student_stage
+from dlkdd.pipeline.stages import teacher as teacher_stage
+from dlkdd.pipeline.stages.run import resolve_config
 from dlkdd.pipeline.stages.table import closure, pipeline_graph
 from dlkdd.pipeline.training import classifiers, weights
-from dlkdd.pipeline.training.checkpoints import load_trained
+from dlkdd.pipeline.training.checkpoints import load_trained, save_checkpoint, write_meta
 from tests.cachefix import make_clip_cache
 from tests.videofix import make_video_dataset
 
@@ -180,10 +184,8 @@ def test_ig65m_architecture_matches_vmz_and_travels_with_the_model(tmp_path):
     assert {m.eps for m in vmz.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-3}
     assert {m.eps for m in tv.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-5}
     # meta.json's model_kwargs rebuild the same network (eps is not in the state dict)
-    from dlkdd.pipeline.training.checkpoints import save_checkpoint as save
-    from dlkdd.pipeline.training.checkpoints import write_meta
     model = models.build("r3d_tiny", 2, bn_eps=1e-3)
-    save({"model": model.state_dict(), "epoch": 1}, tmp_path / "model.pt")
+    save_checkpoint({"model": model.state_dict(), "epoch": 1}, tmp_path / "model.pt")
     write_meta(tmp_path, model_name="r3d_tiny", num_classes=2, classes=["a", "b"], input="enhanced",
                data_cfg=Config().data, H=20, W=24, model_kwargs={"bn_eps": 1e-3})
     loaded, meta = load_trained(tmp_path)
@@ -194,11 +196,10 @@ def test_ig65m_architecture_matches_vmz_and_travels_with_the_model(tmp_path):
 # --------------------------------------------------------------------------------- class names
 
 def _trained_folder(folder: Path, classes: list[str], seed=7) -> dict:
-    from dlkdd.pipeline.training.checkpoints import save_checkpoint as save
     torch.manual_seed(seed)
     state = models.build("r3d_tiny", len(classes)).state_dict()
     folder.mkdir(parents=True, exist_ok=True)
-    save({"model": state, "epoch": 1}, folder / "model.pt")
+    save_checkpoint({"model": state, "epoch": 1}, folder / "model.pt")
     (folder / "meta.json").write_text(json.dumps({"model": "r3d_tiny", "classes": classes,
                                                   "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}}))
     return state
@@ -301,8 +302,7 @@ def test_pretrain_is_an_upstream_only_where_a_model_starts_from_it(day):
     cfg.pretrain.root = ""  # pretraining off: "pretrain" means random, nothing upstream
     assert "pretrain" not in closure("evaluate", cfg=cfg)
     with pytest.raises(StageError, match="pretrain.root is empty"):
-        from dlkdd.pipeline.stages.pretrain import run_stage
-        run_stage(Context(pipeline_graph(cfg, Path("unused")), "pretrain", Path("unused"), "cpu", QUIET))
+        pretrain_stage.run_stage(Context(pipeline_graph(cfg, Path("unused")), "pretrain", Path("unused"), "cpu", QUIET))
 
 
 def test_pretrain_init_loads_the_pretrain_stage_tensors(pretrained_cache, day):
@@ -352,7 +352,6 @@ def test_baseline_and_student_start_from_identical_weights(pretrained_cache, day
 
 
 def test_a_teacher_from_published_weights_is_standardised_with_their_statistics(server, hub, monkeypatch, tmp_path):
-    from dlkdd.pipeline.stages import teacher as teacher_stage
     folder, base = server
     name = publish(folder, published_state(), "r3d_tiny")
     register(monkeypatch, "kinetics400", "r3d_tiny", f"{base}/{name}")
@@ -379,14 +378,12 @@ def test_a_teacher_from_published_weights_is_standardised_with_their_statistics(
 
 
 def test_a_relative_pretrain_root_is_relative_to_the_current_folder(tmp_path, monkeypatch):
-    from dlkdd.cli import Settings
     monkeypatch.chdir(tmp_path)
-    cfg = Settings(None, ["pretrain.root=footage/day"], None, tmp_path / "c", "cpu", None, False).config()
+    cfg = resolve_config(None, ["pretrain.root=footage/day"])
     assert cfg.pretrain.root == str(tmp_path / "footage" / "day")
     # by default a dataset's own day/ set: the bundled sample has one, a folder without one none
-    from dlkdd.pipeline.datasets.videos import SAMPLE
-    assert Settings(None, [], None, tmp_path / "c", "cpu", None, False).config().pretrain.root == \
+    assert resolve_config().pretrain.root == \
         str((SAMPLE / "day").resolve())
     (tmp_path / "night").mkdir()
-    assert Settings(None, [], tmp_path / "night", tmp_path / "c", "cpu", None, False).config().pretrain.root == ""
-    assert Settings(None, ["pretrain.root=none"], None, tmp_path / "c", "cpu", None, False).config().pretrain.root == ""
+    assert resolve_config(data=tmp_path / "night").pretrain.root == ""
+    assert resolve_config(None, ["pretrain.root=none"]).pretrain.root == ""

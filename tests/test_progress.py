@@ -9,7 +9,7 @@ from rich.console import Console
 from dlkdd.pipeline.datasets import views
 from dlkdd.pipeline.engine.progress import make_console, progress_bar, say
 from dlkdd.pipeline.inference import predict
-from dlkdd.pipeline.stages import enhance
+from dlkdd.pipeline.stages.enhancing import task
 
 
 def test_outside_a_terminal_no_bar_is_drawn_and_long_lines_stay_whole(monkeypatch):
@@ -40,7 +40,7 @@ def test_on_a_terminal_the_bar_shows_count_rate_and_text_then_goes():
 
 def test_enhance_and_predict_resize_with_the_one_fit_size():
     assert predict.fit_size is views.fit_size
-    assert "from .views import fit_size" in inspect.getsource(enhance.decode_videos)
+    assert "from ...datasets.views import fit_size" in inspect.getsource(task.decode_videos)
     frames = np.random.default_rng(0).integers(0, 256, (2, 3, 12, 20, 3), dtype=np.uint8)
     assert views.fit_size(frames, (12, 20)) is frames
     out = views.fit_size(frames, (8, 16))

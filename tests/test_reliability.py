@@ -41,7 +41,7 @@ from videofix import make_video_dataset
 
 from dlkdd.pipeline.datasets.clips import read_logits
 from dlkdd.pipeline.datasets.shards import ClipDataset, ShardError
-from dlkdd.pipeline.enhancers.fit import load_enhancer
+from dlkdd.pipeline.enhancers.build import load_enhancer
 from dlkdd.pipeline.stages.table import closure
 from dlkdd.pipeline.training.checkpoints import CheckpointError, load_checkpoint, load_trained
 

@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+try:
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+except ImportError:  # numpy < 2
+    from numpy.core._multiarray_umath import __cpu_dispatch__
+
 from dlkdd.cli import cli
 from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.datasets.sample import CLASS_ORDER, DAY_DIR, make_sample, read_split, rgb_to_yuv420, sample_stats
-from dlkdd.pipeline.datasets.videos import read_dataset
+from dlkdd.pipeline.datasets.encode import rgb_to_yuv420
+from dlkdd.pipeline.datasets.sample import CLASS_ORDER, DAY_DIR, make_sample, read_split, sample_stats
+from dlkdd.pipeline.datasets.scenes import expose, render_video
+from dlkdd.pipeline.datasets.splits import read_dataset
 
 pytest.importorskip("av")
 decord = pytest.importorskip("decord")
@@ -44,21 +51,13 @@ def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
     assert all(a[k] != c[k] for k in videos)
 
 
-def _numpy_dispatch_targets() -> list[str]:
-    try:
-        from numpy._core._multiarray_umath import __cpu_dispatch__
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_dispatch__
-    return list(__cpu_dispatch__)
-
-
 def test_same_seed_same_bytes_in_another_process_on_baseline_simd(small, tmp_path):
     """Another process whose numpy runs only its baseline SIMD (as on a CPU without AVX2 or
     AVX-512) writes the same bytes: x264 runs without assembly and YUV is integer math."""
     root, _ = small
     code = ("import json, sys; from dlkdd.pipeline.datasets.sample import make_sample; "
             "make_sample(sys.argv[1], seed=0, **json.loads(sys.argv[2]))")
-    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(_numpy_dispatch_targets())}
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__)}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "p"), json.dumps(SMALL)],
                    check=True, env=env)
     assert digests(tmp_path / "p") == digests(root)
@@ -111,7 +110,6 @@ def test_day_set_reads_as_its_own_dataset_with_the_same_classes(small):
 
 def test_day_exposure_is_the_only_difference_in_the_generator():
     """Same seed stream through both exposures: the day clip is the dark clip's scene, brighter."""
-    from dlkdd.pipeline.datasets.sample import expose, render_video
     clean = render_video("Pour", np.random.default_rng(5), 32, 10)
     dark = expose(clean, np.random.default_rng(6), "dark").astype(float)
     day = expose(clean, np.random.default_rng(6), "day").astype(float)

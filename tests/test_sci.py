@@ -6,8 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from dlkdd.models import sci
+from dlkdd.pipeline import enhancers
 from dlkdd.pipeline.config import Config, ConfigError, EnhancerConfig, set_value, validate
-from dlkdd.pipeline.enhancers import fit as en
+from dlkdd.pipeline.enhancers.apply import enhance_frames
+from dlkdd.pipeline.enhancers.build import load_enhancer, make_enhancer, save_enhancer
+from dlkdd.pipeline.enhancers.fit import fit
 from dlkdd.pipeline.stages.table import enhancer_params as _enhancer_params
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "sci"
@@ -53,7 +56,7 @@ def test_brightness_as_the_weights_readme_measured():
 
 
 def test_inference_network_has_258_parameters_and_the_authors_keys():
-    model = sci.build()
+    model = sci.SCI()
     assert sum(p.numel() for p in model.illumination_net.parameters()) == 258
     keys = set(model.state_dict())
     assert {"enhance.in_conv.0.weight", "enhance.conv.0.weight", "enhance.blocks.0.0.weight",
@@ -63,10 +66,10 @@ def test_inference_network_has_258_parameters_and_the_authors_keys():
 
 def test_wrong_file_is_a_one_line_weights_error(tmp_path):
     from dlkdd.models import zero_dce
-    torch.save(zero_dce.build("zero_dce++").state_dict(), tmp_path / "pp.pth")
+    torch.save(zero_dce.DCENetPP().state_dict(), tmp_path / "pp.pth")
     with pytest.raises(zero_dce.WeightsError, match="pp.pth: holds no SCI weights"):
         sci.from_checkpoint(tmp_path / "pp.pth")
-    state = sci.build().state_dict()
+    state = sci.SCI().state_dict()
     del state["enhance.out_conv.0.bias"]
     torch.save(state, tmp_path / "cut.pt")
     with pytest.raises(zero_dce.WeightsError, match="cut.pt: missing key 'enhance.out_conv.0.bias'"):
@@ -83,27 +86,30 @@ def test_smoothness_is_zero_for_flat_illumination_and_grows_with_edges():
 
 
 def test_fit_lowers_the_self_calibrated_loss_and_is_seeded():
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(8, 24, 24, 3, generator=g) * 0.2 * 255).to(torch.uint8).numpy()
+    cfg = EnhancerConfig(kind="sci", steps=30, batch_size=8, crop=24, lr=3e-3, weight_decay=0.0, grad_clip=5.0)
+
     def run():
-        model = sci.init_weights(sci.build(), seed=0)
-        g = torch.Generator().manual_seed(0)
-        frames = torch.rand(8, 3, 24, 24, generator=g) * 0.2
-        return model, sci.fit(model, lambda step: frames, steps=30, lr=3e-3, weight_decay=0.0, grad_clip=5.0)
+        model = make_enhancer(cfg)
+        return model, fit(model, frames, cfg)
     model, history = run()
     assert history[-1]["loss"] < history[0]["loss"]
     assert not model.training
     assert history == run()[1]
 
 
-def test_config_registers_sci_and_its_fingerprint_keys():
+def test_sci_is_registered_with_its_fingerprint_keys():
     cfg = Config()
     set_value(cfg, "enhancer.kind", "sci")
     validate(cfg)
+    enhancers.check(cfg.enhancer)
     keys = _enhancer_params(cfg)
     assert "enhancer.kind" in keys and "enhancer.steps" in keys and "enhancer.lr" in keys
     assert not {"enhancer.w_spa", "enhancer.exposure", "enhancer.scale_factor", "enhancer.gamma"} & set(keys)
     set_value(cfg, "enhancer.mode", "import")
     with pytest.raises(ConfigError, match="needs enhancer.weights"):
-        validate(cfg)
+        enhancers.check(cfg.enhancer)
     set_value(cfg, "enhancer.weights", "x.pt")
     assert _enhancer_params(cfg) == ["enhancer.kind", "enhancer.mode"]  # the weights file is an input
     from dlkdd.pipeline.stages.table import enhancer_inputs
@@ -113,14 +119,14 @@ def test_config_registers_sci_and_its_fingerprint_keys():
 def test_fitted_sci_saves_and_loads_as_the_enhancer(tmp_path):
     import numpy as np
     cfg = EnhancerConfig(kind="sci", steps=3, batch_size=2, crop=16)
-    model = en.make_enhancer(cfg)
+    model = make_enhancer(cfg)
     frames = np.random.default_rng(0).integers(0, 40, size=(6, 24, 32, 3), dtype=np.uint8)
-    history = en.fit(model, frames, cfg)
+    history = fit(model, frames, cfg)
     assert len(history) == 3 and {"loss", "fidelity", "smooth"} <= history[0].keys()
-    en.save_enhancer(model, tmp_path / "weights.pt", cfg)
-    loaded = en.load_enhancer(tmp_path / "weights.pt")
+    save_enhancer(model, tmp_path / "weights.pt", cfg)
+    loaded = load_enhancer(tmp_path / "weights.pt")
     assert loaded.kind == "sci"
-    assert np.array_equal(en.enhance_frames(model, frames), en.enhance_frames(loaded, frames))
+    assert np.array_equal(enhance_frames(model, frames), enhance_frames(loaded, frames))
 
 
 @needs_weights
@@ -130,7 +136,7 @@ def test_enhance_stage_with_imported_sci(tmp_path):
     from rich.console import Console
     from videofix import make_video_dataset
 
-    from dlkdd.pipeline.engine.graph import execute
+    from dlkdd.pipeline.engine.run import execute
     from dlkdd.pipeline.stages.table import pipeline_graph
     videos = make_video_dataset(tmp_path / "videos", classes=2, train=2, test=1, frames=8)
     cfg = Config()

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import multiprocessing
+import os
 import pickle
 import sys
 
@@ -140,7 +141,6 @@ def test_error_inside_writer_leaves_no_shard(tmp_path, monkeypatch):
 
 def _write_then_die(path):
     def die(tmp, final):
-        import os
         os._exit(3)  # like kill -9: no cleanup runs
 
     atomic.commit = die

@@ -15,7 +15,7 @@ from dlkdd.pipeline.config import Config
 from dlkdd.pipeline.datasets.clips import draw_view
 from dlkdd.pipeline.datasets.shards import ShardError, read_clip
 from dlkdd.pipeline.datasets.views import apply_view, normalize, view_params
-from dlkdd.pipeline.engine.graph import Context
+from dlkdd.pipeline.engine.run import Context
 from dlkdd.pipeline.stages.student import run_baseline, run_student, student_datasets
 from dlkdd.pipeline.stages.table import list_variants, pipeline_graph
 from dlkdd.pipeline.training.checkpoints import load_trained

@@ -11,6 +11,9 @@ from rich.console import Console
 from dlkdd.pipeline.config import Config
 from dlkdd.pipeline.stages.table import pipeline_graph
 from dlkdd.pipeline.study import runner as study
+from dlkdd.pipeline.study.arms import ARMS, Arm, ablation_arms, seed_config, stages_for
+from dlkdd.pipeline.study.report import ablation_markdown, report_names, summarize_arms
+from dlkdd.pipeline.study.stats import paired_bootstrap, t_interval
 from tests.cachefix import make_clip_cache
 
 
@@ -23,16 +26,16 @@ def test_parse_seeds():
 
 
 def test_t_interval_and_paired_bootstrap():
-    mean, (lo, hi) = study.t_interval([1.0, 3.0, 2.0, 4.0, 5.0])
+    mean, (lo, hi) = t_interval([1.0, 3.0, 2.0, 4.0, 5.0])
     assert mean == 3.0 and hi - mean == pytest.approx(mean - lo)
     assert hi - mean == pytest.approx(2.776 * np.std([1, 3, 2, 4, 5], ddof=1) / np.sqrt(5))  # t(0.975, 4)
-    assert study.t_interval([2.0])[1] == [None, None]
+    assert t_interval([2.0])[1] == [None, None]
     rng = np.random.default_rng(0)
     a = rng.integers(0, 2, size=(3, 200))
-    boot = study.paired_bootstrap(a, a)
+    boot = paired_bootstrap(a, a)
     assert boot["mean"] == 0 and boot["ci95"] == [0.0, 0.0]
     better = np.ones_like(a)
-    boot = study.paired_bootstrap(a, better)
+    boot = paired_bootstrap(a, better)
     assert boot["ci95"][0] > 0 and boot["p_le_0"] == 0.0
 
 
@@ -114,24 +117,24 @@ def test_a_validation_study_needs_a_validation_split(tmp_path):
         study.run_study(cfg, tmp_path, [0], "cpu", Console(quiet=True), split="val")
     with pytest.raises(study.StudyError, match="--split 'train'"):
         study.run_study(_tiny_config(), tmp_path, [0], "cpu", Console(quiet=True), split="train")
-    assert study.report_names("val") == ("study-val.json", "study-val.md", "study-val.png", "ablation-val.json")
-    assert study.report_names("test") == ("study.json", "study.md", "study.png", "ablation.json")
+    assert report_names("val") == ("study-val.json", "study-val.md", "study-val.png", "ablation-val.json")
+    assert report_names("test") == ("study.json", "study.md", "study.png", "ablation.json")
 
 
 def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
     cfg = _tiny_config()
     cfg.teacher.model = "r2plus1d_tiny"
-    names = [a.name for a in study.ablation_arms(cfg)]
+    names = [a.name for a in ablation_arms(cfg)]
     # pretraining is off (no pretrain.root): no from-scratch row; enhancer "none" is not gamma
     assert names == ["dlkdd", "teacher-original", "teacher-gamma", "teacher-small"]
     cfg.pretrain.root = "/footage/day"
-    assert study.ablation_arms(cfg)[1].name == "from-scratch"
+    assert ablation_arms(cfg)[1].name == "from-scratch"
     cfg.pretrain.root = ""
-    arms = {a.name: a for a in study.ablation_arms(cfg)}
+    arms = {a.name: a for a in ablation_arms(cfg)}
     moved = {}
     for name, arm in arms.items():
-        stages = study.stages_for(cfg, arm, 0, False)
-        arm_cfg = study.seed_config(cfg, arm, 0, False)
+        stages = stages_for(cfg, arm, 0, False)
+        arm_cfg = seed_config(cfg, arm, 0, False)
         moved[name] = {s for s in stages if stages[s].folder(arm_cfg).startswith(f"ablation/{name}/")}
     assert moved["dlkdd"] == set()
     assert moved["teacher-original"] == {"teacher", "soft-labels", "student", "evaluate"}  # clips, baseline shared
@@ -140,7 +143,7 @@ def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
     # every output folder has its own record: (arm, stage) pairs that share a folder share a record
     folders, records = set(), set()
     for a in arms.values():
-        stages, c = study.stages_for(cfg, a, 0, False), study.seed_config(cfg, a, 0, False)
+        stages, c = stages_for(cfg, a, 0, False), seed_config(cfg, a, 0, False)
         for s in ("teacher", "student", "baseline"):
             folders.add(stages[s].folder(c))
             records.add(stages[s].record_name(c))
@@ -152,13 +155,13 @@ def test_ablation_summary_pairs_each_arm_with_its_baseline_and_the_dlkdd_student
     for seed, (b, d, o) in enumerate([(50, 60, 55), (40, 52, 47), (45, 57, 50)]):
         results.append({"arm": "dlkdd", "seed": seed, "top1": {"teacher": 70, "baseline": b, "student": d}})
         results.append({"arm": "teacher-original", "seed": seed, "top1": {"teacher": 65, "baseline": b, "student": o}})
-    ab = study.summarize_arms(results, ["dlkdd", "teacher-original"])
+    ab = summarize_arms(results, ["dlkdd", "teacher-original"])
     assert ab["seeds"] == [0, 1, 2] and [r["arm"] for r in ab["arms"]] == ["dlkdd", "teacher-original"]
     first, second = ab["arms"]
     assert first["student_vs_baseline"]["mean"] == pytest.approx(np.mean([10, 12, 12]), abs=1e-3)
     assert second["student_vs_dlkdd_student"]["mean"] == pytest.approx(np.mean([-5, -5, -7]), abs=1e-3)
     assert second["student_vs_dlkdd_student"]["ci95"][1] < 0
-    md = study.ablation_markdown(ab, (study.Arm("dlkdd"), study.Arm("teacher-original", ("teacher.input=original",))))
+    md = ablation_markdown(ab, (Arm("dlkdd"), Arm("teacher-original", ("teacher.input=original",))))
     assert "teacher on original (dark) clips" in md and "`teacher.input=original`" in md
 
 
@@ -174,7 +177,7 @@ def test_study_with_an_ablation_arm_trains_its_own_teacher_and_student_only(tmp_
         ran.extend((graph.out_dir("teacher").as_posix(), graph.cfg.student.seed, n) for n in names)
         return names
     monkeypatch.setattr(study, "execute", recording)
-    arms = (study.ARMS[0], study.Arm("teacher-original", ("teacher.input=original",)))
+    arms = (ARMS[0], Arm("teacher-original", ("teacher.input=original",)))
     study.run_study(cfg, cache, [0, 1], "cpu", Console(quiet=True), arms=arms)
     trained = sorted(n for _, _, n in ran)
     # base: teacher, soft-labels, 2 baselines, 2 students; the arm: its teacher, soft-labels, 2 students

@@ -13,7 +13,8 @@ from rich.console import Console
 from dlkdd.pipeline.config import Config
 from dlkdd.pipeline.datasets.shards import ClipDataset
 from dlkdd.pipeline.datasets.views import apply_view, normalize, view_params
-from dlkdd.pipeline.engine.graph import Context, Graph
+from dlkdd.pipeline.engine.graph import Graph
+from dlkdd.pipeline.engine.run import Context
 from dlkdd.pipeline.names import LOGITS_FILE
 from dlkdd.pipeline.stages import soft_labels, teacher
 from dlkdd.pipeline.stages.table import pipeline_graph

@@ -14,7 +14,8 @@ from torch import nn
 
 from dlkdd.pipeline.config import TrainConfig
 from dlkdd.pipeline.training.checkpoints import CheckpointError
-from dlkdd.pipeline.training.loop import evaluate, lr_at, topk_correct, train
+from dlkdd.pipeline.training.loop import evaluate, topk_correct, train
+from dlkdd.pipeline.training.optim import lr_at
 
 K = 3
 KEYS = {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "seconds", "clips_per_s"}

@@ -12,16 +12,17 @@ from rich.console import Console
 
 from dlkdd.pipeline.config import Config, ConfigError, DataConfig, build_config
 from dlkdd.pipeline.datasets.clips import ViewDataset
+from dlkdd.pipeline.datasets.index import DatasetError, held_out_count
 from dlkdd.pipeline.datasets.shards import ClipDataset
-from dlkdd.pipeline.datasets.videos import DatasetError, held_out_count, read_dataset
+from dlkdd.pipeline.datasets.splits import read_dataset
 from dlkdd.pipeline.datasets.views import normalize
-from dlkdd.pipeline.engine.graph import Context, Graph
+from dlkdd.pipeline.engine.graph import Graph
+from dlkdd.pipeline.engine.run import Context
 from dlkdd.pipeline.inference.predict import export_student
 from dlkdd.pipeline.stages import evaluate, soft_labels, student, teacher
 from dlkdd.pipeline.stages.table import pipeline_graph
-from dlkdd.pipeline.training.checkpoints import load_trained
+from dlkdd.pipeline.training.checkpoints import load_checkpoint, load_trained
 from dlkdd.pipeline.training.loop import evaluate as evaluate_split
-from dlkdd.pipeline.training.loop import load_checkpoint
 from tests.cachefix import make_clip_cache
 
 CLASSES = {"Drink": 9, "Jump": 5, "Pour": 2, "Run": 1}  # train videos per class; uneven on purpose

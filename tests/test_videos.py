@@ -1,4 +1,5 @@
-"""Split lists, class folders, frame sampling and decord decoding (pipeline/datasets/videos.py)."""
+"""Split lists, class folders, the dataset's splits, frame sampling and decord decoding
+(pipeline/datasets/: lists, folders, splits, decode)."""
 import logging
 import os
 from types import SimpleNamespace
@@ -10,22 +11,11 @@ from hypothesis import strategies as st
 from videofix import write_video
 
 from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.datasets.videos import (
-    DatasetError,
-    DatasetIndex,
-    VideoEntry,
-    VideoError,
-    decode_clips,
-    decord_reason,
-    detect_format,
-    held_out_count,
-    parse_list,
-    probe,
-    read_dataset,
-    read_folders,
-    resize_shape,
-    sample_indices,
-)
+from dlkdd.pipeline.datasets.decode import VideoError, decode_clips, decord_reason, probe, resize_shape, sample_indices
+from dlkdd.pipeline.datasets.folders import read_folders
+from dlkdd.pipeline.datasets.index import DatasetError, DatasetIndex, VideoEntry, held_out_count
+from dlkdd.pipeline.datasets.lists import detect_format, parse_list
+from dlkdd.pipeline.datasets.splits import read_dataset
 
 # ------------------------------------------------------------------ helpers
 

@@ -1,4 +1,5 @@
-"""Zero-DCE / Zero-DCE++ / gamma enhancers, their losses and the enhancer stage's functions."""
+"""Zero-DCE / Zero-DCE++ / gamma enhancers, their losses, and making, fitting, saving, loading
+and applying them through the registry."""
 import dataclasses
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import torch
 from dlkdd.models import zero_dce as zd
 from dlkdd.models.zero_dce import WeightsError
 from dlkdd.pipeline.config import EnhancerConfig
-from dlkdd.pipeline.enhancers import fit as en
+from dlkdd.pipeline.enhancers.apply import enhance_frames
+from dlkdd.pipeline.enhancers.build import load_enhancer, make_enhancer, save_enhancer
+from dlkdd.pipeline.enhancers.fit import fit
+from dlkdd.pipeline.stages.enhancer import needs_fit
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared/weights/zero-dce"
 DCE = WEIGHTS / "ZeroDCE_Epoch99.pth"
@@ -139,7 +143,7 @@ def test_pickle_needing_code_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("g", [1.0, 1.8, 2.2, 3.0])
 def test_gamma_lut_exact(g):
-    model = zd.build("gamma", gamma=g)
+    model = zd.GammaEnhancer(g)
     expected = [round(255 * (i / 255) ** (1 / g)) for i in range(256)]
     assert model.lut.tolist() == expected
     frames = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16, 1).expand(2, 16, 16, 3)
@@ -150,11 +154,11 @@ def test_gamma_lut_exact(g):
 
 
 def test_identity_is_identity():
-    model = zd.build("none")
+    model = zd.IdentityEnhancer()
     x = torch.rand(2, 3, 8, 8)
     assert torch.equal(model.enhance(x), x)
     frames = dark_uint8(3)
-    assert np.array_equal(en.enhance_frames(model, frames), frames)
+    assert np.array_equal(enhance_frames(model, frames), frames)
 
 
 # -- losses ----------------------------------------------------------------------------------------
@@ -195,14 +199,14 @@ def small_cfg(**kw) -> EnhancerConfig:
 def test_fit_from_scratch_brightens(kind):
     frames = dark_uint8(8, mean=0.05)
     cfg = small_cfg(kind=kind)
-    model = en.make_enhancer(cfg)
+    model = make_enhancer(cfg)
     seen = []
-    history = en.fit(model, frames, cfg, on_step=lambda step, terms: seen.append(step))
+    history = fit(model, frames, cfg, on_step=lambda step, terms: seen.append(step))
     assert seen == list(range(cfg.steps)) and len(history) == cfg.steps
     assert {"loss", "spa", "exp", "col", "tv"} <= history[0].keys()
     assert history[-1]["loss"] < history[0]["loss"]
     assert not model.training
-    before, after = frames.mean() / 255, en.enhance_frames(model, frames).mean() / 255
+    before, after = frames.mean() / 255, enhance_frames(model, frames).mean() / 255
     assert after >= 2 * before and abs(after - 0.6) < abs(before - 0.6), (before, after)
 
 
@@ -211,8 +215,8 @@ def test_fit_is_deterministic_and_handles_small_frames():
     cfg = small_cfg(kind="zero_dce++", steps=3)
     runs = []
     for _ in range(2):
-        model = en.make_enhancer(cfg)
-        runs.append((en.fit(model, frames, cfg), model.state_dict()))
+        model = make_enhancer(cfg)
+        runs.append((fit(model, frames, cfg), model.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
@@ -222,22 +226,22 @@ def test_fit_is_deterministic_and_handles_small_frames():
 def test_make_enhancer_import_and_kind_check():
     authors(DCEPP)
     cfg = EnhancerConfig(kind="zero_dce++", mode="import", weights=str(DCEPP), scale_factor=2)
-    model = en.make_enhancer(cfg)
+    model = make_enhancer(cfg)
     assert isinstance(model, zd.DCENetPP) and model.scale_factor == 2
-    assert not en.needs_fit(cfg) and en.needs_fit(dataclasses.replace(cfg, mode="finetune"))
+    assert not needs_fit(cfg) and needs_fit(dataclasses.replace(cfg, mode="finetune"))
     with pytest.raises(WeightsError, match="ZeroDCEpp_Epoch99"):
-        en.make_enhancer(dataclasses.replace(cfg, kind="zero_dce"))
+        make_enhancer(dataclasses.replace(cfg, kind="zero_dce"))
 
 
 @pytest.mark.parametrize("kind", ["zero_dce", "zero_dce++", "gamma", "none"])
 def test_save_load_roundtrip(tmp_path, kind):
     cfg = EnhancerConfig(kind=kind, scale_factor=2, gamma=1.7)
-    model = en.make_enhancer(cfg)
-    en.save_enhancer(model, tmp_path / "enhancer" / "weights.pt", cfg)
-    loaded = en.load_enhancer(tmp_path / "enhancer" / "weights.pt")
+    model = make_enhancer(cfg)
+    save_enhancer(model, tmp_path / "enhancer" / "weights.pt", cfg)
+    loaded = load_enhancer(tmp_path / "enhancer" / "weights.pt")
     assert type(loaded) is type(model) and not loaded.training
     frames = dark_uint8(2)
-    assert np.array_equal(en.enhance_frames(loaded, frames), en.enhance_frames(model, frames))
+    assert np.array_equal(enhance_frames(loaded, frames), enhance_frames(model, frames))
     if kind == "gamma":
         assert loaded.gamma == 1.7
     if kind == "zero_dce++":
@@ -247,16 +251,16 @@ def test_save_load_roundtrip(tmp_path, kind):
 def test_load_enhancer_rejects_garbage(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"junk")
     with pytest.raises(WeightsError, match=r"weights\.pt"):
-        en.load_enhancer(tmp_path / "weights.pt")
+        load_enhancer(tmp_path / "weights.pt")
 
 
 # -- enhance_frames --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["zero_dce", "zero_dce++", "gamma"])
 def test_enhance_frames_batched_equals_loop(kind):
-    model = en.make_enhancer(EnhancerConfig(kind=kind, scale_factor=2))
+    model = make_enhancer(EnhancerConfig(kind=kind, scale_factor=2))
     frames = dark_uint8(5)[:, :24, :40]
-    out = en.enhance_frames(model, frames, batch=2)
+    out = enhance_frames(model, frames, batch=2)
     assert out.dtype == np.uint8 and out.shape == frames.shape
-    loop = np.concatenate([en.enhance_frames(model, f[None], batch=1) for f in frames])
+    loop = np.concatenate([enhance_frames(model, f[None], batch=1) for f in frames])
     assert np.abs(out.astype(int) - loop.astype(int)).max() <= 1

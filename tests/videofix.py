@@ -8,7 +8,7 @@ import numpy as np
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 10, codec: str = "libx264",
                 pix_fmt: str = "yuv420p") -> Path:
-    import av
+    import av  # deferred: PyAV is optional (the `test` extra); importing this module must not need it
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:

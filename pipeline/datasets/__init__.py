@@ -1,3 +1,4 @@
-"""Data in: split-list readers (ARID, ARID V1.5, Dark-48, MMAction lists, folders), decoding,
-the HDF5 clip shards, the seeded views and the datasets the loaders read. Never imports training.
+"""Data in: split lists (lists) and class folders (folders) read into a root's splits (splits,
+over index), decoding (decode), the HDF5 clip shards, the seeded views and the datasets the
+loaders read, and the bundled sample's generator (sample, scenes, encode). Never imports training.
 """

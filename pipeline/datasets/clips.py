@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ...errors import first_line
 from ..names import CLIP_INDEX
-from .shards import ClipDataset
+from .shards import ClipDataset, ShardError
 from .views import apply_view, clip_views, multi_view_crops, normalize, view_params
 
 
@@ -136,7 +136,6 @@ class CropsDataset(Dataset):
 
 def read_logits(path: Path) -> tuple[np.ndarray, dict]:
     """The whole (N, V, K) logits array (small: N x V x K floats) and its attrs."""
-    from .shards import ShardError
     try:
         with h5py.File(path, "r") as f:
             return f["logits"][...], dict(f.attrs)

@@ -39,7 +39,7 @@ def _compression_kwargs(compression: str) -> dict:
         return {}
     if compression == "lz4":
         try:
-            import hdf5plugin
+            import hdf5plugin  # deferred: optional (the lz4 extra), needed only for lz4 shards
         except ImportError:
             raise ShardError("enhance.compression = lz4 needs the hdf5plugin package "
                              "(pip install hdf5plugin), or use compression = none") from None

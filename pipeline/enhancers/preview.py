@@ -5,8 +5,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..datasets.decode import decode_clips
+from ..datasets.shards import read_clip
+from ..engine.atomic import atomic_path
 from ..names import CLIP_INDEX
+from .apply import enhance_frames
 
 
 def grid(pairs: list[tuple], frames: int) -> np.ndarray:
@@ -29,7 +34,6 @@ def curve_images(enhancer, clip: np.ndarray) -> np.ndarray | None:
     """The enhancer's curve map for each frame of a uint8 clip (T, H, W, 3), as uint8 grey images:
     the brightening strength -r averaged over channels (and Zero-DCE's 8 maps), stretched over
     the clip's own min..max so that spatial variation is visible. None for parameter-free kinds."""
-    import torch
     if not hasattr(enhancer, "curves"):
         return None
     with torch.no_grad():
@@ -48,11 +52,10 @@ def with_curves(pairs, enhancer) -> list[tuple]:
 
 
 def save_png(image: np.ndarray, pairs, out: Path, title: str) -> Path:
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is slow to import, and only this function draws
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..engine.atomic import atomic_path
     h, w = image.shape[:2]
     scale = max(1.0, 640 / w)
     fig = plt.figure(figsize=(w * scale / 100, h * scale / 100 + 0.4), dpi=100)
@@ -69,7 +72,6 @@ def save_png(image: np.ndarray, pairs, out: Path, title: str) -> Path:
 
 def cache_pairs(clips_dir: Path, n: int, split: str = "test") -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The first clip of `n` videos spread over the cache (one per class first)."""
-    from ..datasets.shards import read_clip
     index = json.loads((clips_dir / CLIP_INDEX).read_text())
     chosen, seen = [], set()
     for c in index["clips"]:
@@ -81,8 +83,6 @@ def cache_pairs(clips_dir: Path, n: int, split: str = "test") -> list[tuple[str,
 
 
 def video_pairs(paths: list[str], enhancer, T: int, short_side: int, device: str = "cpu"):
-    from ..datasets.videos import decode_clips
-    from .fit import enhance_frames
     pairs = []
     for p in paths:
         frames, _ = decode_clips(p, T, 1, short_side)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..datasets.videos import VideoError, decode_clips
+from ..datasets.decode import VideoError, decode_clips
 from ..datasets.views import apply_view, fit_size, multi_view_crops, normalize
 from ..engine import atomic
 from ..names import META
@@ -123,12 +123,24 @@ def _quiet_jit():
         yield
 
 
-def _to_torchscript(model: NormalizedInput, example: torch.Tensor) -> torch.jit.ScriptModule:
-    """Scripted (any batch and T); traced if scripting fails (then fixed to the example's T).
+class _ScriptedInput(torch.nn.Module):
+    """The exported form of `NormalizedInput`: the statistics are buffers, so they move with the
+    module's `.to()` and the scripted code holds no device (a traced `torch.as_tensor` would bake in
+    the device it was traced on); without statistics, the network alone."""
 
-    The network is scripted alone; with input statistics, the wrapper around it is traced,
-    which records normalize's constants and keeps the scripted network (and its free shapes).
-    """
+    def __init__(self, net: torch.nn.Module, stats: dict):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(stats["mean"], dtype=torch.float32).reshape(3, 1, 1, 1))
+        self.register_buffer("std", torch.tensor(stats["std"], dtype=torch.float32).reshape(3, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+
+def _to_torchscript(model: NormalizedInput, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """Scripted (any batch and T, any device); traced if scripting the network fails (then fixed to
+    the example's T). The input statistics are scripted around the network as buffers."""
     with _quiet_jit():
         try:
             net = torch.jit.script(model.model)
@@ -137,8 +149,7 @@ def _to_torchscript(model: NormalizedInput, example: torch.Tensor) -> torch.jit.
                 net = torch.jit.trace(model.model, example, check_trace=False)
         if not model.stats:
             return net
-        with torch.no_grad():
-            return torch.jit.trace(NormalizedInput(net, model.stats), example, check_trace=False)
+        return torch.jit.script(_ScriptedInput(net, model.stats))
 
 
 def check_export(out_path, model: torch.nn.Module, example: torch.Tensor) -> float:

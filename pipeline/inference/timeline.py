@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.atomic import atomic_path
+
 MAX_CURVES = 8  # more lines than this are unreadable: the classes that reach the highest probability
 
 
@@ -26,11 +28,10 @@ def save_timeline(result: dict, out: Path, thumbnails: dict[int, np.ndarray], ti
 
     `thumbnails`: {window index: uint8 (H, W, 3) frame}, already enhanced for display.
     """
-    import matplotlib
+    import matplotlib  # deferred: half a second to import, and only --timeline draws
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..engine.atomic import atomic_path
 
     rows, classes = result["windows"], result["classes"]
     probs = np.array([r["probs"] for r in rows], np.float32)

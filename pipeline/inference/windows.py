@@ -21,16 +21,16 @@ import numpy as np
 import torch
 
 from ...errors import UserError
-from ..datasets.videos import (
+from ..datasets.decode import (
     VideoError,
-    _frame_shape,
-    _is_video,
-    _open,
-    _precheck,
     decord_reason,
+    frame_shape,
+    open_video,
+    precheck,
     resize_shape,
     sample_indices,
 )
+from ..datasets.folders import is_video
 from ..datasets.views import fit_size
 from ..engine.progress import progress_bar
 from ..training.device import resolve_device
@@ -48,7 +48,7 @@ def find_videos(folder) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, n) for n in sorted(filenames) if _is_video(n))
+        found.extend(os.path.join(dirpath, n) for n in sorted(filenames) if is_video(n))
     return sorted(found)
 
 
@@ -118,12 +118,12 @@ class VideoStream:
 
     def __init__(self, path, short_side: int, size: tuple[int, int], num_threads: int = 1):
         self.path = os.fspath(path)
-        _precheck(self.path)
-        vr = _open(self.path, num_threads=num_threads)
-        h, w = _frame_shape(vr, self.path)
+        precheck(self.path)
+        vr = open_video(self.path, num_threads=num_threads)
+        h, w = frame_shape(vr, self.path)
         h2, w2 = resize_shape(h, w, short_side)
         if (h2, w2) != (h, w):  # decord resizes while decoding: full-size frames never exist
-            vr = _open(self.path, width=w2, height=h2, num_threads=num_threads)
+            vr = open_video(self.path, width=w2, height=h2, num_threads=num_threads)
         self.vr, self.size = vr, tuple(size)
         self.num_frames = len(vr)
         try:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure  # no pyplot: no global backend state, safe off the main thread
+from matplotlib.ticker import MaxNLocator
 from torch.utils.data import DataLoader
 
 from ...errors import StageError
@@ -32,9 +34,14 @@ from ..engine import atomic
 from ..names import CONFUSION_PNG, CURVES_PNG, METRICS, RESULTS_JSON, RESULTS_MD
 from ..training.checkpoints import load_trained
 from ..training.device import autocast, resolve_device
-from ..training.loop import read_metrics
+from ..training.history import read_metrics
 
 ROWS = ("teacher", "teacher_on_original", "baseline", "student")
+# (row, the stage whose model it scores, the input it is fed; None: the one the model was trained on)
+PLAN = (("teacher", "teacher", None), ("teacher_on_original", "teacher", "original"),
+        ("baseline", "baseline", "original"), ("student", "student", "original"))
+MODEL_STAGES = ("teacher", "baseline", "student")
+ACCURACIES = ("top1", "top5", "top1_multi", "top5_multi")
 COLUMNS = ("Model", "Method", "Training input", "Inference input", "Top-1", "Top-5",
            "Top-1 (multi)", "Top-5 (multi)", "Params (M)", "GFLOPs/clip")
 
@@ -154,64 +161,87 @@ def _check_classes(meta: dict, classes: list[str], where: Path) -> None:
                          f"retrain it")
 
 
-def _student_params(ctx, meta: dict) -> dict:
-    s = ctx.cfg.student
-    return {"alpha": meta.get("alpha", s.alpha), "temperature": meta.get("temperature", s.temperature),
-            "variant": meta.get("variant", ctx.dir_of("student").name)}
-
-
 def run_stage(ctx) -> dict:
-    cfg = ctx.cfg
-    index = clips_index(ctx.dir_of("enhance"))
+    """The engine's call: the folders of the stages it reads, and the report folder it writes."""
+    folders = {name: ctx.dir_of(name) for name in ("enhance", *MODEL_STAGES)}
+    return evaluate_cache(ctx.cfg, folders, ctx.out, ctx.device, ctx.console)
+
+
+def evaluate_cache(cfg, folders: dict[str, Path], out: Path, device, console) -> dict:
+    """Score every row on the test split; write results.json, results.md and the plots into `out`.
+    `folders`: the clip cache ("enhance") and each model's folder. Returns the stage summary."""
+    results = score_rows(cfg, folders, device, console)
+    write_results(results, {name: folders[name] for name in MODEL_STAGES}, out)
+    summary = {"videos": results["videos"]}
+    for row in ROWS:
+        summary[row] = {k: results[row][k] for k in ACCURACIES}
+    return summary
+
+
+def score_rows(cfg, folders: dict[str, Path], device, console) -> dict:
+    """results.json's content: each row's scores and model facts, the classes and the counts."""
+    index = clips_index(folders["enhance"])
     split = test_split(index)
     inputs = {w: ClipDataset.from_index(index, "test", w) for w in ("enhanced", "original")}
     classes = list(inputs["original"].classes)
-    crops, bs = cfg.evaluate.crops, cfg.evaluate.batch_size
-    plan = [("teacher", "teacher", None), ("teacher_on_original", "teacher", "original"),
-            ("baseline", "baseline", "original"), ("student", "student", "original")]
+    crops = cfg.evaluate.crops
     results: dict = {}
-    loaded: dict = {}
     student_meta: dict = {}
-    for row, stage, which in plan:
-        if stage not in loaded:
-            loaded.clear()  # one model in memory at a time
-            folder = ctx.dir_of(stage)
-            model, meta = load_trained(folder, str(resolve_device(ctx.device)))
-            _check_classes(meta, classes, folder)
-            loaded[stage] = (model, meta)
-        model, meta = loaded[stage]
-        which = which or meta.get("input", "enhanced")  # the teacher on the stream it was trained on
-        if stage == "student":
-            student_meta = meta
-        ctx.console.print(f"  evaluate {row}: {meta['model']} on {which} test clips "
+    try:
+        for row, stage, which, model, meta in _models_in_turn(folders, classes, device):
+            if stage == "student":
+                student_meta = meta
+            console.print(f"  evaluate {row}: {meta['model']} on {which} test clips "
                           f"({len(split.videos)} videos, {len(inputs[which])} clips x {crops} crops)",
                           markup=False, highlight=False)
-        scores = evaluate_model(model, inputs[which], split, meta.get("crop", cfg.data.crop), crops, bs,
-                                ctx.device, meta.get("normalize"), cfg.evaluate.crop_scale)
-        train_input = meta.get("input", "enhanced" if stage == "teacher" else "original")
-        if stage == "student":
-            train_input += " (+ teacher soft labels)"
-        results[row] = {**{k: scores[k] for k in ("top1", "top5", "top1_multi", "top5_multi")},
-                        "params": meta.get("params"), "gflops_per_clip": meta.get("gflops_per_clip"),
-                        "model": meta["model"], "train_input": train_input, "inference_input": which,
-                        "per_class": scores["per_class"], "confusion": scores["confusion"]}
-    for x in inputs.values():
-        x.close()
-    loaded.clear()
-    results.update({"classes": classes, "videos": len(split.videos), "clips": len(inputs["original"]),
-                    "crops": crops, "student_params": _student_params(ctx, student_meta)})
+            scores = evaluate_model(model, inputs[which], split, meta.get("crop", cfg.data.crop), crops,
+                                    cfg.evaluate.batch_size, device, meta.get("normalize"), cfg.evaluate.crop_scale)
+            results[row] = _row_result(stage, which, meta, scores)
+    finally:
+        for x in inputs.values():
+            x.close()
+    return {**results, "classes": classes, "videos": len(split.videos), "clips": len(inputs["original"]),
+            "crops": crops, "student_params": _student_params(cfg.student, folders["student"].name, student_meta)}
 
-    atomic.write_json(ctx.out / RESULTS_JSON, results)
-    curves = {name: read_metrics(ctx.dir_of(name) / METRICS, upto=10 ** 9)
-              for name in ("teacher", "baseline", "student")}
-    plot_curves(curves, ctx.out / CURVES_PNG)
-    plot_confusion(np.array(results["student"]["confusion"]), classes, ctx.out / CONFUSION_PNG,
+
+def _models_in_turn(folders: dict[str, Path], classes: list[str], device):
+    """(row, stage, input, model, meta) for each row of `PLAN`, each model loaded once, one at a time."""
+    current = None
+    for row, stage, which in PLAN:
+        if current is None or current[0] != stage:
+            current = None  # one model in memory at a time
+            model, meta = load_trained(folders[stage], str(resolve_device(device)))
+            _check_classes(meta, classes, folders[stage])
+            current = (stage, model, meta)
+        _, model, meta = current
+        yield row, stage, which or meta.get("input", "enhanced"), model, meta  # the teacher on its own stream
+
+
+def _row_result(stage: str, which: str, meta: dict, scores: dict) -> dict:
+    train_input = meta.get("input", "enhanced" if stage == "teacher" else "original")
+    if stage == "student":
+        train_input += " (+ teacher soft labels)"
+    return {**{k: scores[k] for k in ACCURACIES},
+            "params": meta.get("params"), "gflops_per_clip": meta.get("gflops_per_clip"),
+            "model": meta["model"], "train_input": train_input, "inference_input": which,
+            "per_class": scores["per_class"], "confusion": scores["confusion"]}
+
+
+def _student_params(student_cfg, folder_name: str, meta: dict) -> dict:
+    s = student_cfg
+    return {"alpha": meta.get("alpha", s.alpha), "temperature": meta.get("temperature", s.temperature),
+            "variant": meta.get("variant", folder_name)}
+
+
+def write_results(results: dict, model_dirs: dict[str, Path], out: Path) -> None:
+    """results.json, the training curves of the models in `model_dirs`, the student's confusion
+    matrix and results.md."""
+    atomic.write_json(out / RESULTS_JSON, results)
+    curves = {name: read_metrics(folder / METRICS, upto=10 ** 9) for name, folder in model_dirs.items()}
+    plot_curves(curves, out / CURVES_PNG)
+    plot_confusion(np.array(results["student"]["confusion"]), results["classes"], out / CONFUSION_PNG,
                    f"student ({results['student']['model']}), multi-view, original input")
-    atomic.write_bytes(ctx.out / RESULTS_MD, report_markdown(results).encode())
-    summary = {"videos": len(split.videos)}
-    for row in ROWS:
-        summary[row] = {k: results[row][k] for k in ("top1", "top5", "top1_multi", "top5_multi")}
-    return summary
+    atomic.write_bytes(out / RESULTS_MD, results_markdown(results).encode())
 
 
 # ----------------------------------------------------------------------------------- the report
@@ -264,7 +294,8 @@ def _confusion_table(confusion: list[list[int]], classes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(results: dict) -> str:
+def results_markdown(results: dict) -> str:
+    """report/results.md: the Table 1 rows, per-class accuracy, the confusion matrix, the curves."""
     p = results.get("student_params") or {}
     teacher = results.get("teacher", {})
     student = results.get("student", {})
@@ -314,14 +345,14 @@ def report_markdown(results: dict) -> str:
 
 # ----------------------------------------------------------------------------------- plots
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib Figure as a PNG, written atomically."""
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
     """Validation top-1 and training loss per epoch, one line per trained model."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, safe off the main thread
     fig = Figure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
     for name, rows in curves.items():
@@ -332,17 +363,15 @@ def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
         ax2.plot(epochs, [r.get("train_loss") for r in rows], marker="o", label=name)
     ax1.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1 (view 0)")
     ax2.set(xlabel="epoch", ylabel="train loss", title="training loss")
-    from matplotlib.ticker import MaxNLocator
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    from matplotlib.figure import Figure
     K = len(classes)
     side = max(4.0, 0.5 * K + 2)
     fig = Figure(figsize=(side, side))
@@ -356,4 +385,4 @@ def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title:
         for j in range(K):
             ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center",
                     color="white" if top and confusion[i, j] > top / 2 else "black", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -16,16 +16,25 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from types import SimpleNamespace
 
+import torch
+
+from ... import models
 from ...errors import StageError
 from ..config import PRETRAIN_DATA_KEYS, Schedule, TrainConfig, pretrain_data
-from ..engine.graph import _hash, code_digests
+from ..datasets.clips import ViewDataset, split_statistics
+from ..datasets.shards import ClipDataset
+from ..datasets.splits import dataset_root
+from ..engine.fingerprint import code_digests, hash_json
+from ..enhancers.build import make_enhancer, save_enhancer
 from ..names import CLIP_INDEX, ENHANCER_FILE
 from ..training.checkpoints import write_meta
+from ..training.classifiers import class_names
+from ..training.loop import train
+from .enhancing.make import make_clips
 
 CLIPS = "clips"
-CLIP_CODE = "dlkdd.pipeline.stages.enhance:run_stage"  # the clips are decoded by the enhance stage's code
+CLIP_CODE = "dlkdd.pipeline.stages.enhancing.make:make_clips"  # the clips are made by the enhance stage's work
 
 
 def architectures(cfg) -> list[str]:
@@ -39,37 +48,22 @@ def train_config(cfg, model: str) -> TrainConfig:
     return TrainConfig(model=model, pretrained="", **schedule)
 
 
-class _ClipCacheContext:
-    """What `enhance.run_stage` reads of its Context, pointed at the normal-light footage: its
-    config, `pretrain/clips/` as output, the identity enhancer, and a fingerprint of the clip
-    settings and videos only (so new training settings keep the shards)."""
-
-    def __init__(self, ctx, out: Path, enhancer_dir: Path, fingerprint: str):
-        self.name, self.out, self.device, self.console = ctx.name, out, ctx.device, ctx.console
-        self.options = ctx.options
-        self.cfg = pretrain_data(ctx.cfg)
-        self.graph = SimpleNamespace(inspect=lambda name: SimpleNamespace(fingerprint=fingerprint))
-        self._enhancer_dir = enhancer_dir
-
-    def dir_of(self, stage: str) -> Path:
-        assert stage == "enhancer", stage
-        return self._enhancer_dir
-
-
 def cache_clips(ctx) -> Path:
-    """Decode the footage into `pretrain/clips/` shards (kept when unchanged); returns index.json."""
-    from ..enhancers.fit import make_enhancer, save_enhancer
-    from .enhance import run_stage as enhance_clips
+    """Decode the footage into `pretrain/clips/` shards (kept when unchanged); returns index.json.
+
+    The shards are kept under a fingerprint of the clip settings, the videos and the enhance
+    stage's code only, so new training settings keep them."""
     insp = ctx.graph.inspect(ctx.name)
     clip_params = {k: v for k, v in insp.params.items()
                    if k.startswith(("data.", "enhance.")) or k in PRETRAIN_DATA_KEYS}
-    fingerprint = _hash([clip_params, insp.inputs, code_digests(CLIP_CODE), insp.versions])
+    fingerprint = hash_json([clip_params, insp.inputs, code_digests(CLIP_CODE), insp.versions])
     out = ctx.out / CLIPS
     out.mkdir(parents=True, exist_ok=True)
     day = pretrain_data(ctx.cfg)
     save_enhancer(make_enhancer(day.enhancer), out / ENHANCER_FILE, day.enhancer)  # identity: no enhancer
     ctx.console.print(f"  decoding the normal-light footage of {day.data.root}")
-    enhance_clips(_ClipCacheContext(ctx, out, out, fingerprint))
+    make_clips(day.data, day.enhance, dataset_root(day), out, out / ENHANCER_FILE, fingerprint, ctx.device,
+               ctx.console, ctx.options)
     return out / CLIP_INDEX
 
 
@@ -77,17 +71,10 @@ def _arch_fingerprint(insp, model: str) -> str:
     """The stage's fingerprint without the other architecture's name: a checkpoint of `model`
     survives a change of the other model."""
     params = {k: v for k, v in insp.params.items() if k not in ("teacher.model", "student.model")}
-    return _hash([params, model, insp.inputs, insp.code, insp.versions])
+    return hash_json([params, model, insp.inputs, insp.code, insp.versions])
 
 
 def run_stage(ctx) -> dict:
-    import torch
-
-    from ... import models
-    from ..datasets.clips import ViewDataset, split_statistics
-    from ..datasets.shards import ClipDataset
-    from ..training.classifiers import class_names
-    from ..training.loop import train
     cfg = ctx.cfg
     if not cfg.pretrain.root:
         raise StageError("pretrain.root is empty: point it at labelled normal-light footage "

@@ -1,8 +1,8 @@
 """The stages, declared by keyword: what each reads, where it writes, what runs it.
 
 The table (`STAGES`, below the few helpers it names) is the whole graph; the machinery
-that fingerprints, records and runs it is in `graph.py`. A stage's code is not listed:
-it is derived from the imports of its run function's module (see `graph.code_files`).
+that fingerprints, records and runs it is in `pipeline.engine`. A stage's code is not listed:
+it is derived from the imports of its run function's module (see `fingerprint.code_files`).
 To add a stage, add a row: its upstream stages, the config keys it reads, its folder,
 its run function ("dlkdd.pipeline.module:function", imported only when it runs).
 """
@@ -11,11 +11,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import enhancers
 from ..config import Config, pretrain_data
-from ..engine.graph import SOURCE, Graph, Stage, params_hash, section_keys, upstream_closure
+from ..engine.fingerprint import SOURCE, params_hash
+from ..engine.graph import Graph
+from ..engine.stage import Stage, section_keys, upstream_closure
 from ..published import NAMES, PRETRAIN
 from ..training.digest import content_digest
 
+# This module decides whether a stage runs, never what it writes: never part of a stage's code.
+TABLE_FILE = Path(__file__).resolve().relative_to(SOURCE).as_posix()
 VIEW_KEYS = ("data.crop", "data.views", "data.min_scale", "data.view_seed", "data.normalize")
 # What decides the clips; where the dataset lies does not (data.root is no param: the
 # inputs are named relative to it, so a moved dataset is the same dataset).
@@ -25,24 +30,20 @@ DATA_KEYS = ("data.format", "data.train_list", "data.test_list", "data.test_frac
 
 
 def enhancer_params(cfg: Config) -> list[str]:
-    """gamma reads its gamma; imported weights are used unchanged (their file is an input)."""
-    e = cfg.enhancer
-    if e.kind in ("gamma", "none"):
-        return ["enhancer.kind"] + (["enhancer.gamma"] if e.kind == "gamma" else [])
-    scale = ["enhancer.scale_factor"] if e.kind == "zero_dce++" else []
+    """The keys the kind is built from; with weights to fit, also the data and the keys its fit
+    reads. Imported weights are used unchanged; weight files are inputs, not params."""
+    e, kind = cfg.enhancer, enhancers.get(cfg.enhancer.kind)
+    if not kind.learned:
+        return ["enhancer.kind", *kind.keys]
     if e.mode == "import":
-        return ["enhancer.kind", "enhancer.mode", *scale]
-    skip = {"enhancer.gamma", "enhancer.weights", "enhancer.reference", "enhancer.scale_factor"}  # files: inputs
-    if e.kind == "sci":  # its self-calibrated loss has no Zero-DCE terms to weigh, no curve init
-        skip |= {"enhancer.exposure", "enhancer.w_spa", "enhancer.w_exp", "enhancer.w_col", "enhancer.w_tv",
-                 "enhancer.init"}
-    keys = [k for k in section_keys(cfg, "enhancer") if k not in skip]
-    return [*DATA_KEYS, *keys, *scale]
+        return ["enhancer.kind", "enhancer.mode", *kind.keys]
+    fit = {"enhancer.kind", "enhancer.mode", *kind.fit_keys}
+    return [*DATA_KEYS, *[k for k in section_keys(cfg, "enhancer") if k in fit], *kind.keys]
 
 
 def enhancer_inputs(cfg: Config) -> dict:
     e = cfg.enhancer
-    if e.kind not in ("zero_dce", "zero_dce++", "sci"):
+    if not enhancers.get(e.kind).learned:
         return {}
     ins = {} if e.mode == "fit" else {"enhancer.weights": Path(e.weights)}
     if e.mode == "import":
@@ -86,7 +87,7 @@ def all_videos(cfg: Config) -> dict:
 
 def dataset_inputs(cfg: Config, splits: tuple[str, ...]) -> dict:
     """The split lists and every listed video, as {path relative to the dataset root: path}."""
-    from ..datasets.videos import CLASSES_FILE, dataset_root, read_dataset
+    from ..datasets.splits import CLASSES_FILE, dataset_root, read_dataset
     root = dataset_root(cfg)
     index = read_dataset(cfg.data, root)
     ins = {}
@@ -109,35 +110,37 @@ def student_folder(cfg: Config) -> str:
 STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
     Stage(name="pretrain", run="dlkdd.pipeline.stages.pretrain:run_stage",
           params=(pretrain_params,), inputs=pretrain_videos, trains=True,
-          doc="train the teacher's and the student's architectures on labelled normal-light footage "
-              "([pretrain] root)"),
-    Stage(name="enhancer", run="dlkdd.pipeline.enhancers.fit:run_stage",
+          doc="Train the teacher's and the student's architectures on labelled normal-light footage "
+              "([pretrain] root)."),
+    Stage(name="enhancer", run="dlkdd.pipeline.stages.enhancer:run_stage",
           params=(enhancer_params,), inputs=enhancer_inputs,
-          doc="fit Zero-DCE on the dataset's own dark training frames, import weights, or gamma"),
+          doc=f"Make the low-light enhancer (enhancer.kind: {', '.join(enhancers.names())}): fitted on the "
+              "dataset's own dark training frames, imported as the authors' weights, or built from its keys."),
     Stage(name="enhance", run="dlkdd.pipeline.stages.enhance:run_stage", upstream=("enhancer",),
           params=(*DATA_KEYS, "enhance.shard_size", "enhance.compression"), inputs=all_videos, outputs="clips",
-          doc="decode, sample, resize and enhance every video into HDF5 clip shards"),
+          doc="Decode, sample, resize and enhance every video into HDF5 shards of original and enhanced clips."),
     Stage(name="teacher", run="dlkdd.pipeline.stages.teacher:run_stage", upstream=("enhance", uses_pretrain("teacher")),
           params=("teacher.*", "-teacher.pretrained", *VIEW_KEYS), inputs=pretrained_weights("teacher"),
           trains=True,
-          doc="train the teacher on enhanced clips, views as augmentation"),
+          doc="Train the teacher on enhanced clips, views as augmentation."),
     Stage(name="soft-labels", run="dlkdd.pipeline.stages.soft_labels:run_stage", upstream=("teacher", "enhance"),
           params=VIEW_KEYS,
-          doc="run the teacher once over every (clip, view); cache the logits"),
+          doc="Run the teacher once over every (clip, view) and cache its logits."),
     Stage(name="baseline", run="dlkdd.pipeline.stages.student:run_baseline",
           upstream=("enhance", uses_pretrain("student")),
           params=("student.*", "-student.alpha", "-student.temperature", "-student.pretrained", *VIEW_KEYS),
           inputs=pretrained_weights("student"), trains=True,
-          doc="the same student trained without distillation (alpha = 0), for comparison"),
+          doc="Train the student without distillation (alpha = 0), for comparison."),
     Stage(name="student", run="dlkdd.pipeline.stages.student:run_student",
           upstream=("soft-labels", "enhance", uses_pretrain("student")),
           params=("student.*", "-student.pretrained", *VIEW_KEYS), inputs=pretrained_weights("student"),
           outputs=student_folder, trains=True,
-          doc="train the student on original dark clips against the cached teacher logits"),
+          doc="Train the student on original dark clips against the cached teacher logits."),
     Stage(name="evaluate", run="dlkdd.pipeline.stages.evaluate:run_stage",
           upstream=("teacher", "baseline", "student", "enhance"),
           params=("evaluate.*", "-evaluate.batch_size", "data.crop"), outputs="report",
-          doc="top-1/top-5 of teacher, baseline and student; report/results.md and plots"),
+          doc="Score teacher, baseline and student on the test split (top-1, top-5); write "
+              "report/results.md and plots."),
 ]}
 
 
@@ -159,9 +162,12 @@ def list_variants(cache: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["started"] or "", r["variant"]))
 
 
-def pipeline_graph(cfg: Config, cache: Path, checksum: bool = False, source: Path = SOURCE) -> Graph:
-    """The engine's graph of this table's stages, for one cache under one config."""
-    return Graph(cfg, cache, STAGES, checksum=checksum, source=source, digest=content_digest)
+def pipeline_graph(cfg: Config, cache: Path, checksum: bool = False, source: Path = SOURCE,
+                   stages: dict[str, Stage] | None = None) -> Graph:
+    """The engine's graph of this table's stages (or of `stages`, a study arm's variant of the table),
+    for one cache under one config: model files digested by their tensors."""
+    return Graph(cfg, cache, stages or STAGES, checksum=checksum, source=source, digest=content_digest,
+                 neutral=(TABLE_FILE,))
 
 
 def closure(target: str, cfg: Config | None = None) -> list[str]:

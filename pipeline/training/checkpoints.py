@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ... import models
 from ...errors import UserError, first_line
+from ...models.profile import count_params, gflops_per_clip
 from ...models.torchfile import safe_load
 from ..engine import atomic
 from ..names import META, MODEL
@@ -57,8 +59,6 @@ def write_meta(out_dir: Path, *, model_name: str, num_classes: int, classes: lis
                data_cfg, H: int, W: int, model_kwargs: dict | None = None, extra: dict | None = None) -> dict:
     """Describe a trained model: architecture (with the options it was built with), classes, the
     input it was trained on, its cost."""
-    from ... import models
-    from ...models.profile import count_params, gflops_per_clip
     with torch.device("meta"):
         probe = models.build(model_name, num_classes, **(model_kwargs or {}))
     meta = {"model": model_name, "model_kwargs": dict(model_kwargs or {}), "num_classes": num_classes,
@@ -74,7 +74,6 @@ def write_meta(out_dir: Path, *, model_name: str, num_classes: int, classes: lis
 
 def load_trained(out_dir: Path, device: str = "cpu"):
     """(model in eval mode on `device`, meta) from a stage folder; one-line CheckpointError if absent/bad."""
-    from ... import models
     out_dir = Path(out_dir)
     try:
         meta = json.loads((out_dir / META).read_text())

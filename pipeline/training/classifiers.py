@@ -2,7 +2,7 @@
 
 Each draws one seeded view per train clip per epoch (`ViewDataset`: the finite set
 of views `soft-labels` caches logits for), validates on the validation split's centre
-view (view 0), starts from a seeded initialisation, trains with `train.train` and
+view (view 0), starts from a seeded initialisation, trains with `loop.train` and
 describes the result in `meta.json`. The stages differ only in the clips they read
 ("enhanced" or "original"), their config section and their loss.
 """
@@ -43,13 +43,6 @@ def class_names(clips: ClipDataset) -> list[str]:
     return [str(k) for k in range(max(clips.labels, default=-1) + 1)]
 
 
-def build_model(ctx, train_cfg, classes: list[str]):
-    """(model, init): `train_cfg.model` seeded from `train_cfg.seed`, starting from
-    `train_cfg.pretrained` (see `weights.initial_model`); baseline and student both start here,
-    so they start from identical weights."""
-    return initial_model(train_cfg, classes, ctx.cfg, ctx.cache, ctx.console)
-
-
 def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss_fn=None,
                      about: str = "", extra: dict | None = None) -> dict:
     """Train `train_cfg.model` on the `which` clips into ctx.out (model.pt, meta.json); returns the
@@ -57,7 +50,8 @@ def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss
     cfg = ctx.cfg
     train_set, val_set = view_datasets(ctx, which, train_cfg.seed, logits)
     classes = class_names(train_set.clips)
-    model, init = build_model(ctx, train_cfg, classes)
+    # seeded from train_cfg.seed: baseline and student, built from the same settings, start identical
+    model, init = initial_model(train_cfg, classes, cfg, ctx.cache, ctx.console)
     # a pretrained source's statistics travel with its weights; else the train clips' own
     train_set.stats = val_set.stats = input_normalization(init, train_set.stats)
     ctx.console.print(f"  {desc} {train_cfg.model}: {len(train_set)} train videos ({which}, {len(train_set.clips)} "

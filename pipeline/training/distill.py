@@ -54,12 +54,11 @@ def distillation_loss(z_s: torch.Tensor, y: torch.Tensor, z_t: torch.Tensor | No
 
 def make_loss_fn(alpha: float, T: float,
                  label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]:
-    """`loss_fn(logits, y, extra)` for `pipeline.train.train`; extra is the batch of teacher logits."""
+    """`loss_fn(logits, y, extra)` for `loop.train`; extra is the batch of teacher logits."""
     alpha, T = float(alpha), float(T)
     _check(alpha, T)  # fail when the loss is made, not at the first step
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor, extra=None) -> torch.Tensor:
         return distillation_loss(logits, y, None if alpha == 0 else extra, alpha, T, label_smoothing)
 
-    loss_fn.alpha, loss_fn.temperature = alpha, T
     return loss_fn

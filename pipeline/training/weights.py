@@ -37,13 +37,13 @@ def url_of(weights: Published) -> str:
 
 
 def cached_file(url: str) -> Path:
-    import torch
+    import torch  # deferred: the stage table imports this module, and `dlkdd status` no torch
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
 
 
 def download(url: str, console=None) -> Path:
     """The file at `url` in torch's hub cache: downloaded once (progress bar), sha256-prefix checked."""
-    import torch
+    import torch  # deferred: as in `cached_file`
     dest = cached_file(url)
     if dest.is_file():
         return dest
@@ -118,7 +118,7 @@ def resolve(train_cfg, classes: list[str], cfg, cache: Path, console=None) -> In
 
 
 def _read(path: Path) -> dict:
-    from ...models import read_state_dict
+    from ...models import read_state_dict  # deferred: models imports torch (see `cached_file`)
     return read_state_dict(str(path))
 
 
@@ -160,7 +160,7 @@ def match_classes(state: dict, theirs: list[str], ours: list[str]) -> tuple[dict
 
 def initial_model(train_cfg, classes: list[str], cfg, cache: Path, console=None):
     """(model, init): `train_cfg.model` seeded from `train_cfg.seed`, starting where `pretrained` says."""
-    import torch
+    import torch  # deferred, with models: see `cached_file`
 
     from ... import models
     init = resolve(train_cfg, classes, cfg, cache, console)

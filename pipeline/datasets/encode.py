@@ -1,0 +1,105 @@
+"""Frames into H.264 mp4 files through PyAV: the sample's videos byte for byte the same on
+every x86 CPU (write_mp4), and long test videos made by concatenating clips (write_long_video).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.atomic import atomic_path
+
+CRF = 18  # x264 constant rate factor: ~9 KB per video; at 23 the codec erased most of the dark motion (measured)
+
+
+# x264 options for identical bytes from identical frames: one thread, and no
+# assembly. With its CPU-detected assembly, x264 core 165's AVX-512 macroblock-tree
+# code made the same frames encode to different bytes from run to run (heap
+# dependent: reads past the data it owns), and its other SIMD levels round the
+# macroblock-tree floats differently from each other (AVX2 vs C: other bytes). The
+# plain C path is the same on every x86 CPU; it costs ~0.05 s per 64x64 video.
+X264_OPTIONS = {"preset": "medium", "threads": "1", "x264-params": "asm=0"}
+
+
+def rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 of an RGB uint8 frame in exact integer math.
+
+    The matrix is swscale's default for rgb24 -> yuv420p (what a decoder assumes
+    for untagged video); doing it here rather than in swscale keeps CPU-specific
+    SIMD rounding out of the bytes. Chroma is taken from each 2x2 block's sum.
+    Returns PyAV's yuv420p layout: Y, U, V planes flattened into (H*3/2, W).
+    """
+    h, w = frame.shape[:2]
+    r, g, b = (frame[..., c].astype(np.int32) for c in range(3))
+    # Coefficients: (65.481, 128.553, 24.966; -37.797, -74.203, 112; 112, -93.786, -18.214) / 255, in 1/65536.
+    y = ((16829 * r + 33039 * g + 6416 * b + (1 << 15)) >> 16) + 16
+    r4, g4, b4 = (x.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) for x in (r, g, b))
+    u = ((-9714 * r4 - 19070 * g4 + 28784 * b4 + (1 << 17)) >> 18) + 128
+    v = ((28784 * r4 - 24103 * g4 - 4681 * b4 + (1 << 17)) >> 18) + 128
+    planes = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).astype(np.uint8)
+    return planes.reshape(h * 3 // 2, w)
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = CRF) -> None:
+    """H.264 yuv420p mp4 via PyAV, bytes determined by the frames alone (see X264_OPTIONS)."""
+    import av  # deferred: PyAV is optional (the `test` extra), so importing this module must not need it
+
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4",
+                                            container_options={"fflags": "+bitexact"}) as out:
+        stream = out.add_stream("libx264", rate=fps, options={"crf": str(crf), **X264_OPTIONS})
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
+        for frame in frames:
+            yuv = av.VideoFrame.from_ndarray(rgb_to_yuv420(frame), format="yuv420p")
+            for packet in stream.encode(yuv):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def write_long_video(out: Path, clips: list, seconds: float | None = None, fps: int | None = None,
+                     size: tuple[int, int] | None = None) -> dict:
+    """Concatenate `clips` (video files of one frame size), looping over them until `seconds`
+    (default: once through), into one H.264 mp4 at `fps` (default: the first clip's rate),
+    its frames scaled to `size` = (width, height) if given.
+
+    Streams frame by frame (never the whole video in memory), so an hour-long test video is
+    as cheap to hold as a short one. Returns {"frames", "fps", "seconds", "parts": [(clip,
+    first frame, end frame), ...]}: the ground truth of what plays when.
+    """
+    import av  # deferred: PyAV is optional (the `test` extra)
+
+    out = Path(out)
+    with av.open(str(clips[0])) as first:
+        rate = int(fps or round(float(first.streams.video[0].average_rate)))
+        w, h = first.streams.video[0].width, first.streams.video[0].height
+    limit = None if seconds is None else int(round(seconds * rate))
+    parts, n = [], 0
+    tmp = out.with_name(out.name + ".tmp")
+    with av.open(str(tmp), "w", format="mp4") as dst:
+        stream = dst.add_stream("libx264", rate=rate, options={"crf": str(CRF), "preset": "veryfast",
+                                                               "threads": "1"})
+        stream.width, stream.height = size or (w, h)
+        stream.pix_fmt = "yuv420p"
+        k = 0
+        while (limit is None and k < len(clips)) or (limit is not None and n < limit):
+            clip = clips[k % len(clips)]
+            start = n
+            with av.open(str(clip)) as src:
+                for frame in src.decode(video=0):
+                    if limit is not None and n >= limit:
+                        break
+                    if (frame.width, frame.height) != (w, h):
+                        raise ValueError(f"{clip}: frames are {frame.width}x{frame.height}, "
+                                         f"the first clip's are {w}x{h}")
+                    image = frame.reformat(*size, format="rgb24") if size else frame.reformat(format="rgb24")
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(image.to_ndarray(), format="rgb24")):
+                        dst.mux(packet)
+                    n += 1
+            parts.append((str(clip), start, n))
+            k += 1
+        for packet in stream.encode():
+            dst.mux(packet)
+    tmp.replace(out)
+    return {"frames": n, "fps": rate, "seconds": n / rate, "parts": parts}

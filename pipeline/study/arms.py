@@ -1,0 +1,111 @@
+"""A study's arms and where each (arm, seed) lives in the cache.
+
+An arm is a set of config overrides run per seed (`ARMS`: the paper's comparison; `--ablate`
+adds the rows that say where a gain comes from). Each seed trains in folders of its own
+(`baseline/seed<N>-<hash>`, ...), and an arm's changed stages in `ablation/<arm>/...`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+from ..config import Config, apply_overrides, validate
+from ..engine.fingerprint import params_hash
+from ..engine.stage import Stage, upstream_closure
+from ..published import PRETRAIN
+from ..stages.table import STAGES
+from ..training.weights import uses_pretrain
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row group of a study: config overrides (`section.key=value`) applied on top of the config."""
+    name: str
+    overrides: tuple[str, ...] = ()
+
+
+ARMS = (Arm("dlkdd"),)  # the paper's comparison: DL-KDD student vs baseline, the config as given
+ARM_TEXT = {"dlkdd": "DL-KDD as configured", "from-scratch": "teacher and student from random weights",
+            "teacher-original": "teacher on original (dark) clips", "teacher-gamma": "teacher on gamma-corrected clips",
+            "teacher-small": "teacher of the student's architecture"}
+
+
+def ablation_arms(cfg: Config) -> tuple[Arm, ...]:
+    """`--ablate`: the rows that say where a gain comes from, on the same seeds and test videos.
+
+    - from-scratch: teacher and student (so the baseline too) start from random weights instead
+      of the configured prior (only when a model starts from one);
+    - teacher-original: the teacher learns from, and labels, the original dark clips: the
+      dual-light question (does the enhanced view add anything beyond a pretrained teacher?);
+    - teacher-gamma: the teacher's input enhanced by gamma correction instead of the configured
+      enhancer (when that is not gamma already);
+    - teacher-small: a teacher of the student's architecture instead of the larger one.
+    """
+    def from_prior(section: str) -> bool:
+        source = getattr(cfg, section).pretrained
+        return uses_pretrain(cfg, section) or source not in ("", PRETRAIN)
+    arms = [ARMS[0]]
+    if from_prior("teacher") or from_prior("student"):
+        arms.append(Arm("from-scratch", ("teacher.pretrained=", "student.pretrained=")))
+    if cfg.teacher.input != "original":
+        arms.append(Arm("teacher-original", ("teacher.input=original",)))
+    if cfg.enhancer.kind != "gamma" and cfg.teacher.input != "original":
+        arms.append(Arm("teacher-gamma", ("enhancer.kind=gamma",)))
+    if cfg.teacher.model != cfg.student.model:
+        arms.append(Arm("teacher-small", (f"teacher.model={cfg.student.model}",)))
+    return tuple(arms)
+
+
+def seed_config(cfg: Config, arm: Arm, seed: int, vary_teacher: bool) -> Config:
+    """The arm's config for one seed: student.seed (and teacher.seed with --teacher-seeds) = seed."""
+    out = copy.deepcopy(cfg)
+    apply_overrides(out, list(arm.overrides))
+    out.student.seed = seed
+    if vary_teacher:
+        out.teacher.seed = seed
+    validate(out)
+    return out
+
+
+def stages_for(cfg: Config, arm: Arm, seed: int, vary_teacher: bool) -> dict[str, Stage]:
+    """The stage table of one arm of a study (per-seed folders; the arm's own folders)."""
+    stages = study_stages(vary_teacher)
+    return arm_stages(stages, seed_config(cfg, ARMS[0], seed, vary_teacher),
+                      seed_config(cfg, arm, seed, vary_teacher), arm)
+
+
+def study_stages(vary_teacher: bool) -> dict[str, Stage]:
+    """The stage table with per-seed folders: the baseline always, the teacher and its soft labels
+    (and so the student) when the teacher's seed varies too. Upstream stages are shared."""
+    stages = dict(STAGES)
+    baseline_keys = STAGES["baseline"].keys
+    stages["baseline"] = replace(STAGES["baseline"], outputs=lambda c: (
+        f"baseline/seed{c.student.seed}-{params_hash(c, baseline_keys(c))[:8]}"))
+    if vary_teacher:
+        teacher_keys = STAGES["teacher"].keys
+        stages["teacher"] = replace(STAGES["teacher"], outputs=lambda c: (
+            f"teacher/seed{c.teacher.seed}-{params_hash(c, teacher_keys(c))[:8]}"))
+        stages["soft-labels"] = replace(STAGES["soft-labels"], outputs=lambda c: (
+            f"soft-labels/{stages['teacher'].folder(c).split('/', 1)[1]}"))
+        student_out = STAGES["student"].folder
+        stages["student"] = replace(STAGES["student"], outputs=lambda c: (
+            f"student/teacher-seed{c.teacher.seed}-{student_out(c).split('/', 1)[1]}"))
+    return stages
+
+
+def arm_stages(stages: dict[str, Stage], base: Config, arm_cfg: Config, arm: Arm) -> dict[str, Stage]:
+    """`stages` with the outputs an arm changes moved to `ablation/<arm>/...`: a stage whose own or
+    upstream params differ from the base config's gets its own folder; the others (the clips, and
+    the baseline where the student's side is unchanged) stay shared with the base arm."""
+    if not arm.overrides:
+        return stages
+    out = dict(stages)
+    for name, stage in stages.items():
+        if _closure_params(stages, name, arm_cfg) != _closure_params(stages, name, base):
+            out[name] = replace(stage, outputs=lambda c, f=stage.folder: f"ablation/{arm.name}/{f(c)}")
+    return out
+
+
+def _closure_params(stages: dict[str, Stage], name: str, cfg: Config) -> dict:
+    """The config values `name` and everything upstream of it read."""
+    return {s: {k: cfg.get(k) for k in stages[s].keys(cfg)} for s in upstream_closure(name, stages, cfg)}
