@@ -34,6 +34,9 @@ class DataConfig:
     test_fraction: float = 0.25  # folders format only: share of each class held out for test
     val_fraction: float = 0.2  # share of each class of the train split held out for validation (stable hash)
     val_list: str = ""  # explicit validation list, relative to root: videos of the train list ("" = val_fraction)
+    val_group: str = "auto"  # val_fraction holds out whole groups of near-duplicate clips: auto (the format's
+    #   rule: ARID's Class_A_B by Class_A, a Dark-48 / MMAction <youtube-id>_N by the id; folders: none) |
+    #   none (each video alone) | a regex on the file name: its first group (or the match) names the group
     frames: int = 8  # T: frames per clip. Sample, baseline, 5 seeds, validation top-1 at the last epoch:
     #                  68.1 +- 5.8 with 8, 62.2 +- 3.8 with 16 (which also doubles every model's cost)
     clips_per_video: int = 2  # train clips per video, at segment offsets (c + 0.5) / n; each epoch draws one
@@ -83,6 +86,8 @@ class EnhanceConfig:
     #                             seconds in this process (its start-up, measured: ~5 s); 0 = at once
     scheduler: str = ""  # address of an existing dask scheduler ("" = start a LocalCluster)
     compression: str = "none"  # none | lz4 (lz4 needs hdf5plugin); gzip/lzf read 10-20x slower
+    precision: str = "fp32"  # fp32 | bf16 | fp16: the enhancer's arithmetic, the same on every device
+    #                          (CPU and GPU give the same shards; fp32 turns TF32 off on CUDA)
     strict: bool = False  # fail on the first unreadable video instead of reporting it
 
 
@@ -265,6 +270,7 @@ CHOICES = {
     "enhancer.mode": ("fit", "finetune", "import"),
     "enhancer.init": ("he", "authors"),
     "enhance.compression": ("none", "lz4"),
+    "enhance.precision": ("fp32", "bf16", "fp16"),
     "teacher.optimizer": ("adamw", "sgd"),
     "teacher.input": ("enhanced", "original"),
     "student.optimizer": ("adamw", "sgd"),

@@ -63,3 +63,29 @@ def check_source(source: str, model: str) -> str | None:
         return (f"{source}: no such file (expected \"\", {PRETRAIN}, a registered name "
                 f"({', '.join(NAMES)}) or a state dict file)")
     return None
+
+
+def pretraining_on(cfg) -> bool:
+    """Whether the pretrain stage has footage to train on (`pretrain.root`)."""
+    return bool(cfg.pretrain.root)
+
+
+def uses_pretrain(cfg, section: str) -> bool:
+    """Whether the stage training `section` ("teacher" | "student") starts from the pretrain stage."""
+    return getattr(cfg, section).pretrained == PRETRAIN and pretraining_on(cfg)
+
+
+def source_identity(cfg, section: str) -> str:
+    """What `<section>.pretrained` starts the model from, as its stage's fingerprint compares it:
+    "" (random weights, as `pretrain` gives while pretraining is off), "pretrain" (that stage's
+    outputs are upstream, so its own fingerprint counts too), a registered name with its file (the
+    sha256 prefix in the file name fixes the weights), or "file" (the file's content is an input;
+    its path does not count, so a moved file is the same source)."""
+    train = getattr(cfg, section)
+    source = train.pretrained
+    if source == PRETRAIN:
+        return PRETRAIN if pretraining_on(cfg) else ""
+    if source in ("", *NAMES):
+        weights = published(source, train.model) if source else None
+        return f"{source} ({weights.url.rsplit('/', 1)[1]})" if weights else source
+    return "file"

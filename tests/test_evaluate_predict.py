@@ -119,6 +119,10 @@ def test_report_files(evaluated):
     assert heads == ["## Per-class accuracy", "## Confusion matrix (student, multi-view)", "## Training curves",
                      "## Notes"]
     assert "(curves.png)" in md and "(confusion.png)" in md
+    # every figure names its split: the tables are the test split, the curves the validation split
+    assert lines[0] == "# DL-KDD results (test split)"
+    curves = md.split("## Training curves", 1)[1].split("## Notes", 1)[0]
+    assert "is the validation split" in curves and "test split" in curves and "is the test split" not in md
     for name in ("curves.png", "confusion.png"):
         assert (out / name).read_bytes()[:8] == PNG
     assert not list(out.glob("*.tmp"))

@@ -23,6 +23,7 @@ from dlkdd.pipeline.engine.graph import Graph
 from dlkdd.pipeline.engine.run import execute
 from dlkdd.pipeline.engine.stage import Stage
 from dlkdd.pipeline.engine.status import param_changes
+from dlkdd.pipeline.stages.run import resolve_config
 from dlkdd.pipeline.stages.table import STAGES, pipeline_graph
 from dlkdd.pipeline.training.digest import content_digest
 
@@ -244,7 +245,7 @@ STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d \(\d+ s\)")
 
 def test_piped_status_is_one_line_per_stage(tmp_path):
     cache = tmp_path / "cache"
-    mark_all_fresh(pipeline_graph(Config(), cache))
+    mark_all_fresh(pipeline_graph(resolve_config(), cache))  # the config `status` resolves (day/ set on)
     result = CliRunner().invoke(cli, ["--cache", str(cache), "--set", "teacher.lr=0.5",
                                       "--set", "teacher.epochs=7", "status"])
     assert result.exit_code == 0
@@ -262,7 +263,7 @@ def test_terminal_status_fits_the_terminal(tmp_path):
     import struct
     import termios
     cache = tmp_path / "cache"
-    mark_all_fresh(pipeline_graph(Config(), cache))
+    mark_all_fresh(pipeline_graph(resolve_config(), cache))  # the config `status` resolves (day/ set on)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 72, 0, 0))  # a 72-column terminal
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm"}

@@ -33,6 +33,7 @@ class DatasetIndex:
     test: list[VideoEntry] = field(default_factory=list)
     val: list[VideoEntry] = field(default_factory=list)  # carved from the train list; never in train or test
     missing: list[VideoEntry] = field(default_factory=list)  # listed, not on disk (data.skip_missing)
+    groups: dict = field(default_factory=dict)  # {"train"|"val": {"groups", "videos"}} of the carve-out
 
     @property
     def num_classes(self) -> int:

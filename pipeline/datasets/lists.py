@@ -74,6 +74,14 @@ def detect_format(line: str) -> str:
     return next(name for name, fmt in LIST_FORMATS.items() if fmt.matches(text))
 
 
+def effective_format(path, fmt: str) -> str:
+    """`fmt`, or for "auto" the format the list at `path` is written in (its first data line's)."""
+    if fmt != "auto":
+        return fmt
+    rows = _data_lines(path)
+    return detect_format(rows[0][1]) if rows else "arid"
+
+
 def _data_lines(path) -> list[tuple[int, str]]:
     """(line number, text) of every non-blank, non-comment line; BOM and CRLF tolerated."""
     try:

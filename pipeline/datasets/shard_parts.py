@@ -146,12 +146,14 @@ def read_parts(out: Path, shards: int) -> tuple[list[dict], list[dict]]:
 
 
 def write_index(out: Path, clips: list[dict], errors: list[dict], classes: list[str], T: int,
-                size: tuple[int, int]) -> None:
-    """index.json (the train clips' statistics; the clips' moments dropped) and errors.json."""
+                size: tuple[int, int], groups: dict | None = None) -> None:
+    """index.json (the train clips' statistics, the groups and videos on each side of the validation
+    carve-out; the clips' moments dropped) and errors.json."""
     stats = input_statistics(clips)
     for c in clips:
         del c["moments"]
     index = {"format_version": 1, "classes": classes, "T": T, "H": size[0], "W": size[1],
-             "normalize": stats, "clips": clips}  # videos relative to the dataset root, which may move
+             "normalize": stats, "validation_groups": groups or {},
+             "clips": clips}  # videos relative to the dataset root, which may move
     atomic.write_json(out / CLIP_INDEX, index)
     atomic.write_json(out / CLIP_ERRORS, errors)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 from .folders import read_folders
 from .index import DatasetError, DatasetIndex, VideoEntry, held_out_count, stable_key
-from .lists import infer_classes, parse_list, read_classes
+from .lists import effective_format, infer_classes, parse_list, read_classes
 
 # the bundled sample dataset: the default when data.root is unset
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -84,25 +85,80 @@ def carve_validation(index: DatasetIndex, cfg, root) -> DatasetIndex:
     """Move the validation videos out of `index.train` into `index.val`.
 
     `data.val_list` names them (each must be in the train list: naming a test video is
-    refused, since selecting on test is what the split exists to prevent); otherwise
-    round(n * data.val_fraction) videos of each class with n train videos, the first by a
-    sha1 of the path relative to the root, so the split is stable across machines and runs.
+    refused, since selecting on test is what the split exists to prevent); otherwise about
+    round(n * data.val_fraction) videos of each class with n train videos, in whole groups
+    (`data.val_group`: clips cut from one recording never straddle the split), the groups taken
+    in the order of a sha1 of their name, so the split is stable across machines and runs.
     """
     val_list = getattr(cfg, "val_list", "")
     if val_list:
         chosen = _listed_validation(index, cfg, Path(root) / val_list)
     else:
-        chosen = set()
         fraction = getattr(cfg, "val_fraction", 0.0)
-        by_class: dict[int, list[str]] = {}
-        for e in index.train:
-            by_class.setdefault(e.label, []).append(e.rel)
-        for rels in by_class.values():
-            n_val = held_out_count(len(rels), fraction) if fraction > 0 else 0
-            chosen.update(sorted(rels, key=stable_key)[:n_val])
+        chosen = _grouped_validation(index, fraction, group_rule(cfg, root)) if fraction > 0 else set()
     index.val = [dataclasses.replace(e, split="val") for e in index.train if e.rel in chosen]
     index.train = [e for e in index.train if e.rel not in chosen]
+    rule = group_rule(cfg, root)
+    index.groups = {split: {"groups": len({group_of(e.rel, rule) for e in entries}), "videos": len(entries)}
+                    for split, entries in (("train", index.train), ("val", index.val))}
     return index
+
+
+# ARID (and V1.5) name clips Class_A_B: B-th clip of recording A; Dark-48 <youtube-id>_N
+ARID_GROUP = re.compile(r"^(.+_\d+)_\d+$")
+YOUTUBE_GROUP = re.compile(r"^(.+)_\d+$")
+
+
+def group_rule(cfg, root) -> re.Pattern | None:
+    """The pattern that names a video's group (None: every video is its own group)."""
+    rule = getattr(cfg, "val_group", "auto")
+    if rule == "none" or (rule == "auto" and cfg.format == "folders"):
+        return None
+    if rule == "auto":
+        fmt = effective_format(Path(root) / cfg.train_list, cfg.format)
+        return YOUTUBE_GROUP if fmt == "mmaction" else ARID_GROUP
+    try:
+        return re.compile(rule)
+    except re.error as e:
+        raise DatasetError(f"data.val_group: {rule!r} is not a regular expression ({e})") from None
+
+
+def group_of(rel: str, rule: re.Pattern | None) -> str:
+    """The group of the video at `rel`: what `rule` finds in its file name (its first group, else the
+    whole match), or the video itself when there is no rule or no match."""
+    stem = Path(rel).stem
+    m = rule.search(stem) if rule is not None else None
+    if m is None:
+        return rel
+    key = m.group(1) if m.re.groups else m.group(0)
+    return f"{Path(rel).parent.as_posix()}/{key}"
+
+
+def _grouped_validation(index: DatasetIndex, fraction: float, rule: re.Pattern | None) -> set[str]:
+    """The rel paths of whole groups, per class about `held_out_count` videos, never the last group."""
+    groups: dict[str, list[VideoEntry]] = {}
+    for e in index.train:
+        groups.setdefault(group_of(e.rel, rule), []).append(e)
+    chosen: set[str] = set()
+    by_class: dict[int, list[str]] = {}
+    for key, members in groups.items():
+        for label in {e.label for e in members}:
+            by_class.setdefault(label, []).append(key)
+    for label, keys in sorted(by_class.items()):
+        n = sum(e.label == label for key in keys for e in groups[key])
+        want = held_out_count(n, fraction)
+        if want and len(keys) < 2:
+            raise DatasetError(f"data.val_group: class {index.classes[label]} has all its {n} train videos in "
+                               f"one group ({keys[0]}), so none can be held out for validation; set "
+                               f"data.val_group (none, or a pattern) or data.val_list")
+        held = sum(e.label == label for key in keys if key in chosen for e in groups[key])
+        for key in sorted(keys, key=stable_key)[:-1]:  # the last group stays in train
+            if held >= want:
+                break
+            if key not in chosen:
+                chosen.add(key)
+                held += sum(e.label == label for e in groups[key])
+    return {e.rel for key in chosen for e in groups[key]}
 
 
 def _listed_validation(index: DatasetIndex, cfg, path: Path) -> set[str]:

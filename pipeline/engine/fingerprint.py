@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 
 from ...errors import StageError
-from ..config import Config
 
 SOURCE = Path(__file__).resolve().parents[2]  # the source tree that holds pipeline/ and models/
 PACKAGE = __name__.split(".")[0]  # "dlkdd": absolute imports inside the package start with it
@@ -28,10 +27,6 @@ VERSIONED = ("torch", "decord", "h5py")
 def hash_json(obj) -> str:
     """sha256 of `obj` as canonical JSON (keys sorted; what JSON cannot hold, by its str)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def params_hash(cfg: Config, keys: list[str]) -> str:
-    return hash_json({k: cfg.get(k) for k in keys})
 
 
 def library_versions() -> dict:

@@ -75,7 +75,7 @@ class Graph:
         for up in stage.upstream_of(self.cfg):
             rec = self.record(up)
             upstream[up] = rec.get("outputs_digest", "none") if rec else "none"
-        return Inspection(params={k: self.cfg.get(k) for k in stage.keys(self.cfg)},
+        return Inspection(params=stage.param_values(self.cfg),
                           inputs=self.input_stats(name, self.checksum), upstream=upstream,
                           code=code_digests(stage.run, self.source, self.neutral), versions=library_versions(),
                           checksum=self.checksum)

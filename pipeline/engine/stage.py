@@ -27,6 +27,8 @@ class Stage:
     speed-only ones), "-section.key" (drop one), or a function cfg -> keys.
     outputs: its folder in the cache, or a function cfg -> folder (one folder per variant).
     inputs: a function cfg -> {name relative to the dataset root: path} of external files.
+    derived: a function cfg -> {param key: value} that replaces those params' raw config values
+    in the fingerprint by what they mean (a pretrained source's identity, not its path).
     trains: it trains a model, resuming from its folder: --force empties the folder first,
     and under torchrun it is the stage every process runs.
     """
@@ -37,6 +39,7 @@ class Stage:
     params: tuple[ParamSpec, ...] = ()
     outputs: str | Callable[[Config], str] = ""
     inputs: Callable[[Config], dict] | None = None
+    derived: Callable[[Config], dict] | None = None
     trains: bool = False
 
     def upstream_of(self, cfg: Config | None) -> tuple[str, ...]:
@@ -58,6 +61,11 @@ class Stage:
             else:
                 keys.append(spec)
         return list(dict.fromkeys(keys))
+
+    def param_values(self, cfg: Config) -> dict:
+        """{key: value} of the params the fingerprint compares (derived values replace raw ones)."""
+        values = {k: cfg.get(k) for k in self.keys(cfg)}
+        return {**values, **(self.derived(cfg) if self.derived is not None else {})}
 
     def folder(self, cfg: Config) -> str:
         return self.outputs(cfg) if callable(self.outputs) else (self.outputs or self.name)

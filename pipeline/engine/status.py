@@ -55,7 +55,7 @@ class Reason:
 
 
 def _show(value) -> str:
-    return "<unset>" if value is None else str(value)
+    return "<unset>" if value is None else "''" if value == "" else str(value)
 
 
 def param_changes(old: dict, now: Inspection, checksum: bool) -> list[Reason]:

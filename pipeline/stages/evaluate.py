@@ -324,7 +324,9 @@ def results_markdown(results: dict) -> str:
         "",
         f"![validation top-1 and training loss per epoch]({CURVES_PNG})",
         "",
-        "Validation during training is the test split at view 0 (single clip, centre crop).",
+        "Validation during training (the curves, and `keep = best`) is the validation split, carved from "
+        "the train split and never trained on, at view 0 (single clip, centre crop); the tables above are "
+        "the test split, read by this stage alone.",
         "",
         "## Notes",
         "",

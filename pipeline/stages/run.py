@@ -15,6 +15,9 @@ from ..datasets.splits import dataset_root
 from ..engine import ranks
 from ..engine.lock import OutputLocks
 from ..engine.run import execute, execute_distributed
+from ..engine.stage import upstream_closure
+from ..published import NAMES
+from ..training.weights import fetch_registered
 from .table import STAGES, list_variants, pipeline_graph
 
 SEEDED = ("enhancer.seed", "teacher.seed", "student.seed", "data.view_seed")  # what --seed sets
@@ -77,12 +80,31 @@ def run_target(cfg: Config, cache: Path, target: str, device: str, console, forc
     if dry_run:
         return execute(graph, target, lambda: pick_device(device), console, force=force, dry_run=True,
                        options=options)
+    fetch_weights(graph, target, force, console)
     with OutputLocks(cache, wait=wait) as locks:  # shared on what it reads, exclusive on what it writes
         ran = execute(graph, target, lambda: pick_device(device), console, force=force, options=options,
                       locks=locks)
     if not ran:
         console.print(f"nothing to do: {target} and everything upstream of it are fresh")
     return ran
+
+
+TRAINED_FROM = {"teacher": "teacher", "baseline": "student", "student": "student"}  # stage -> its section
+
+
+def fetch_weights(graph, target: str, force: bool, console) -> None:
+    """Before any stage runs: the registered weights that the stages about to train start from are
+    downloaded, or checked where they lie; a run that cannot have them stops here, naming the file
+    and where to place it, not after the enhance stage."""
+    cfg = graph.cfg
+    sections = {s for s in TRAINED_FROM.values() if getattr(cfg, s).pretrained in NAMES}
+    if not sections:
+        return
+    names = [n for n in upstream_closure(target, graph.stages, cfg) if n in TRAINED_FROM]
+    states = graph.statuses(upstream_closure(target, graph.stages, cfg))
+    for name in names:
+        if TRAINED_FROM[name] in sections and (states[name].state != "fresh" or (force and name == target)):
+            fetch_registered(cfg, TRAINED_FROM[name], console)
 
 
 def _run_distributed(graph, target: str, device: str, console, force: bool, wait: float) -> list[str]:

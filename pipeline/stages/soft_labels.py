@@ -31,6 +31,7 @@ from ..engine.atomic import atomic_path
 from ..engine.progress import progress_bar
 from ..names import LOGITS_FILE
 from ..training.checkpoints import load_trained
+from ..training.device import exact_float32
 
 # Relative to the logits' scale: what batching, kernel choice and another BLAS may change in a
 # logit (a float32 sum's error grows with its magnitude), never less than the stored dtype resolves.
@@ -40,17 +41,6 @@ CHUNK_BYTES = 1 << 18  # ~256 KB chunks of rows: small enough for h5py's chunk c
 
 class VerifyError(UserError, RuntimeError):
     """Cached logits that disagree with the teacher, or cannot be read (one line naming the file)."""
-
-
-@contextlib.contextmanager
-def exact_float32():
-    """Turn TF32 off while the teacher labels (CUDA would otherwise round convs to 10-bit mantissas)."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 LABELLED_SPLITS = ("train", "val")  # the splits soft labels are computed for

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .. import enhancers
 from ..config import Config, pretrain_data
-from ..engine.fingerprint import SOURCE, params_hash
+from ..engine.fingerprint import SOURCE, hash_json
 from ..engine.graph import Graph
 from ..engine.stage import Stage, section_keys, upstream_closure
-from ..published import NAMES, PRETRAIN
+from ..published import NAMES, PRETRAIN, source_identity, uses_pretrain
 from ..training.digest import content_digest
 
 # This module decides whether a stage runs, never what it writes: never part of a stage's code.
@@ -26,7 +26,7 @@ VIEW_KEYS = ("data.crop", "data.views", "data.min_scale", "data.view_seed", "dat
 # inputs are named relative to it, so a moved dataset is the same dataset).
 CLIP_KEYS = ("data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.max_long_side")
 DATA_KEYS = ("data.format", "data.train_list", "data.test_list", "data.test_fraction", "data.val_fraction",
-             "data.val_list", *CLIP_KEYS)
+             "data.val_list", "data.val_group", *CLIP_KEYS)
 
 
 def enhancer_params(cfg: Config) -> list[str]:
@@ -64,12 +64,19 @@ def pretrain_videos(cfg: Config) -> dict:
     return all_videos(pretrain_data(cfg)) if cfg.pretrain.root else {}
 
 
-def uses_pretrain(section: str):
+def pretrain_upstream(section: str):
     """The pretrain stage is upstream of a training stage only when its `pretrained` names it."""
     def upstream(cfg: Config) -> tuple[str, ...]:
-        from ..training.weights import uses_pretrain
         return ("pretrain",) if uses_pretrain(cfg, section) else ()
     return upstream
+
+
+def pretrained_source(section: str):
+    """`<section>.pretrained` in the fingerprint by what it starts from (`published.source_identity`):
+    random, the pretrain stage, which registered weights, or a file (by content, as an input)."""
+    def derived(cfg: Config) -> dict:
+        return {f"{section}.pretrained": source_identity(cfg, section)}
+    return derived
 
 
 def pretrained_weights(section: str):
@@ -102,9 +109,9 @@ def dataset_inputs(cfg: Config, splits: tuple[str, ...]) -> dict:
 
 
 def student_folder(cfg: Config) -> str:
-    """One folder per (alpha, T, the rest): a sweep keeps every variant."""
-    s, keys = cfg.student, STAGES["student"].keys(cfg)
-    return f"student/a{s.alpha:g}-T{s.temperature:g}-{params_hash(cfg, keys)[:8]}"
+    """One folder per (alpha, T, the rest, its pretrained source): a sweep keeps every variant."""
+    s = cfg.student
+    return f"student/a{s.alpha:g}-T{s.temperature:g}-{hash_json(STAGES['student'].param_values(cfg))[:8]}"
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
@@ -117,23 +124,25 @@ STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
           doc=f"Make the low-light enhancer (enhancer.kind: {', '.join(enhancers.names())}): fitted on the "
               "dataset's own dark training frames, imported as the authors' weights, or built from its keys."),
     Stage(name="enhance", run="dlkdd.pipeline.stages.enhance:run_stage", upstream=("enhancer",),
-          params=(*DATA_KEYS, "enhance.shard_size", "enhance.compression"), inputs=all_videos, outputs="clips",
+          params=(*DATA_KEYS, "enhance.shard_size", "enhance.compression", "enhance.precision"),
+          inputs=all_videos, outputs="clips",
           doc="Decode, sample, resize and enhance every video into HDF5 shards of original and enhanced clips."),
-    Stage(name="teacher", run="dlkdd.pipeline.stages.teacher:run_stage", upstream=("enhance", uses_pretrain("teacher")),
-          params=("teacher.*", "-teacher.pretrained", *VIEW_KEYS), inputs=pretrained_weights("teacher"),
+    Stage(name="teacher", run="dlkdd.pipeline.stages.teacher:run_stage",
+          upstream=("enhance", pretrain_upstream("teacher")),
+          params=("teacher.*", *VIEW_KEYS), derived=pretrained_source("teacher"), inputs=pretrained_weights("teacher"),
           trains=True,
           doc="Train the teacher on enhanced clips, views as augmentation."),
     Stage(name="soft-labels", run="dlkdd.pipeline.stages.soft_labels:run_stage", upstream=("teacher", "enhance"),
           params=VIEW_KEYS,
           doc="Run the teacher once over every (clip, view) and cache its logits."),
     Stage(name="baseline", run="dlkdd.pipeline.stages.student:run_baseline",
-          upstream=("enhance", uses_pretrain("student")),
-          params=("student.*", "-student.alpha", "-student.temperature", "-student.pretrained", *VIEW_KEYS),
-          inputs=pretrained_weights("student"), trains=True,
+          upstream=("enhance", pretrain_upstream("student")),
+          params=("student.*", "-student.alpha", "-student.temperature", *VIEW_KEYS),
+          derived=pretrained_source("student"), inputs=pretrained_weights("student"), trains=True,
           doc="Train the student without distillation (alpha = 0), for comparison."),
     Stage(name="student", run="dlkdd.pipeline.stages.student:run_student",
-          upstream=("soft-labels", "enhance", uses_pretrain("student")),
-          params=("student.*", "-student.pretrained", *VIEW_KEYS), inputs=pretrained_weights("student"),
+          upstream=("soft-labels", "enhance", pretrain_upstream("student")),
+          params=("student.*", *VIEW_KEYS), derived=pretrained_source("student"), inputs=pretrained_weights("student"),
           outputs=student_folder, trains=True,
           doc="Train the student on original dark clips against the cached teacher logits."),
     Stage(name="evaluate", run="dlkdd.pipeline.stages.evaluate:run_stage",

@@ -10,11 +10,10 @@ import copy
 from dataclasses import dataclass, replace
 
 from ..config import Config, apply_overrides, validate
-from ..engine.fingerprint import params_hash
+from ..engine.fingerprint import hash_json
 from ..engine.stage import Stage, upstream_closure
-from ..published import PRETRAIN
+from ..published import PRETRAIN, uses_pretrain
 from ..stages.table import STAGES
-from ..training.weights import uses_pretrain
 
 
 @dataclass(frozen=True)
@@ -78,13 +77,13 @@ def study_stages(vary_teacher: bool) -> dict[str, Stage]:
     """The stage table with per-seed folders: the baseline always, the teacher and its soft labels
     (and so the student) when the teacher's seed varies too. Upstream stages are shared."""
     stages = dict(STAGES)
-    baseline_keys = STAGES["baseline"].keys
+    baseline_params = STAGES["baseline"].param_values
     stages["baseline"] = replace(STAGES["baseline"], outputs=lambda c: (
-        f"baseline/seed{c.student.seed}-{params_hash(c, baseline_keys(c))[:8]}"))
+        f"baseline/seed{c.student.seed}-{hash_json(baseline_params(c))[:8]}"))
     if vary_teacher:
-        teacher_keys = STAGES["teacher"].keys
+        teacher_params = STAGES["teacher"].param_values
         stages["teacher"] = replace(STAGES["teacher"], outputs=lambda c: (
-            f"teacher/seed{c.teacher.seed}-{params_hash(c, teacher_keys(c))[:8]}"))
+            f"teacher/seed{c.teacher.seed}-{hash_json(teacher_params(c))[:8]}"))
         stages["soft-labels"] = replace(STAGES["soft-labels"], outputs=lambda c: (
             f"soft-labels/{stages['teacher'].folder(c).split('/', 1)[1]}"))
         student_out = STAGES["student"].folder
@@ -107,5 +106,5 @@ def arm_stages(stages: dict[str, Stage], base: Config, arm_cfg: Config, arm: Arm
 
 
 def _closure_params(stages: dict[str, Stage], name: str, cfg: Config) -> dict:
-    """The config values `name` and everything upstream of it read."""
-    return {s: {k: cfg.get(k) for k in stages[s].keys(cfg)} for s in upstream_closure(name, stages, cfg)}
+    """The params (as the fingerprints compare them) of `name` and everything upstream of it."""
+    return {s: stages[s].param_values(cfg) for s in upstream_closure(name, stages, cfg)}

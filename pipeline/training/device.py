@@ -1,6 +1,7 @@
 """Where models run: the one place "auto" becomes a device and mixed precision is chosen."""
 from __future__ import annotations
 
+import contextlib
 from contextlib import nullcontext
 
 import torch
@@ -14,10 +15,12 @@ def resolve_device(name) -> torch.device:
 
 
 def amp_dtype(device: torch.device):
-    """The autocast dtype on CUDA (bfloat16 where supported, else float16); None elsewhere (full float32)."""
+    """The autocast dtype on CUDA (bfloat16 where the GPU has bf16 units, else float16 with the
+    GradScaler); None elsewhere (full float32). Emulated bf16 (older GPUs, where torch reports bf16
+    as supported by default) runs much slower than fp16, so it does not count."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 def autocast(device: torch.device, dtype=None):
@@ -25,3 +28,15 @@ def autocast(device: torch.device, dtype=None):
     if device.type != "cuda":
         return nullcontext()
     return torch.autocast("cuda", dtype=dtype or amp_dtype(device))
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """Turn TF32 off where float32 must mean float32 (CUDA would otherwise round convs and matmuls
+    to 10-bit mantissas): the teacher's soft labels and an fp32 enhancer."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import StageError, UserError, first_line
+from ..engine.digest import sha256_of
 from ..names import META, MODEL
-from ..published import PRETRAIN, Published, check_source, published
+from ..published import PRETRAIN, Published, check_source, pretraining_on, published
 
 BASE_URL_ENV = "DLKDD_WEIGHTS_BASE_URL"  # serve the same file names from elsewhere (a mirror, tests)
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention
@@ -45,11 +46,12 @@ def download(url: str, console=None) -> Path:
     """The file at `url` in torch's hub cache: downloaded once (progress bar), sha256-prefix checked."""
     import torch  # deferred: as in `cached_file`
     dest = cached_file(url)
-    if dest.is_file():
-        return dest
     match = HASH_IN_NAME.search(dest.name)
     if match is None:
         raise WeightsDownloadError(f"{url}: the file name carries no sha256 prefix to check")
+    if dest.is_file():
+        check_placed(dest, url, match.group(1))
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     if console is not None:
         console.print(f"  downloading {url} -> {dest}", markup=False, highlight=False)
@@ -65,6 +67,23 @@ def download(url: str, console=None) -> Path:
         raise WeightsDownloadError(f"cannot download {url} ({reason}); download it by hand and place it "
                                    f"at {dest}") from None
     return dest
+
+
+def check_placed(path: Path, url: str, prefix: str) -> None:
+    """A file already in the weights folder (placed by hand on a node without network, or left by an
+    older download) is loaded only if its sha256 starts with the prefix its registered name carries."""
+    digest = sha256_of(path)
+    if not digest.startswith(prefix):
+        raise WeightsDownloadError(f"{path}: sha256 {digest[:16]}... does not start with {prefix}, the hash "
+                                   f"of {url} (truncated or another file); not loaded: delete it to download "
+                                   f"it again, or place the file from {url} there")
+
+
+def fetch_registered(cfg, section: str, console=None) -> Path | None:
+    """The registered weights `<section>.pretrained` names, downloaded or checked now; None for any
+    other source. A run calls this before its first stage, so missing weights stop it at once."""
+    weights = published(getattr(cfg, section).pretrained, getattr(cfg, section).model)
+    return download(url_of(weights), console) if weights is not None else None
 
 
 # --- resolving a source ------------------------------------------------------------------
@@ -83,15 +102,6 @@ class Init:
 def pretrain_dir(cache: Path, model: str) -> Path:
     """Where the pretrain stage keeps the weights it trained for `model`."""
     return Path(cache) / "pretrain" / model
-
-
-def pretraining_on(cfg) -> bool:
-    return bool(cfg.pretrain.root)
-
-
-def uses_pretrain(cfg, section: str) -> bool:
-    """Whether the stage training `section` ("teacher" | "student") starts from the pretrain stage."""
-    return getattr(cfg, section).pretrained == PRETRAIN and pretraining_on(cfg)
 
 
 def resolve(train_cfg, classes: list[str], cfg, cache: Path, console=None) -> Init:

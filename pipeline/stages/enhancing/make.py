@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ...datasets.shard_parts import ShardWriter, part_is_done, read_parts, remove_stale_shards, shard_plan, write_index
+from ...datasets.splits import read_dataset
 from ...engine.progress import progress_bar
 from ...names import CLIP_ERRORS
 from .local import run_here, until_cluster_pays
@@ -62,7 +63,7 @@ def make_clips(data, enhance, root: Path, out: Path, enhancer_file: Path, finger
         load_enhancer_once(str(enhancer_file), device)
     t0 = time.time()
     args = dict(T=T, clips=clips, size=size, enhancer_path=str(enhancer_file),
-                batch_frames=enhance.batch_frames, device=device)
+                batch_frames=enhance.batch_frames, precision=enhance.precision, device=device)
     tasks = task_plan([j for i in todo for j in plan[i]], T, clips, size)
     writer = ShardWriter(out, plan, fingerprint, enhance.compression)
     strict = options.get("strict") or enhance.strict
@@ -115,7 +116,8 @@ def _finish(out: Path, root: Path, data, plan: list[list], classes: list[str], s
     if not clips:
         first = errors[0]["reason"] if errors else "no videos"
         raise EnhanceError(f"no video could be read ({len(errors)} failed; first: {first})")
-    write_index(out, clips, errors, classes, data.frames, size)
+    groups = read_dataset(data, root).groups
+    write_index(out, clips, errors, classes, data.frames, size, groups)
     nbytes = sum(p.stat().st_size for p in out.glob("shard-*.h5"))
     before = float(np.mean([c["mean_original"] for c in clips]))
     after = float(np.mean([c["mean_enhanced"] for c in clips]))
@@ -127,6 +129,11 @@ def _finish(out: Path, root: Path, data, plan: list[list], classes: list[str], s
     console.print(f"  {len(clips)} clips from {videos} videos in {len(plan)} shard(s), "
                   f"{nbytes / 1e9:.3f} GB; mean brightness {before:.3f} -> {after:.3f}; "
                   f"{len(errors)} failed" + (f" (listed in {out / CLIP_ERRORS})" if errors else ""))
+    if groups.get("val", {}).get("videos"):
+        t, v = groups["train"], groups["val"]
+        console.print(f"  validation: {v['videos']} videos in {v['groups']} groups held out of the train list; "
+                      f"train keeps {t['videos']} videos in {t['groups']} groups (data.val_group)")
+    summary["validation_groups"] = groups
     for e in errors[:5]:
         console.print(f"  [red]failed[/] {root / e['reason']}", highlight=False)
     if len(errors) > 5:

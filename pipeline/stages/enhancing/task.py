@@ -28,14 +28,14 @@ def load_enhancer_once(path: str, device: str):
 
 
 def process_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], enhancer_path: str,
-                   batch_frames: int, device: str) -> list[dict]:
+                   batch_frames: int, device: str, precision: str = "fp32") -> list[dict]:
     """Decode, sample and resize each video; enhance the distinct frames of all of them together.
 
     One result per video; a failure comes back as {"job", "error": reason}. Frames of
     different videos share enhancer batches (of `batch_frames`): a frame's result does not
     depend on its batch neighbours (tests/test_enhance.py checks it against per-video runs).
     """
-    return enhance_decoded(decode_videos(jobs, T, clips, size), enhancer_path, batch_frames, device)
+    return enhance_decoded(decode_videos(jobs, T, clips, size), enhancer_path, batch_frames, device, precision)
 
 
 def decode_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], **_) -> dict:
@@ -59,13 +59,14 @@ def decode_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], *
     return {"results": results, "distinct": distinct, "inverses": inverses}
 
 
-def enhance_decoded(decoded: dict, enhancer_path: str, batch_frames: int, device: str, **_) -> list[dict]:
+def enhance_decoded(decoded: dict, enhancer_path: str, batch_frames: int, device: str, precision: str = "fp32",
+                    **_) -> list[dict]:
     """The enhancing half of `process_videos`, with each clip's statistics."""
     from ...enhancers.apply import enhance_frames  # deferred: torch (see the module docstring)
     results, distinct, inverses = decoded["results"], decoded["distinct"], decoded["inverses"]
     if distinct:
         enhanced = enhance_frames(load_enhancer_once(enhancer_path, device), np.concatenate(distinct),
-                                  batch=batch_frames, device=device)
+                                  batch=batch_frames, device=device, precision=precision)
         start = 0
         for r, d, inverse in zip([r for r in results if "error" not in r], distinct, inverses):
             r["enhanced"] = enhanced[start:start + len(d)][inverse].reshape(r["original"].shape)
