@@ -33,6 +33,7 @@ class Group(click.Group):
             with signals.handled():  # SIGTERM (a scheduler's stop) takes the Ctrl-C path below
                 return super().invoke(ctx)
         except KeyboardInterrupt as e:
+            signals.quiet_helper_threads()
             click.echo(f"\n{signals.describe(e)}: finished shards, checkpoints and records were kept; "
                        "run the same command again to resume", err=True)
             sys.exit(signals.exit_code(e))

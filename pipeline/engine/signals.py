@@ -52,7 +52,22 @@ def _on_sigterm(signum, frame):
     # A second SIGTERM during the clean-up must not interrupt it: the scheduler's SIGKILL
     # after its grace period is the way to stop a clean-up that hangs.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    quiet_helper_threads()
     raise Terminated()
+
+
+def quiet_helper_threads() -> None:
+    """This process is stopping (SIGTERM or Ctrl-C), and its DataLoader workers stop with it: a
+    worker gone mid-handshake makes multiprocessing's file-descriptor sharing thread print a
+    ConnectionResetError traceback through `sys.excepthook` (seen once in six stops). That is part
+    of the stop, not an error: from now on this process drops connection errors of helper threads."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if threading.current_thread() is threading.main_thread() or not issubclass(kind, (ConnectionError,
+                                                                                          EOFError)):
+            previous(kind, value, tb)
+    sys.excepthook = hook
 
 
 def _raise_again(unraisable) -> None:
@@ -75,11 +90,12 @@ def handled():
         return
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     previous_hook, sys.unraisablehook = sys.unraisablehook, _raise_again
+    excepthook = sys.excepthook
     try:
         yield
-    finally:  # an in-process caller (a test, a notebook) gets its own handler back
+    finally:  # an in-process caller (a test, a notebook) gets its own handlers back
         signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = previous_hook
+        sys.unraisablehook, sys.excepthook = previous_hook, excepthook
 
 
 def stopping() -> None:
