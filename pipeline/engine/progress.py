@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 def make_console(stderr: bool = True):
     """A rich Console for progress and stage events; outside a terminal it never wraps a line."""
-    from rich.console import Console
+    from rich.console import Console  # deferred: 0.1 s to import, and `dlkdd --help` prints without it
     console = Console(stderr=stderr)
     if not (console.is_terminal or console.is_jupyter):
         console.soft_wrap = True  # a log line stays one line however long it is
@@ -39,6 +39,7 @@ def progress_bar(console, label: str, total: int, unit: str | None = None) -> It
     if not shows_live(console):
         yield lambda completed, text=None: None
         return
+    # deferred: 0.1 s to import, and only a terminal shows a bar (logs and pipes never do)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     start, shown = time.perf_counter(), {"text": ""}
     with Progress(TextColumn(label, markup=False), BarColumn(), MofNCompleteColumn(),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import enhancers
 from ..config import Config, pretrain_data
+from ..datasets.splits import CLASSES_FILE, dataset_root, read_dataset
 from ..engine.fingerprint import SOURCE, hash_json
 from ..engine.graph import Graph
 from ..engine.stage import Stage, section_keys, upstream_closure
@@ -94,7 +95,6 @@ def all_videos(cfg: Config) -> dict:
 
 def dataset_inputs(cfg: Config, splits: tuple[str, ...]) -> dict:
     """The split lists and every listed video, as {path relative to the dataset root: path}."""
-    from ..datasets.splits import CLASSES_FILE, dataset_root, read_dataset
     root = dataset_root(cfg)
     index = read_dataset(cfg.data, root)
     ins = {}
