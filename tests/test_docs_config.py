@@ -1,4 +1,5 @@
-"""docs/configuration.md lists every config key with its default: the page cannot drift from the code."""
+"""docs/configuration.md lists every config key with its default, docs/commands.md every option of
+every command: the pages cannot drift from the code."""
 from __future__ import annotations
 
 import dataclasses
@@ -43,3 +44,10 @@ def test_every_config_key_is_on_the_configuration_page_with_its_default():
                 wrong.append(f"{section.name}.{f.name}: the page says {shown}, the code {json.dumps(default)}")
     assert not missing, f"keys missing from {PAGE.name}: {missing}"
     assert not wrong, wrong
+
+
+def test_the_commands_page_lists_every_option_as_help_states_it():
+    from tests.docs_options import PAGE as COMMANDS
+    from tests.docs_options import rewritten
+    text = COMMANDS.read_text()
+    assert rewritten(text) == text, "docs/commands.md is out of date: run python -m tests.docs_options"
