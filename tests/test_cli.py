@@ -77,7 +77,12 @@ def test_dry_run_says_what_would_run_and_writes_nothing(videos, tmp_path):
     result = CliRunner().invoke(cli, ["--data", str(videos), "--cache", str(tmp_path / "c"), *TINY,
                                       "soft-labels", "--dry-run"])
     assert result.exit_code == 0
-    assert not (tmp_path / "c" / "stages").exists()
+    lines = [line for line in result.output.splitlines() if "would run" in line]
+    # every stage soft-labels needs, in run order, each with its reason; nothing after it
+    assert [line.split(":")[0].split()[-1] for line in lines] == ["enhancer", "enhance", "teacher", "soft-labels"]
+    assert all("(never run in this cache)" in line for line in lines), result.output
+    cache = tmp_path / "c"
+    assert not cache.exists() or not [p for p in cache.rglob("*") if p.is_file()]  # nothing written
 
 
 @pytest.mark.slow
