@@ -3,7 +3,6 @@ held-out frames, a warning when the fit collapses to one global curve, and the c
 and the registry of kinds those come from, read without torch."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,9 @@ from dlkdd.pipeline.enhancers.build import make_enhancer
 from dlkdd.pipeline.enhancers.fit import fit
 from dlkdd.pipeline.enhancers.registry import FIT_KEYS, EnhancerKind, register
 from dlkdd.pipeline.stages.enhancer import split_held_out, training_frames
+from tests.weightsfix import SHARED_WEIGHTS, require
 
-DCEPP = Path(__file__).resolve().parents[2] / "shared/weights/zero-dce/ZeroDCEpp_Epoch99.pth"
+DCEPP = SHARED_WEIGHTS / "zero-dce" / "ZeroDCEpp_Epoch99.pth"
 
 
 def _blobs(n=6, h=48, w=48, seed=0) -> np.ndarray:
@@ -101,8 +101,7 @@ def test_preview_grid_shows_the_curve_map_row():
 def test_fit_on_the_sample_is_pixel_adaptive_like_the_authors_zero_dce_pp():
     """Issue 10: on the sample's frames, the spread of enhanced values among pixels with the same
     original value is at least half that of the authors' Zero-DCE++ on the same frames."""
-    if not DCEPP.is_file():
-        pytest.skip(f"authors' weights not found at {DCEPP}")
+    require(DCEPP, "authors' weights")
     cfg = Config()
     frames, _ = training_frames(cfg, cfg.enhancer.frames_per_video)
     fit_frames, held = split_held_out(frames, cfg.enhancer.frames_per_video)

@@ -12,10 +12,11 @@ from dlkdd.pipeline.enhancers.apply import enhance_frames
 from dlkdd.pipeline.enhancers.build import load_enhancer, make_enhancer, save_enhancer
 from dlkdd.pipeline.enhancers.fit import fit
 from dlkdd.pipeline.stages.table import enhancer_params as _enhancer_params
+from tests.weightsfix import SHARED_WEIGHTS, needs
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "sci"
+WEIGHTS = SHARED_WEIGHTS / "sci"
 NAMES = ("easy", "medium", "difficult")
-needs_weights = pytest.mark.skipif(not (WEIGHTS / "medium.pt").is_file(), reason="no ../shared/weights/sci")
+needs_weights = needs(WEIGHTS / "medium.pt", "SCI's released weights")
 
 
 def authors_equations(state: dict, x: torch.Tensor) -> torch.Tensor:

@@ -66,3 +66,14 @@ def test_a_run_without_its_registered_weights_stops_before_any_stage(hub, monkey
         run_target(cfg, cache, "teacher", "cpu", QUIET)
     written = [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
     assert not [p for p in written if p.parts[-2] in ("enhancer", "clips")], written  # no stage ran
+
+
+def test_released_weights_missing_in_ci_fail_instead_of_skipping(monkeypatch, tmp_path):
+    from tests import weightsfix
+    missing = tmp_path / "no-such-weights.pth"
+    monkeypatch.setattr(weightsfix, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception):
+        weightsfix.require(missing)
+    monkeypatch.setattr(weightsfix, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI has ../shared beside the clone"):
+        weightsfix.require(missing)

@@ -14,8 +14,9 @@ from dlkdd.pipeline.enhancers.apply import enhance_frames
 from dlkdd.pipeline.enhancers.build import load_enhancer, make_enhancer, save_enhancer
 from dlkdd.pipeline.enhancers.fit import fit
 from dlkdd.pipeline.stages.enhancer import needs_fit
+from tests.weightsfix import SHARED_WEIGHTS, require
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared/weights/zero-dce"
+WEIGHTS = SHARED_WEIGHTS / "zero-dce"
 DCE = WEIGHTS / "ZeroDCE_Epoch99.pth"
 DCEPP = WEIGHTS / "ZeroDCEpp_Epoch99.pth"
 
@@ -38,8 +39,7 @@ def dark_tensor(mean=0.07) -> torch.Tensor:
 
 
 def authors(path: Path) -> dict:
-    if not path.is_file():
-        pytest.skip(f"authors' weights not found at {path}")
+    require(path, "authors' weights")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
