@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
+from types import SimpleNamespace
+
+import pytest
 
 from dlkdd.pipeline.engine import signals
 
@@ -35,3 +39,15 @@ def test_helper_threads_broken_connections_are_quiet_once_stopping(monkeypatch, 
     assert shown == [ValueError, ZeroDivisionError]
     _report_in_a_thread(ConnectionResetError(104, "after the block"))  # the caller's hook is back
     assert shown == [ValueError, ZeroDivisionError, ConnectionResetError]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, signals.Terminated])
+def test_a_stop_lost_in_a_finalizer_is_raised_again(stop):
+    """Python ignores an exception raised while a weakref callback runs ("Exception ignored in"):
+    a Ctrl-C or SIGTERM that lands there is sent again, so the stop is not lost (it was, now and
+    then, in test_ctrl_c_during_enhance and test_sigterm_during_enhance)."""
+    with pytest.raises(stop):
+        with signals.handled():
+            sys.unraisablehook(SimpleNamespace(exc_value=stop(), exc_type=stop, exc_traceback=None,
+                                               err_msg=None, object=None))
+            time.sleep(5)  # the signal comes back within ~10 ms

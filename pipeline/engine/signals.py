@@ -71,13 +71,17 @@ def quiet_helper_threads() -> None:
 
 
 def _raise_again(unraisable) -> None:
-    """`sys.unraisablehook` while SIGTERM is handled: a `Terminated` raised while a finalizer or a
-    weakref callback ran is ignored by Python (it prints "Exception ignored in ..." and goes on),
-    so the stop would be lost. Re-arm the handler and send SIGTERM again a moment later, once the
-    callback has returned, so it raises where it can propagate."""
-    if isinstance(unraisable.exc_value, Terminated) and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    """`sys.unraisablehook` while SIGTERM is handled: a `Terminated` (SIGTERM) or KeyboardInterrupt
+    (Ctrl-C) raised while a finalizer or a weakref callback ran is ignored by Python (it prints
+    "Exception ignored in ..." and goes on), so the stop would be lost. Re-arm the handler and send
+    the signal again a moment later, once the callback has returned, so it raises where it can
+    propagate."""
+    stop = unraisable.exc_value
+    if isinstance(stop, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+        if isinstance(stop, Terminated):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        again = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        threading.Timer(0.01, os.kill, (os.getpid(), again)).start()
         return
     sys.__unraisablehook__(unraisable)
 
