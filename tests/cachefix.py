@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,12 @@ def make_clip_cache(clips_dir: Path, classes: int = 3, train_per_class: int = 6,
     (clips_dir / "index.json").write_text(json.dumps(index))
     (clips_dir / "errors.json").write_text("[]")
     return index
+
+
+def mark_all_fresh(graph) -> None:
+    """Records for every stage of `graph` as a finished run would leave them (one small output each)."""
+    for name in graph.stages:
+        out = graph.out_dir(name)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "done.txt").write_text(name)
+        graph.write_record(name, graph.inspect(name), time.time(), {})

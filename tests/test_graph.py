@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,20 +25,12 @@ from dlkdd.pipeline.engine.status import param_changes
 from dlkdd.pipeline.stages.run import resolve_config
 from dlkdd.pipeline.stages.table import STAGES, pipeline_graph
 from dlkdd.pipeline.training.digest import content_digest
+from tests.cachefix import mark_all_fresh
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 ALL = set(STAGES)
 TRAINED = {"pretrain", "teacher", "soft-labels", "baseline", "student", "evaluate"}
-
-
-def mark_all_fresh(graph: Graph) -> None:
-    """Records for every stage as a finished run would leave them (one small output each)."""
-    for name in graph.stages:
-        out = graph.out_dir(name)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "done.txt").write_text(name)
-        graph.write_record(name, graph.inspect(name), time.time(), {})
 
 
 def stale_set(graph: Graph) -> set[str]:

@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from dlkdd.pipeline.config import Config, set_value
-from dlkdd.pipeline.engine.graph import Graph
 from dlkdd.pipeline.published import source_identity
 from dlkdd.pipeline.stages.table import STAGES, pipeline_graph
+from tests.cachefix import mark_all_fresh
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 FILE = "<file>"  # stands for a state dict file, written per test
 SOURCES = ["", "pretrain", "kinetics400", "ig65m", "ig65m_kinetics", FILE]
-
-
-def mark_all_fresh(graph: Graph) -> None:
-    """Records for every stage as a finished run would leave them (one small output each)."""
-    for name in graph.stages:
-        out = graph.out_dir(name)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "done.txt").write_text(name)
-        graph.write_record(name, graph.inspect(name), time.time(), {})
 
 
 def config(section: str, source: str, weights: Path) -> Config:

@@ -90,15 +90,14 @@ def carve_validation(index: DatasetIndex, cfg, root) -> DatasetIndex:
     (`data.val_group`: clips cut from one recording never straddle the split), the groups taken
     in the order of a sha1 of their name, so the split is stable across machines and runs.
     """
-    val_list = getattr(cfg, "val_list", "")
+    val_list, rule = getattr(cfg, "val_list", ""), group_rule(cfg, root)
     if val_list:
         chosen = _listed_validation(index, cfg, Path(root) / val_list)
     else:
         fraction = getattr(cfg, "val_fraction", 0.0)
-        chosen = _grouped_validation(index, fraction, group_rule(cfg, root)) if fraction > 0 else set()
+        chosen = _grouped_validation(index, fraction, rule) if fraction > 0 else set()
     index.val = [dataclasses.replace(e, split="val") for e in index.train if e.rel in chosen]
     index.train = [e for e in index.train if e.rel not in chosen]
-    rule = group_rule(cfg, root)
     index.groups = {split: {"groups": len({group_of(e.rel, rule) for e in entries}), "videos": len(entries)}
                     for split, entries in (("train", index.train), ("val", index.val))}
     return index

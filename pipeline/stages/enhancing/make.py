@@ -112,11 +112,12 @@ def _finish(out: Path, root: Path, data, plan: list[list], classes: list[str], s
             rate: float, seconds: float) -> dict:
     """Assemble index.json and errors.json from the part files; print the summary."""
     clips, errors = read_parts(out, len(plan))
-    errors = missing_errors(data, root) + errors
+    index = read_dataset(data, root)  # once more, after the work: what was missing, how validation split
+    errors = missing_errors(index) + errors
     if not clips:
         first = errors[0]["reason"] if errors else "no videos"
         raise EnhanceError(f"no video could be read ({len(errors)} failed; first: {first})")
-    groups = read_dataset(data, root).groups
+    groups = index.groups
     write_index(out, clips, errors, classes, data.frames, size, groups)
     nbytes = sum(p.stat().st_size for p in out.glob("shard-*.h5"))
     before = float(np.mean([c["mean_original"] for c in clips]))

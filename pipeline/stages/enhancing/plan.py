@@ -32,11 +32,12 @@ def list_jobs(data, root: Path) -> tuple[list[Job], list[str]]:
     return jobs, list(index.classes)
 
 
-def missing_errors(data, root: Path) -> list[dict]:
-    """Listed videos that are not on disk (skipped with --skip-missing), reported like unreadable ones."""
+def missing_errors(index) -> list[dict]:
+    """The listed videos of a dataset index that are not on disk (skipped with --skip-missing),
+    reported like unreadable ones."""
     return [{"video": e.rel, "path": e.path, "split": e.split,
              "reason": f"{e.source}:{e.line}: video not found: {e.path}"}
-            for e in read_dataset(data, root).missing]
+            for e in index.missing]
 
 
 def clips_per_split(data) -> dict[str, int]:
