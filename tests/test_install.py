@@ -149,15 +149,20 @@ def _committed_modules(checkout: Path) -> set[str]:
 @pytest.mark.slow
 def test_wheel_of_a_clean_checkout_installs_alone_and_runs(tmp_path):
     """`pip wheel` of HEAD as cloned, installed into a venv that holds nothing else but pip, click
-    and rich: every committed module is in the wheel, the torch-free modules and `dlkdd --help` run
-    from it, and with the running environment's packages lent too, every module imports."""
+    and rich: every committed module and the bundled sample are in the wheel, the torch-free modules
+    and `dlkdd --help` run from it, and with the running environment's packages lent too, every
+    module imports and a stage without --data reads the installed sample."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PIP_INDEX_URL")}
     env.update(OMP_NUM_THREADS="1", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     checkout = _clean_checkout(tmp_path / "checkout")
     wheel = _build_wheel(checkout, tmp_path / "dist", env)
     with zipfile.ZipFile(wheel) as z:
-        packed = {n for n in z.namelist() if n.endswith(".py")}
+        names = set(z.namelist())
+    packed = {n for n in names if n.endswith(".py")}
     assert packed == _committed_modules(checkout), sorted(packed ^ _committed_modules(checkout))
+    sample = checkout / "data" / "sample"  # the bundled sample ships too: `dlkdd run` needs no --data
+    shipped = {f"dlkdd/data/sample/{p.relative_to(sample).as_posix()}" for p in sample.rglob("*") if p.is_file()}
+    assert len(shipped) > 500 and shipped <= names, sorted(shipped - names)[:5]
 
     python, purelib = _bare_venv(tmp_path / "venv", HELP_NEEDS)
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
@@ -187,3 +192,10 @@ def test_wheel_of_a_clean_checkout_installs_alone_and_runs(tmp_path):
     assert everything.returncode == 0, everything.stderr[-3000:]
     count, where = everything.stdout.split()
     assert int(count) > 50 and Path(where).is_relative_to(purelib), everything.stdout
+
+    # without --data a stage reads the sample the wheel installed (the enhancer fit decodes its dark frames)
+    fit = subprocess.run([str(python.parent / "dlkdd"), "--cache", "cache", "--device", "cpu",
+                          "--set", "enhancer.steps=2", "--set", "enhancer.frames_per_video=1", "enhancer"],
+                         capture_output=True, text=True, env=env, cwd=work, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "dark training frames" in fit.stderr and "✓ enhancer: done" in fit.stderr, fit.stderr[-3000:]
