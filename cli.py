@@ -78,6 +78,12 @@ class Settings:
         return run_target(self.config(), self.cache, target, self.device_opt, make_console(), **flags)
 
 
+# One run is one draw of every seed, and float results differ across CPUs: what `run` prints is an
+# example; a result is a study's mean +- sd over seeds with its paired interval.
+ONE_SEED_NOTE = ("one seed, so this table is a demonstration, not a result: `dlkdd study --seeds 0,1,2,3,4` gives "
+                 "mean +- sd over seeds and the student - baseline difference with its 95 % CI")
+
+
 def _pct(x) -> str:
     return f"{x:.1f}" if isinstance(x, (int, float)) else "-"
 
@@ -96,7 +102,7 @@ def _pct(x) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to run models: auto uses CUDA when torch sees a GPU.")
 @click.option("--seed", type=int, default=None,
-              help="Set every seed (enhancer, views, teacher, student) at once.")
+              help="Set every seed (pretrain, enhancer, views, teacher, student) at once.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug output (e.g. videos shorter than a clip).")
 @click.pass_context
 def cli(ctx, config_file, overrides, data, cache, device, seed, verbose):
@@ -172,6 +178,7 @@ def run(settings: Settings, force, dry_run, wait, checksum, scheduler, strict, s
         if report.exists():  # the table as plain markdown: it reads the same in a log or a pipe
             click.echo(report.read_text().split("\n## ", 1)[0].rstrip())
             click.echo(f"\nfull report: {report}")
+            click.echo(ONE_SEED_NOTE)
 
 
 @cli.command()

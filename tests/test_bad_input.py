@@ -103,6 +103,9 @@ def test_the_whole_pipeline_runs_over_odd_and_bad_videos(mixed, tmp_path):
     r = invoke([*base_args(mixed, cache, **{"teacher.epochs": 1, "student.epochs": 1}), "run"])
     assert r.exit_code == 0, r.output
     assert (cache / "report" / "results.md").exists() and "DL-KDD" in r.stdout
+    # one seed is an example: the closing line says so and names the command that gives a result
+    assert r.stdout.rstrip().splitlines()[-1].startswith("one seed, so this table is a demonstration")
+    assert "dlkdd study --seeds 0,1,2,3,4" in r.stdout
 
 
 # ----------------------------------------------------------------------------- split lists

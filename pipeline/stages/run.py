@@ -20,7 +20,7 @@ from ..published import NAMES
 from ..training.weights import fetch_registered
 from .table import STAGES, list_variants, pipeline_graph
 
-SEEDED = ("enhancer.seed", "teacher.seed", "student.seed", "data.view_seed")  # what --seed sets
+SEEDED = ("pretrain.seed", "enhancer.seed", "data.view_seed", "teacher.seed", "student.seed")  # what --seed sets
 
 
 def day_set(cfg: Config) -> str:
