@@ -71,7 +71,9 @@ class EnhancerConfig:
     w_spa: float = 1.0  # weight of the spatial-consistency loss
     w_exp: float = 10.0  # weight of the exposure loss
     w_col: float = 5.0  # weight of the colour-constancy loss
-    w_tv: float = 200.0  # weight of illumination smoothness (authors: 200; 1600 for ++)
+    w_tv: float = 200.0  # weight of illumination smoothness. zero_dce / zero_dce++ default to their authors'
+    #   200 / 1600, set for 512 px images, times (crop / 512)^2 (the same smoothness on our crops: 3.125 / 25
+    #   at crop 64; measured: 1600 collapses the ++ fit to one global curve); a value set in a file or --set wins
     seed: int = 0  # seed of crop sampling and initialisation
     reference: str = ""  # authors'-format .pth to compare the fit against in the quality report (optional)
 
@@ -237,6 +239,13 @@ def set_value(cfg: Config, dotted: str, value: Any) -> None:
     section, key = _split_key(cfg, dotted)
     typ = get_type_hints(type(section))[key]
     setattr(section, key, _coerce(dotted, value, typ))
+    explicit_keys(cfg).add(f"{dotted.split('.')[0].replace('-', '_')}.{key}")
+
+
+def explicit_keys(cfg: Config) -> set[str]:
+    """The keys a config file, --set or a command option gave a value ("section.key"): a default that
+    follows another key (enhancer.w_tv follows enhancer.kind) never overrides one of these."""
+    return cfg.__dict__.setdefault("_explicit", set())
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> None:

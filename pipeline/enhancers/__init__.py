@@ -8,7 +8,7 @@ and `names` (here, beside those imports) see them all. A module that looks a kin
 Nothing here imports torch.
 """
 from . import zero_dce, sci, gamma  # noqa: F401, I001 -- registration order: the order `names()` lists
-from ..config import ConfigError, EnhancerConfig
+from ..config import Config, ConfigError, EnhancerConfig, explicit_keys
 from .registry import KINDS, EnhancerKind
 
 
@@ -29,3 +29,15 @@ def check(section: EnhancerConfig) -> None:
     the kind is registered, and a kind with weights is given the file to import or fine-tune."""
     if get(section.kind).learned and section.mode in ("finetune", "import") and not section.weights:
         raise ConfigError(f"enhancer.mode={section.mode} needs enhancer.weights = PATH")
+
+
+def apply_kind_defaults(cfg: Config) -> None:
+    """Set the [enhancer] keys whose default follows enhancer.kind (`EnhancerKind.defaults`) to the
+    kind's value, or back to the section's default for a kind without one; a key the user set
+    (`config.explicit_keys`) keeps its value. Called again after an override changes the kind."""
+    base = EnhancerConfig()
+    own = dict(get(cfg.enhancer.kind).defaults)
+    followers = {key for kind in KINDS.values() for key, _ in kind.defaults}
+    for dotted in sorted(followers - explicit_keys(cfg)):
+        key = dotted.split(".", 1)[1]
+        setattr(cfg.enhancer, key, own[dotted](cfg.enhancer) if dotted in own else getattr(base, key))

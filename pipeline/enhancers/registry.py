@@ -26,6 +26,9 @@ class EnhancerKind:
         what its fit minimises; `fit.fit` runs the steps. None for a kind without weights.
     import_weights: (path, section) -> the module with the authors' weights from `path`, in eval mode.
     load: (module, state dict, path) -> the module with a saved state dict, every tensor checked.
+    defaults: (("enhancer.key", section -> value), ...) the kind's own defaults, where they follow its
+        authors' or other [enhancer] keys (Zero-DCE's w_tv: the authors' weight at the fit's crop size);
+        a value the user sets wins.
     """
     name: str
     build: Callable[[Any], Any]
@@ -34,6 +37,7 @@ class EnhancerKind:
     objective: Callable[[Any, Any], tuple] | None = None
     import_weights: Callable[[Any, Any], Any] | None = None
     load: Callable[[Any, dict, Any], Any] | None = None
+    defaults: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
 
     @property
     def learned(self) -> bool:

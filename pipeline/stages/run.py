@@ -50,8 +50,9 @@ def resolve_config(config_file: Path | None = None, overrides: list[str] = (), d
             set_value(cfg, key, seed)
     if skip_missing:
         set_value(cfg, "data.skip_missing", True)
-    validate(cfg)
     enhancers.check(cfg.enhancer)  # the kinds are registered above config, which cannot check them
+    enhancers.apply_kind_defaults(cfg)
+    validate(cfg)
     return cfg
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 
+from .. import enhancers
 from ..config import Config, apply_overrides, validate
 from ..engine.fingerprint import hash_json
 from ..engine.stage import Stage, upstream_closure
@@ -59,6 +60,7 @@ def seed_config(cfg: Config, arm: Arm, seed: int, vary_teacher: bool) -> Config:
     """The arm's config for one seed: student.seed (and teacher.seed with --teacher-seeds) = seed."""
     out = copy.deepcopy(cfg)
     apply_overrides(out, list(arm.overrides))
+    enhancers.apply_kind_defaults(out)  # an arm that changes enhancer.kind takes that kind's defaults
     out.student.seed = seed
     if vary_teacher:
         out.teacher.seed = seed
