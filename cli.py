@@ -378,6 +378,9 @@ def export(settings: Settings, out):
 @cli.command()
 @click.option("--seeds", default="0,1,2,3,4", show_default=True, help="Student seeds, e.g. 0,1,2,3,4 or 0-4.")
 @click.option("--teacher-seeds", is_flag=True, help="Also train a teacher (and its soft labels) per seed.")
+@click.option("--chain", is_flag=True,
+              help="Reseed the whole chain per seed: pretraining, enhancer fit, views, teacher, soft labels, "
+                   "student and baseline (report/study-chain.*); the seed the config has shares the run's folders.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Seeds trained side by side in processes.")
 @click.option("--ablate", is_flag=True,
               help="Also the rows that say where a gain comes from: models from scratch, the teacher on "
@@ -388,7 +391,7 @@ def export(settings: Settings, out):
               help="Score on the test split (the report) or the validation split (to tune settings with; "
                    "writes report/study-val.*).")
 @click.pass_obj
-def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait, split):
+def study(settings: Settings, seeds, teacher_seeds, chain, jobs, ablate, wait, split):
     """Train baseline and DL-KDD student per seed against one cache, score each on the test split
     (multi-view), and write report/study.json, study.md and study.png: mean +- sd and the paired
     difference with its 95 % CI. Fresh seeds are not retrained; a new seed trains only itself.
@@ -399,14 +402,17 @@ def study(settings: Settings, seeds, teacher_seeds, jobs, ablate, wait, split):
     seed_list = parse_seeds(seeds)
     cfg = settings.config()
     command = "dlkdd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dlkdd study"
-    result = run_study(cfg, settings.cache, seed_list, settings.device(), make_console(), vary_teacher=teacher_seeds,
+    if chain and teacher_seeds:
+        raise click.UsageError("--chain reseeds the teacher already: give --chain or --teacher-seeds")
+    scope = "chain" if chain else "teacher" if teacher_seeds else "student"
+    result = run_study(cfg, settings.cache, seed_list, settings.device(), make_console(), scope=scope,
                        jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command, wait=wait,
                        split=split)
     d = result["difference"]
     lo, hi = d["ci95"]
     click.echo(f"student - baseline over {len(seed_list)} seed(s): {d['mean']:+.2f} points"
                + (f", 95 % CI [{lo:+.2f}, {hi:+.2f}]" if lo is not None else ""))
-    click.echo(f"report: {settings.cache / 'report' / report_names(split)[1]}")
+    click.echo(f"report: {settings.cache / 'report' / report_names(split, scope)[1]}")
 
 
 @cli.command(name="models")

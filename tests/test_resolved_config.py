@@ -37,8 +37,8 @@ def test_a_value_set_wins_even_when_it_equals_the_other_default(tmp_path, kind):
 
 def test_an_arm_that_changes_the_kind_takes_its_default_unless_set():
     arm = Arm("dce", ("enhancer.kind=zero_dce",))
-    assert seed_config(resolve_config(), arm, 0, False).enhancer.w_tv == 3.125
-    assert seed_config(resolve_config(overrides=["enhancer.w_tv=700"]), arm, 0, False).enhancer.w_tv == 700.0
+    assert seed_config(resolve_config(), arm, 0).enhancer.w_tv == 3.125
+    assert seed_config(resolve_config(overrides=["enhancer.w_tv=700"]), arm, 0).enhancer.w_tv == 700.0
 
 
 def test_the_weight_is_in_the_enhancer_fingerprint(tmp_path):

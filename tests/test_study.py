@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import time
 
+import h5py
 import numpy as np
 import pytest
 from rich.console import Console
 
 from dlkdd.pipeline.config import Config
-from dlkdd.pipeline.stages.table import pipeline_graph
+from dlkdd.pipeline.stages.run import resolve_config
+from dlkdd.pipeline.stages.table import STAGES, pipeline_graph
 from dlkdd.pipeline.study import runner as study
 from dlkdd.pipeline.study.arms import ARMS, Arm, ablation_arms, seed_config, stages_for
 from dlkdd.pipeline.study.report import ablation_markdown, report_names, summarize_arms
@@ -77,7 +79,8 @@ def test_study_json_shape_and_a_new_seed_trains_only_itself(tmp_path, monkeypatc
                                   (1, "baseline"), (1, "student")])  # the teacher is shared
     on_disk = json.loads((cache / "report" / "study.json").read_text())
     assert on_disk == json.loads(json.dumps(result))
-    assert set(on_disk) == {"seeds", "rows", "difference"} and on_disk["seeds"] == [0, 1]
+    assert set(on_disk) == {"seeds", "rows", "difference", "scope"} and on_disk["seeds"] == [0, 1]
+    assert on_disk["scope"] == "student"
     assert [set(r) for r in on_disk["rows"]] == [{"seed", "teacher", "baseline", "student"}] * 2
     assert [r["seed"] for r in on_disk["rows"]] == [0, 1]
     assert set(on_disk["difference"]) == {"mean", "ci95"} and len(on_disk["difference"]["ci95"]) == 2
@@ -119,6 +122,8 @@ def test_a_validation_study_needs_a_validation_split(tmp_path):
         study.run_study(_tiny_config(), tmp_path, [0], "cpu", Console(quiet=True), split="train")
     assert report_names("val") == ("study-val.json", "study-val.md", "study-val.png", "ablation-val.json")
     assert report_names("test") == ("study.json", "study.md", "study.png", "ablation.json")
+    assert report_names("test", "chain")[0] == "study-chain.json"
+    assert report_names("val", "chain")[3] == "ablation-chain-val.json"
 
 
 def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
@@ -133,8 +138,8 @@ def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
     arms = {a.name: a for a in ablation_arms(cfg)}
     moved = {}
     for name, arm in arms.items():
-        stages = stages_for(cfg, arm, 0, False)
-        arm_cfg = seed_config(cfg, arm, 0, False)
+        stages = stages_for(cfg, arm, 0)
+        arm_cfg = seed_config(cfg, arm, 0)
         moved[name] = {s for s in stages if stages[s].folder(arm_cfg).startswith(f"ablation/{name}/")}
     assert moved["dlkdd"] == set()
     assert moved["teacher-original"] == {"teacher", "soft-labels", "student", "evaluate"}  # clips, baseline shared
@@ -143,7 +148,7 @@ def test_ablation_arms_follow_the_config_and_move_only_what_they_change():
     # every output folder has its own record: (arm, stage) pairs that share a folder share a record
     folders, records = set(), set()
     for a in arms.values():
-        stages, c = stages_for(cfg, a, 0, False), seed_config(cfg, a, 0, False)
+        stages, c = stages_for(cfg, a, 0), seed_config(cfg, a, 0)
         for s in ("teacher", "student", "baseline"):
             folders.add(stages[s].folder(c))
             records.add(stages[s].record_name(c))
@@ -189,3 +194,49 @@ def test_study_with_an_ablation_arm_trains_its_own_teacher_and_student_only(tmp_
     meta = json.loads((cache / "ablation" / "teacher-original" / "teacher" / "meta.json").read_text())
     assert meta["input"] == "original"
     assert "Ablation: where the gain comes from" in (cache / "report" / "study.md").read_text()
+
+
+def test_a_chain_seed_sets_every_seed_and_moves_what_it_changes_only():
+    cfg = resolve_config()  # the sample's config: pretraining, a zero_dce++ fit, every seed 0
+    seeded = seed_config(cfg, ARMS[0], 3, "chain")
+    assert {seeded.pretrain.seed, seeded.enhancer.seed, seeded.data.view_seed, seeded.teacher.seed,
+            seeded.student.seed} == {3}
+    moved = stages_for(cfg, ARMS[0], 3, "chain")
+    for name in ("pretrain", "enhancer", "enhance", "teacher", "soft-labels", "baseline", "student", "evaluate"):
+        assert moved[name].folder(seeded).startswith("chain/seed3/"), name
+    same = stages_for(cfg, ARMS[0], 0, "chain")  # the seed the config has: the run's own folders
+    for name, stage in STAGES.items():
+        assert same[name].folder(cfg) == stage.folder(cfg), name
+    gamma = resolve_config(overrides=["enhancer.kind=gamma"])  # no seed in its enhancer: shared
+    moved = stages_for(gamma, ARMS[0], 3, "chain")
+    seeded = seed_config(gamma, ARMS[0], 3, "chain")
+    assert moved["enhancer"].folder(seeded) == STAGES["enhancer"].folder(gamma)
+    assert moved["enhance"].folder(seeded) == STAGES["enhance"].folder(gamma)
+    assert moved["teacher"].folder(seeded).startswith("chain/seed3/")
+    with pytest.raises(ValueError, match="scope"):
+        seed_config(cfg, ARMS[0], 0, "everything")
+
+
+@pytest.mark.slow
+def test_a_chain_study_reseeds_views_teacher_and_models_and_shares_an_unchanged_upstream(tmp_path, monkeypatch):
+    cfg = _tiny_config()  # enhancer none: nothing seeded upstream of the teacher but the views
+    cache = _cache(tmp_path, cfg)
+    ran: list[tuple[str, int, str]] = []
+    execute = study.execute
+
+    def recording(graph, target, device, console, **kw):
+        names = execute(graph, target, device, console, **kw)
+        ran.extend((graph.out_dir(n).relative_to(cache).as_posix(), graph.cfg.data.view_seed, n) for n in names)
+        return names
+    monkeypatch.setattr(study, "execute", recording)
+    result = study.run_study(cfg, cache, [0, 1], "cpu", Console(quiet=True), scope="chain")
+    by_seed = {s: sorted(n for _, seed, n in ran if seed == s) for s in (0, 1)}
+    assert by_seed[0] == by_seed[1] == ["baseline", "soft-labels", "student", "teacher"]  # not the clips
+    assert all(folder.startswith("chain/seed1/") for folder, seed, _ in ran if seed == 1)
+    assert not any(folder.startswith("chain/") for folder, seed, _ in ran if seed == 0)
+    with h5py.File(cache / "chain" / "seed1" / "soft-labels" / "logits.h5", "r") as f:
+        assert int(f.attrs["view_seed"]) == 1
+    on_disk = json.loads((cache / "report" / "study-chain.json").read_text())
+    assert on_disk["scope"] == "chain" and on_disk["seeds"] == [0, 1] and on_disk == json.loads(json.dumps(result))
+    assert not (cache / "report" / "study.json").exists()  # the student-only study's report is its own
+    assert "the whole chain is reseeded" in (cache / "report" / "study-chain.md").read_text()

@@ -3,6 +3,13 @@
 An arm is a set of config overrides run per seed (`ARMS`: the paper's comparison; `--ablate`
 adds the rows that say where a gain comes from). Each seed trains in folders of its own
 (`baseline/seed<N>-<hash>`, ...), and an arm's changed stages in `ablation/<arm>/...`.
+
+What a seed reseeds is the study's scope (`SCOPES`): the student and baseline only (`student`,
+the default: one draw of everything upstream), the teacher and its soft labels too (`teacher`),
+or the whole chain (`chain`: every seed `--seed` sets, so pretraining, the enhancer fit, the
+views, teacher, soft labels, student and baseline are all drawn per seed). Under `chain` a
+stage whose params (its own and upstream) equal the config's as given keeps its usual folder,
+shared with `dlkdd run` on the same cache; the others live in `chain/seed<N>/...`.
 """
 from __future__ import annotations
 
@@ -14,7 +21,10 @@ from ..config import Config, apply_overrides, validate
 from ..engine.fingerprint import hash_json
 from ..engine.stage import Stage, upstream_closure
 from ..published import PRETRAIN, uses_pretrain
+from ..stages.run import SEEDED
 from ..stages.table import STAGES
+
+SCOPES = ("student", "teacher", "chain")  # what a study's seed reseeds (see above)
 
 
 @dataclass(frozen=True)
@@ -56,23 +66,27 @@ def ablation_arms(cfg: Config) -> tuple[Arm, ...]:
     return tuple(arms)
 
 
-def seed_config(cfg: Config, arm: Arm, seed: int, vary_teacher: bool) -> Config:
-    """The arm's config for one seed: student.seed (and teacher.seed with --teacher-seeds) = seed."""
+def seed_config(cfg: Config, arm: Arm, seed: int, scope: str = "student") -> Config:
+    """The arm's config for one seed: student.seed = seed, teacher.seed too for scope teacher, and
+    every seed `--seed` sets for scope chain."""
+    if scope not in SCOPES:
+        raise ValueError(f"study scope {scope!r}: expected one of {', '.join(SCOPES)}")
     out = copy.deepcopy(cfg)
     apply_overrides(out, list(arm.overrides))
     enhancers.apply_kind_defaults(out)  # an arm that changes enhancer.kind takes that kind's defaults
-    out.student.seed = seed
-    if vary_teacher:
-        out.teacher.seed = seed
+    keys = {"student": ("student.seed",), "teacher": ("student.seed", "teacher.seed"), "chain": SEEDED}[scope]
+    for key in keys:
+        section, name = key.split(".")
+        setattr(getattr(out, section), name, seed)
     validate(out)
     return out
 
 
-def stages_for(cfg: Config, arm: Arm, seed: int, vary_teacher: bool) -> dict[str, Stage]:
+def stages_for(cfg: Config, arm: Arm, seed: int, scope: str = "student") -> dict[str, Stage]:
     """The stage table of one arm of a study (per-seed folders; the arm's own folders)."""
-    stages = study_stages(vary_teacher)
-    return arm_stages(stages, seed_config(cfg, ARMS[0], seed, vary_teacher),
-                      seed_config(cfg, arm, seed, vary_teacher), arm)
+    base = seed_config(cfg, ARMS[0], seed, scope)
+    stages = chain_stages(cfg, base, seed) if scope == "chain" else study_stages(scope == "teacher")
+    return arm_stages(stages, base, seed_config(cfg, arm, seed, scope), arm)
 
 
 def study_stages(vary_teacher: bool) -> dict[str, Stage]:
@@ -92,6 +106,17 @@ def study_stages(vary_teacher: bool) -> dict[str, Stage]:
         stages["student"] = replace(STAGES["student"], outputs=lambda c: (
             f"student/teacher-seed{c.teacher.seed}-{student_out(c).split('/', 1)[1]}"))
     return stages
+
+
+def chain_stages(given: Config, seeded: Config, seed: int) -> dict[str, Stage]:
+    """The stage table of one seed of a whole-chain study: every stage whose params (its own and
+    upstream) under the seed's config differ from those under the config as `given` moves to
+    `chain/seed<N>/`; the rest (all of them for the seed the config already has) stay shared."""
+    out = dict(STAGES)
+    for name, stage in STAGES.items():
+        if _closure_params(STAGES, name, seeded) != _closure_params(STAGES, name, given):
+            out[name] = replace(stage, outputs=lambda c, f=stage.folder: f"chain/seed{seed}/{f(c)}")
+    return out
 
 
 def arm_stages(stages: dict[str, Stage], base: Config, arm_cfg: Config, arm: Arm) -> dict[str, Stage]:

@@ -22,22 +22,29 @@ STUDY_JSON, STUDY_MD, STUDY_PNG, ABLATION_JSON = "study.json", "study.md", "stud
 SPLIT_TEXT = {"test": "test", "val": "validation"}
 
 
-def report_names(split: str) -> tuple[str, str, str, str]:
-    """study.json, study.md, study.png, ablation.json (test) or their -val twins."""
-    names = (STUDY_JSON, STUDY_MD, STUDY_PNG, ABLATION_JSON)
-    if split == "test":
-        return names
-    return tuple(n.replace(".", f"-{split}.", 1) for n in names)
+SCOPE_TEXT = {"student": "the student and the baseline are reseeded; everything upstream is one draw",
+              "teacher": "the teacher, its soft labels, the student and the baseline are reseeded; pretraining, "
+                         "the enhancer and the views are one draw",
+              "chain": "the whole chain is reseeded: pretraining, the enhancer fit, the views, the teacher, "
+                       "its soft labels, the student and the baseline"}
 
 
-def write_report(out: Path, results: list[dict], arms: tuple[Arm, ...], command: str, split: str) -> dict:
+def report_names(split: str, scope: str = "student") -> tuple[str, str, str, str]:
+    """study.json, study.md, study.png, ablation.json (test), their -val twins, and -chain before
+    either for a whole-chain study (study-chain.json, study-chain-val.json, ...)."""
+    suffix = ("-chain" if scope == "chain" else "") + ("" if split == "test" else f"-{split}")
+    return tuple(n.replace(".", f"{suffix}.", 1) for n in (STUDY_JSON, STUDY_MD, STUDY_PNG, ABLATION_JSON))
+
+
+def write_report(out: Path, results: list[dict], arms: tuple[Arm, ...], command: str, split: str,
+                 scope: str = "student") -> dict:
     """Write the report files of `results` (every arm's seeds) into `out`; study.json's content."""
     first = [r for r in results if r["arm"] == arms[0].name]
-    study = summarize_study(first)
-    study_json, study_md, study_png, ablation_json = report_names(split)
+    study = {**summarize_study(first), "scope": scope}
+    study_json, study_md, study_png, ablation_json = report_names(split, scope)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / study_json, study)
-    text = study_markdown(study, first, command, split)
+    text = study_markdown(study, first, command, split, scope)
     if len(arms) > 1:
         ablation = summarize_arms(results, [a.name for a in arms])
         atomic.write_json(out / ablation_json, ablation)
@@ -73,14 +80,15 @@ def summarize_arms(results: list[dict], arms: list[str]) -> dict:
     return out
 
 
-def study_markdown(study: dict, results: list[dict], command: str, split: str = "test") -> str:
+def study_markdown(study: dict, results: list[dict], command: str, split: str = "test",
+                   scope: str = "student") -> str:
     """study.md: the per-seed table with mean +- sd, the paired difference's t-interval and
     bootstrap, and the train-minus-validation gaps."""
     results = sorted(results, key=lambda r: r["seed"])
     rows = study["rows"]
     word = SPLIT_TEXT[split]
     lines = [f"# Study: {len(rows)} seed(s), {word} top-1 (multi-view, %)", "",
-             f"Command: `{command}`", ""]
+             f"Command: `{command}`", "", f"Per seed, {SCOPE_TEXT[scope]}.", ""]
     if split != "test":
         lines += [f"Scored on the {word} split (videos carved from the train split, trained on by no model): "
                   "for choosing settings. Report the chosen setting with a study on the test split.", ""]

@@ -69,20 +69,21 @@ def parse_seeds(text: str) -> list[int]:
 def run_seed(job: dict) -> dict:
     """Train (if stale) and score one seed of one arm; plain data in and out (a process-pool task).
 
-    job: cfg (Config), cache, device, seed, arm (Arm), vary_teacher, quiet, threads (0 = leave).
+    job: cfg (Config), cache, device, seed, arm (Arm), scope (arms.SCOPES), quiet, threads (0 = leave).
     Returns {"arm", "seed", "top1": {model: %}, "hits": {model: [0/1 per test video]},
              "gap": {model: train - validation top-1 at the kept epoch}, "videos": [...]}.
     """
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    cfg = seed_config(job["cfg"], job["arm"], job["seed"], job["vary_teacher"])
+    cfg = seed_config(job["cfg"], job["arm"], job["seed"], job["scope"])
     graph = pipeline_graph(cfg, Path(job["cache"]),
-                           stages=stages_for(job["cfg"], job["arm"], job["seed"], job["vary_teacher"]))
+                           stages=stages_for(job["cfg"], job["arm"], job["seed"], job["scope"]))
     con = Console(stderr=True, quiet=job.get("quiet", False))
     with OutputLocks(job["cache"]) as locks:  # shared on the common upstream, exclusive on this seed's
         for target in ("baseline", "student"):
             execute(graph, target, job["device"], con, locks=locks)
-    return score_seed(graph, job["arm"].name, job["seed"], job["device"], con, job.get("split", "test"))
+    return score_seed(graph, job["arm"].name, job["seed"], job["device"], con, job.get("split", "test"),
+                      job["scope"])
 
 
 def _fresh_scores(path: Path, key: dict) -> dict | None:
@@ -93,13 +94,14 @@ def _fresh_scores(path: Path, key: dict) -> dict | None:
     return saved if saved.get("key") == key else None
 
 
-def score_seed(graph: Graph, arm: str, seed: int, device: str, console, split_name: str = "test") -> dict:
+def score_seed(graph: Graph, arm: str, seed: int, device: str, console, split_name: str = "test",
+               scope: str = "student") -> dict:
     """Multi-view top-1 on `split_name` (test or val) of the seed's teacher, baseline and student
     (cached per model digest)."""
     key = {"models": {m: (graph.record(m) or {}).get("outputs_digest") for m in MODELS},
            "evaluate": {k: graph.cfg.get(k) for k in section_keys(graph.cfg, "evaluate") if k != "evaluate.batch_size"},
            "code": code_digests("dlkdd.pipeline.study.runner:score_seed", neutral=(TABLE_FILE,))}
-    scores_dir = "study" if split_name == "test" else f"study-{split_name}"
+    scores_dir = "study" + ("-chain" if scope == "chain" else "") + ("" if split_name == "test" else f"-{split_name}")
     path = graph.cache / scores_dir / arm / f"seed{seed}-{graph.out_dir('teacher').name}.json"
     saved = _fresh_scores(path, key)
     if saved is not None:
@@ -140,15 +142,17 @@ def _print_scores(console, result: dict, split_name: str) -> None:
 # ----------------------------------------------------------------------------- the study
 
 def shared_upstream(cfg: Config, arm: Arm, seed: int, cache: Path, device: str, console,
-                    vary_teacher: bool, wait: float = 0.0) -> None:
-    """Bring what every seed of an arm shares up to date once, before seeds (maybe in parallel) read it."""
-    graph = pipeline_graph(seed_config(cfg, arm, seed, vary_teacher), cache,
-                           stages=stages_for(cfg, arm, seed, vary_teacher))
+                    scope: str, wait: float = 0.0) -> None:
+    """Bring what every seed of an arm shares up to date once, before seeds (maybe in parallel) read it
+    (nothing under scope chain: each seed draws its whole chain)."""
+    if scope == "chain":
+        return
+    graph = pipeline_graph(seed_config(cfg, arm, seed, scope), cache, stages=stages_for(cfg, arm, seed, scope))
     with OutputLocks(cache, wait=wait) as locks:
-        execute(graph, "enhance" if vary_teacher else "soft-labels", device, console, locks=locks)
+        execute(graph, "enhance" if scope == "teacher" else "soft-labels", device, console, locks=locks)
 
 
-def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, vary_teacher: bool = False,
+def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, scope: str = "student",
               jobs: int = 1, arms: tuple[Arm, ...] = ARMS, command: str = "dlkdd study",
               wait: float = 0.0, split: str = "test") -> dict:
     """Train what is stale, score every seed on `split`, write report/study.{json,md,png} (test) or
@@ -164,13 +168,13 @@ def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, 
     with OutputLocks(cache, wait=wait) as locks:
         locks.exclusive("report")  # the study's report files; each seed locks its own outputs
         for arm in arms:
-            shared_upstream(cfg, arm, seeds[0], cache, device, console, vary_teacher, wait)
+            shared_upstream(cfg, arm, seeds[0], cache, device, console, scope, wait)
         tasks = [{"cfg": cfg, "cache": str(cache), "device": device, "seed": s, "arm": arm,
-                  "vary_teacher": vary_teacher, "quiet": jobs > 1, "split": split,
+                  "scope": scope, "quiet": jobs > 1, "split": split,
                   "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0}
                  for arm in arms for s in seeds]
         results = _run_seeds(tasks, jobs, console, split)
-        return write_report(cache / "report", results, arms, command, split)
+        return write_report(cache / "report", results, arms, command, split, scope)
 
 
 def _run_seeds(tasks: list[dict], jobs: int, console, split: str) -> list[dict]:
