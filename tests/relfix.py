@@ -14,6 +14,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import psutil
 import torch
 from click.testing import CliRunner
 
@@ -31,6 +32,10 @@ SETTINGS = {
     "teacher.model": "r3d_tiny", "teacher.epochs": 3, "teacher.batch_size": 2,
     "student.model": "r3d_tiny", "student.epochs": 3, "student.batch_size": 2,
 }
+
+# The default enhancer, briefly fitted: float convolutions where gamma is a lookup table, so a test
+# of byte-identical shards across batching, thread counts or processes can fail with it.
+ZERO_DCE = {"enhancer.kind": "zero_dce++", "enhancer.steps": 3, "enhancer.crop": 16}
 
 
 def set_args(**extra) -> list[str]:
@@ -106,6 +111,42 @@ class Proc:
         return "".join(self.lines)
 
 
+# What `failpoints.reached` prints when the point named by DLKDD_FAILPOINT fires (and pauses there).
+FAILPOINT_LINE = r"^failpoint \S+ reached \(pid \d+\)$"
+
+
+def at_failpoint(args: list[str], point: str, argv: list[str] | None = None, timeout: float = 120,
+                 **env) -> Proc:
+    """The CLI with ARGS (or the command line `argv`) started with DLKDD_FAILPOINT=`point`, once it
+    has paused there: a signal sent now lands at that point (SIGUSR1 lets it go on)."""
+    p = Proc(args, argv=None if argv is None else [str(a) for a in argv],
+             env=child_env(DLKDD_FAILPOINT=point, **env))
+    p.wait_for(FAILPOINT_LINE, timeout)
+    return p
+
+
+def dask_workers(pid: int) -> list[psutil.Process]:
+    """The worker processes of a LocalCluster started by `pid` (multiprocessing spawns them)."""
+    found = []
+    for c in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(c.cmdline()):
+                found.append(c)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def wait_for_dask_workers(p: Proc, n: int, timeout: float = 90) -> list[psutil.Process]:
+    """The `n` LocalCluster worker processes of `p`, once they are all up (its cluster starts in
+    a thread, so they come up while `p` is paused at a failpoint)."""
+    deadline = time.monotonic() + timeout
+    while len(workers := dask_workers(p.pid)) < n:
+        assert p.p.poll() is None and time.monotonic() < deadline, f"{len(workers)} of {n} workers:\n{p.output}"
+        time.sleep(0.05)
+    return workers
+
+
 def run_cli(args: list[str], cwd=None, env=None, timeout: float = 300) -> tuple[int, str]:
     """Run the CLI to completion in a subprocess: (exit code, stdout + stderr)."""
     p = Proc(args, cwd=cwd, env=env)
@@ -156,11 +197,13 @@ def graph_for(data: Path, cache: Path, **extra):
     return pipeline_graph(resolve_config(None, overrides, data), cache)
 
 
-def copy_cache(src: Path, dst: Path, drop: tuple[str, ...] = (), data: Path | None = None) -> Path:
-    """A copy of a cache (mtimes kept, so it is as fresh as the original) without the `drop` stages."""
+def copy_cache(src: Path, dst: Path, drop: tuple[str, ...] = (), data: Path | None = None,
+               extra: dict | None = None) -> Path:
+    """A copy of a cache (mtimes kept, so it is as fresh as the original) without the `drop` stages
+    (of the graph of SETTINGS and `extra`)."""
     shutil.copytree(src, dst, symlinks=True)
     if drop:
-        g = graph_for(data, dst)
+        g = graph_for(data, dst, **(extra or {}))
         for name in drop:
             g.forget(name)
             shutil.rmtree(g.out_dir(name), ignore_errors=True)
@@ -218,4 +261,4 @@ def chunk_offset(path: Path, dataset: str, chunk: int = 0) -> tuple[int, int]:
         return info.byte_offset, info.size
 
 
-SIGKILL, SIGINT = signal.SIGKILL, signal.SIGINT
+SIGKILL, SIGINT, SIGUSR1 = signal.SIGKILL, signal.SIGINT, signal.SIGUSR1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -21,15 +22,20 @@ import psutil
 import pytest
 from distributed import LocalCluster
 from relfix import (
+    FAILPOINT_LINE,
+    SIGUSR1,
+    ZERO_DCE,
     Proc,
     assert_one_line_error,
     assert_same_shards,
     assert_same_state,
+    at_failpoint,
     base_args,
     child_env,
     copy_cache,
     graph_for,
     invoke,
+    wait_for_dask_workers,
 )
 from videofix import make_video_dataset
 
@@ -49,9 +55,8 @@ def ref(tmp_path_factory):
     cache = base / "ref"
     r = invoke([*base_args(data, cache, **WORKERS), "soft-labels"])
     assert r.exit_code == 0, r.output
-    g = graph_for(data, cache, **WORKERS)
-    epoch = min(json.loads(line)["seconds"] for line in (cache / "teacher" / "metrics.jsonl").read_text().splitlines())
-    return SimpleNamespace(data=data, cache=cache, epoch_seconds=epoch, teacher_seconds=g.record("teacher")["seconds"])
+    steps = load_checkpoint(cache / "teacher" / "checkpoint.pt")["scheduler"]["total_steps"] // 3  # per epoch
+    return SimpleNamespace(data=data, cache=cache, steps=steps)
 
 
 WORKERS = {"teacher.num_workers": 1}  # a DataLoader worker process to be orphaned (or not)
@@ -63,8 +68,9 @@ ONE_VIDEO_TASKS = ("import sys; import dlkdd.pipeline.stages.enhancing.plan as p
                    "from dlkdd.cli import main; sys.argv[0] = 'dlkdd'; main()")
 
 
-def enhance_proc(args: list[str]) -> Proc:
-    return Proc.command([sys.executable, "-c", ONE_VIDEO_TASKS, *args])
+def enhance_at_failpoint(args: list[str], point: str) -> Proc:
+    """`dlkdd ARGS` with one-video tasks, paused at failpoint `point`."""
+    return at_failpoint([], point, argv=[sys.executable, "-c", ONE_VIDEO_TASKS, *args])
 
 
 def children(pid: int) -> set[int]:
@@ -108,19 +114,15 @@ def test_sigterm_raises_terminated_after_a_checkpoint_write_under_way_and_handle
 
 
 @pytest.mark.slow
-def test_sigterm_during_enhance_exits_143_leaves_no_workers_and_the_rerun_resumes(ref, tmp_path):
+@pytest.mark.parametrize("kind", ["gamma", "zero_dce++"])
+def test_sigterm_during_enhance_exits_143_leaves_no_workers_and_the_rerun_resumes(ref, tmp_path, kind):
+    extra = {} if kind == "gamma" else ZERO_DCE
     cache = tmp_path / "cache"
-    rng = random.Random("sigterm-enhance")
-    args = [*base_args(ref.data, cache, **{"enhance.workers": 2, "enhance.cluster_after": 0}), "enhance"]
-    p = enhance_proc(args)
-    p.wait_for(r"▶ enhance: running")
-    n = rng.randint(1, 5)  # of 8 shards, then a random moment
-    deadline = time.monotonic() + 60
-    while parts(cache) < n and p.p.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.05))
+    args = [*base_args(ref.data, cache, **extra, **{"enhance.workers": 2, "enhance.cluster_after": 0}), "enhance"]
+    n = random.Random(f"sigterm-enhance-{kind}").randint(1, 5)  # of 8 shards finished when SIGTERM comes
+    p = enhance_at_failpoint(args, f"enhance:shard@{n}")
+    wait_for_dask_workers(p, 2)  # started in a thread, while this process may enhance the first videos
     kids = children(p.pid)
-    assert kids, "dask worker processes run the videos"
     p.signal(SIGTERM)
     t0 = time.monotonic()
     assert p.wait() == 143, p.output
@@ -128,27 +130,33 @@ def test_sigterm_during_enhance_exits_143_leaves_no_workers_and_the_rerun_resume
     assert not wait_gone(kids), "no orphaned dask worker"
     out = p.output
     assert "Traceback" not in out and "leaked semaphore" not in out, out
-    assert "enhance interrupted:" in out and "finished and kept" in out, out
+    assert f"enhance interrupted: {n} of 8 shard(s) finished and kept" in out, out
     assert "terminated (SIGTERM): finished shards, checkpoints and records were kept; " \
            "run the same command again to resume" in out
-    kept = parts(cache)
-    assert 1 <= kept < 8
-    assert graph_for(ref.data, cache).status("enhance").state == "missing"
-    r = invoke([*args[:-1], "--set", "enhance.workers=0", "enhance"])  # speed-only: same fingerprint
+    assert parts(cache) == n
+    assert graph_for(ref.data, cache, **extra).status("enhance").state == "missing"
+    # a speed-only setting, the same fingerprint: the rest in this process, in tasks of many videos
+    # (the dask run had one video a task), with the dask workers' torch threads (2)
+    r = invoke([*args[:-1], "--set", "enhance.workers=0", "enhance"])
     assert r.exit_code == 0, r.output
-    assert f"keeping {kept} finished shard(s) of 8" in r.stderr
-    assert_same_shards(ref.cache, cache)
+    assert f"keeping {n} finished shard(s) of 8" in r.stderr
+    clean = ref.cache
+    if kind != "gamma":  # an uninterrupted run, in this process, in the default tasks
+        clean = tmp_path / "clean"
+        assert invoke([*base_args(ref.data, clean, **extra), "enhance"]).exit_code == 0
+    assert_same_shards(clean, cache)
 
 
 @pytest.mark.slow
 def test_sigterm_during_teacher_exits_143_leaves_no_loader_workers_and_the_rerun_resumes(ref, tmp_path):
     cache = copy_cache(ref.cache, tmp_path / "cache", drop=("soft-labels", "teacher"), data=ref.data)
-    rng = random.Random("sigterm-teacher")
     args = [*base_args(ref.data, cache, **WORKERS), "teacher"]
-    p = Proc(args)
-    epoch = rng.randint(1, 2)  # signalled during epoch `epoch + 1` of 3
-    p.wait_for(rf"teacher epoch {epoch}/3")
-    time.sleep(rng.uniform(0.1, 0.6) * ref.epoch_seconds)
+    # mid-epoch 2 or 3 (no mid-epoch checkpoint), or while an epoch's checkpoint is being written
+    # (the write is finished first, then the run stops)
+    point, kept = random.Random("sigterm-teacher").choice(
+        [*((f"train:step@{n}", (n - 1) // ref.steps) for n in range(ref.steps + 1, 3 * ref.steps + 1)),
+         ("write:checkpoint.pt@1", 1), ("write:checkpoint.pt@2", 2)])
+    p = at_failpoint(args, point)
     kids = children(p.pid)
     p.signal(SIGTERM)
     t0 = time.monotonic()
@@ -157,15 +165,14 @@ def test_sigterm_during_teacher_exits_143_leaves_no_loader_workers_and_the_rerun
     assert kids and not wait_gone(kids), "no orphaned DataLoader worker"
     out = p.output
     assert "Traceback" not in out, out
-    kept = load_checkpoint(cache / "teacher" / "checkpoint.pt")["epoch"]
-    assert kept >= epoch
-    assert (f"teacher interrupted: checkpoint of epoch {kept}/3 kept; the rerun resumes from it" in out
-            or kept == 3), out
+    assert load_checkpoint(cache / "teacher" / "checkpoint.pt")["epoch"] == kept, point
+    assert f"teacher interrupted: checkpoint of epoch {kept}/3 kept; the rerun resumes from it" in out, out
     assert "terminated (SIGTERM):" in out and "run the same command again to resume" in out
+    assert not list((cache / "teacher").glob("*.tmp"))
     assert graph_for(ref.data, cache, **WORKERS).status("teacher").state == "missing"
     p = Proc(args)
     assert p.wait() == 0, p.output
-    assert (f"resuming from epoch {kept}/3" in p.output or "already trained (3/3 epochs)" in p.output), p.output
+    assert f"resuming from epoch {kept}/3" in p.output, p.output
     assert_same_state(ref.cache / "teacher" / "model.pt", cache / "teacher" / "model.pt")
     epochs = [json.loads(x)["epoch"] for x in (cache / "teacher" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
@@ -213,13 +220,13 @@ def test_two_student_variants_train_at_once_on_one_cache_each_equal_to_its_seque
 def test_two_teacher_force_at_once_the_second_fails_fast_naming_the_holder_or_waits(ref, tmp_path):
     cache = copy_cache(ref.cache, tmp_path / "cache")
     args = [*base_args(ref.data, cache, **WORKERS), "teacher", "--force"]
-    first = Proc(args)
-    first.wait_for(r"▶ teacher: running")
+    first = at_failpoint(args, "train:step@1")  # paused inside the stage, holding its lock
     t0 = time.monotonic()
     second = invoke(args)
     assert_one_line_error(second, f"cache {cache}: teacher is in use by pid {first.pid} on ",
                           "teacher --force", "since ", "(writing it)", "--wait")
     assert time.monotonic() - t0 < 10, "fails fast, does not wait by default"
+    first.signal(SIGUSR1)  # the first goes on
     third = invoke([*args, "--wait", "300"])  # waits for the first, then retrains (--force)
     assert "✓ teacher: done" in first.output  # it waited for the first to finish writing
     assert first.wait() == 0, first.output
@@ -262,35 +269,17 @@ def test_missing_videos_are_reported_at_once_and_skip_missing_goes_on_listing_th
 
 # ----------------------------------------------------------------------------- a lost dask worker
 
-def dask_workers(pid: int) -> list[psutil.Process]:
-    """The worker processes of a LocalCluster started by `pid` (multiprocessing spawns them)."""
-    found = []
-    for c in psutil.Process(pid).children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(c.cmdline()):
-                found.append(c)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
 @pytest.mark.slow
 def test_a_dask_worker_killed_mid_enhance_the_run_completes_with_equal_shards(ref, tmp_path):
     cache = tmp_path / "cache"
     args = [*base_args(ref.data, cache, **{"enhance.workers": 2, "enhance.cluster_after": 0}), "enhance"]
-    p = enhance_proc(args)
-    p.wait_for(r"▶ enhance: running")
-    deadline = time.monotonic() + 60
-    workers = []
-    # the cluster is at work (both worker processes up; this process may finish the first shards
-    # itself while they start) with 6 of 8 shards to go
-    while parts(cache) < 2 or len(workers) < 2:
-        assert time.monotonic() < deadline and p.p.poll() is None, p.output
-        time.sleep(0.005)
-        workers = dask_workers(p.pid) if len(workers) < 2 else workers
-    assert len(workers) == 2, workers
-    assert parts(cache) < 8
+    # paused with 2 of 8 shards finished (this process may do the first ones itself while the
+    # cluster starts) until both worker processes are up; one is killed, then the run goes on
+    p = enhance_at_failpoint(args, "enhance:shard@2")
+    workers = wait_for_dask_workers(p, 2)
+    assert parts(cache) == 2
     workers[0].send_signal(signal.SIGKILL)
+    p.signal(SIGUSR1)
     assert p.wait() == 0, p.output
     assert "Traceback" not in p.output
     assert parts(cache) == 8 and "8 clips from 8 videos" in p.output, p.output
@@ -352,14 +341,19 @@ def test_a_torchrun_rank_killed_mid_epoch_the_survivor_exits_within_60_s_and_the
     cache = copy_cache(ref.cache, tmp_path / "cache", drop=("soft-labels", "teacher"), data=ref.data)
     args = [*base_args(ref.data, cache, **{"teacher.epochs": 8}), "teacher"]
     launcher = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", "2", "-m", "dlkdd.cli"]
-    rng = random.Random("lost-rank")
-    p = Proc.command([*launcher, *args])
-    epoch = rng.randint(1, 3)
-    p.wait_for(rf"teacher epoch {epoch}/8")
+    # both ranks pause after the same optimizer step, after epoch 1 and before epoch 8 (a rank
+    # takes from ref.steps / 2 to ref.steps steps an epoch); rank 1 is killed there and rank 0
+    # goes on, into a collective that can no longer complete
+    n = random.Random("lost-rank").randint(ref.steps + 1, max(ref.steps + 1, 4 * ref.steps - 1))
+    p = at_failpoint([], f"train:step@{n}", argv=[*launcher, *args])
+    deadline = time.monotonic() + 60
+    while len([line for line in p.lines if re.search(FAILPOINT_LINE, line)]) < 2:
+        assert time.monotonic() < deadline and p.p.poll() is None, p.output
+        time.sleep(0.05)
     ranks = rank_processes(p.pid)
     assert sorted(ranks) == [0, 1], ranks
-    time.sleep(rng.uniform(0.1, 0.5) * ref.epoch_seconds)
     ranks[1].send_signal(signal.SIGKILL)
+    ranks[0].send_signal(SIGUSR1)
     t0 = time.monotonic()
     try:
         ranks[0].wait(60)
@@ -373,10 +367,12 @@ def test_a_torchrun_rank_killed_mid_epoch_the_survivor_exits_within_60_s_and_the
     lines = [line for line in out.splitlines() if "Error: teacher: rank 0 lost another rank" in line
              or line.startswith("teacher interrupted: checkpoint of epoch")]
     assert len(lines) == 1 and f"checkpoint of epoch {kept}/8 kept; the rerun resumes from it" in lines[0], out
-    assert epoch <= kept < 8
+    assert 1 <= kept < 8
     p = Proc.command([*launcher, *args])
     assert p.wait() == 0, p.output
     assert f"resuming from epoch {kept}/8" in p.output
+    rank_steps = load_checkpoint(cache / "teacher" / "checkpoint.pt")["scheduler"]["total_steps"] // 8
+    assert kept == (n - 1) // rank_steps  # the epochs whose checkpoint came before step n
     epochs = [json.loads(x)["epoch"] for x in (cache / "teacher" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, 9))
     assert graph_for(ref.data, cache, **{"teacher.epochs": 8}).status("teacher").state == "fresh"

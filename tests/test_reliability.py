@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import pickle
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -23,10 +25,13 @@ from relfix import (
     REPO,
     SIGINT,
     SIGKILL,
+    SIGUSR1,
+    ZERO_DCE,
     Proc,
     assert_one_line_error,
     assert_same_shards,
     assert_same_state,
+    at_failpoint,
     base_args,
     child_env,
     chunk_offset,
@@ -36,6 +41,7 @@ from relfix import (
     invoke,
     logits,
     run_cli,
+    wait_for_dask_workers,
 )
 from videofix import make_video_dataset
 
@@ -57,12 +63,24 @@ def ref(tmp_path_factory):
     rc, out = run_cli([*base_args(data, cache), "student"])
     assert rc == 0, out
     g = graph_for(data, cache)
-    seconds = {name: g.record(name)["seconds"] for name in STAGES}
-    epoch_seconds = {name: min(json.loads(line)["seconds"] for line in
-                               (g.out_dir(name) / "metrics.jsonl").read_text().splitlines())
-                     for name in ("teacher", "student")}
-    return SimpleNamespace(data=data, cache=cache, seconds=seconds, epoch_seconds=epoch_seconds,
-                           student=g.out_dir("student").name)
+    # what the kill points are drawn from: optimizer steps per epoch, shards, teacher batches
+    steps = {name: load_checkpoint(g.out_dir(name) / "checkpoint.pt")["scheduler"]["total_steps"] // 3
+             for name in ("teacher", "student")}
+    batches = math.ceil(g.record("soft-labels")["summary"]["clips"] / g.cfg.soft_labels.batch_size)
+    return SimpleNamespace(data=data, cache=cache, extra={}, student=g.out_dir("student").name, steps=steps,
+                           shards=g.record("enhance")["summary"]["shards"], batches=batches)
+
+
+@pytest.fixture(scope="module")
+def ref_zero_dce(ref, tmp_path_factory):
+    """The same videos' clips with the default enhancer, zero_dce++ (a short fit): float convolutions,
+    unlike gamma's lookup table, could show it if batching or thread counts changed the bytes."""
+    cache = tmp_path_factory.mktemp("rel-zero-dce") / "ref"
+    r = invoke([*base_args(ref.data, cache, **ZERO_DCE), "enhance"])
+    assert r.exit_code == 0, r.output
+    g = graph_for(ref.data, cache, **ZERO_DCE)
+    return SimpleNamespace(**{**vars(ref), "cache": cache, "extra": ZERO_DCE,
+                              "shards": g.record("enhance")["summary"]["shards"]})
 
 
 def out_dir(cache: Path, stage: str, ref) -> Path:
@@ -84,7 +102,7 @@ def assert_same_output(ref, cache: Path, stage: str) -> None:
 
 def assert_consistent(ref, cache: Path, stage: str) -> str:
     """Every recorded stage verifies byte for byte; the target is fresh and whole, or missing."""
-    g = graph_for(ref.data, cache)
+    g = graph_for(ref.data, cache, **ref.extra)
     states = g.statuses(closure(stage), verify=True)
     for name, st in states.items():
         assert st.state in ("fresh", "missing"), (name, st.reasons)
@@ -127,68 +145,58 @@ def lock_note_pids(cache: Path) -> set[int]:
     return {json.loads(n.read_text())["pid"] for n in (cache / "locks").glob("*.json")}
 
 
-def wait_until(cond, p: Proc, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if p.p.poll() is not None or time.monotonic() > deadline:
-            return  # finished first: the kill lands after the end, which must be fine too
-        time.sleep(0.002)
-
-
-def kill_point(p: Proc, ref, cache: Path, stage: str, rng: random.Random) -> None:
-    """Wait for a seeded random point inside the stage: progress events plus a random delay.
-
-    Kills are anchored on what the stage has done (shards, epochs, the logits file begun) rather
-    than on wall time alone, so they land mid-stage however busy the machine is.
-    """
-    p.wait_for(rf"▶ {stage}: running")
-    out = out_dir(cache, stage, ref)
-    if stage == "enhance":
-        n = rng.randint(0, 4)  # of 6 shards
-        wait_until(lambda: len(list((out / "parts").glob("shard-*.json"))) >= n, p)
-        time.sleep(rng.uniform(0.0, 0.04))
-    elif stage == "soft-labels":
-        wait_until(lambda: any(out.glob("logits.h5.*.tmp")), p)
-        time.sleep(rng.uniform(0.0, 0.3) * ref.seconds[stage])
+def kill_point(ref, stage: str, kept: int, rng: random.Random) -> tuple[str, int]:
+    """A seeded random failpoint inside what is left of the stage, given the progress `kept` by the
+    runs before, and the progress a kill -9 there leaves (a failpoint pauses the run at that point,
+    however fast the machine: the kill always lands mid-stage)."""
+    if stage == "enhance":  # shards are written in order, in this process
+        last = ref.shards - 1
+        choices = [(f"write:shard-{t:05d}.h5", t) for t in range(max(kept, 1), last + 1)]  # before its rename
+        choices += [(f"write:shard-{t:05d}.json", t) for t in range(max(kept, 1), last + 1)]  # whole, unmarked
+        choices += [(f"enhance:shard@{n}", kept + n) for n in range(1, last - kept + 1)]  # n more finished
+    elif stage == "soft-labels":  # nothing to keep: logits.h5 is whole or absent
+        choices = [(f"soft-labels:batch@{n}", 0) for n in range(1, ref.batches + 1)] + [("write:logits.h5", 0)]
     else:
-        done = kept_progress(ref, cache, stage)  # a resumed run prints only the epochs after these
-        epoch = rng.randint(done, 2) if done < 3 else 3  # killed during epoch `epoch + 1` (or after)
-        if epoch > done:
-            p.wait_for(rf"{stage} epoch {epoch}/3")
-        time.sleep(rng.uniform(0.2, 0.9) * ref.epoch_seconds[stage])
+        steps, left = ref.steps[stage], 3 - kept
+        choices = [(f"train:step@{n}", kept + (n - 1) // steps) for n in range(1, left * steps + 1)]
+        choices += [(f"train:epoch@{n}", kept + n) for n in range(1, left + 1)]  # after its checkpoint
+        choices += [(f"write:checkpoint.pt@{n}", kept + n - 1) for n in range(1, left + 1)]
+        choices += [("write:model.pt", 3)]  # every epoch done, the final weights not yet in place
+    return rng.choice(choices)
+
+
+def assert_resumed(ref, output: str, stage: str, kept: int) -> None:
+    """A run after an interruption says what it kept of the earlier runs' work, and only then."""
+    if stage == "enhance":
+        said = re.findall(r"keeping \d+ finished shard\(s\) of \d+", output)
+        assert said == ([f"keeping {kept} finished shard(s) of {ref.shards}"] if kept else []), output
+    elif stage in ("teacher", "student"):
+        said = re.findall(r"resuming from epoch \d+/\d+", output)
+        assert said == ([f"resuming from epoch {kept}/3"] if kept else []), output
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", STAGES)
-def test_kill_9_mid_stage_then_rerun_resumes_and_equals_an_uninterrupted_run(ref, tmp_path, stage):
-    cache = copy_cache(ref.cache, tmp_path / "cache", drop=(stage,), data=ref.data)
-    args = [*base_args(ref.data, cache), stage]
-    rng = random.Random(f"kill-{stage}")
-    unfinished = 0
-    for _ in range(KILLS[stage]):
-        g = graph_for(ref.data, cache)
-        if g.status(stage).state == "fresh":  # the last kill came after the record (a fast stage):
-            g.forget(stage)                   # start it over, so this kill lands mid-stage again
-            shutil.rmtree(g.out_dir(stage), ignore_errors=True)
-        p = Proc(args)
-        kill_point(p, ref, cache, stage, rng)
+@pytest.mark.parametrize("stage, kind", [*((s, "gamma") for s in STAGES), ("enhance", "zero_dce++")])
+def test_kill_9_mid_stage_then_rerun_resumes_and_equals_an_uninterrupted_run(request, tmp_path, stage, kind):
+    ref = request.getfixturevalue("ref" if kind == "gamma" else "ref_zero_dce")
+    cache = copy_cache(ref.cache, tmp_path / "cache", drop=(stage,), data=ref.data, extra=ref.extra)
+    args = [*base_args(ref.data, cache, **ref.extra), stage]
+    rng = random.Random(f"kill-{stage}-{kind}")
+    kept = 0
+    for _ in range(KILLS[stage] if kind == "gamma" else 2):
+        point, expected = kill_point(ref, stage, kept, rng)
+        p = at_failpoint(args, point)
+        assert_resumed(ref, p.output, stage, kept)  # this run took up what the last one kept
         p.signal(SIGKILL)
-        assert p.wait() in (-9, 0), p.output
-        if assert_consistent(ref, cache, stage) == "missing":
-            unfinished += 1
-            assert p.pid in lock_note_pids(cache)  # the dead holder's note is left...
-    assert unfinished, "no kill landed before the stage finished"
-    kept = kept_progress(ref, cache, stage)
+        assert p.wait() == -9, p.output
+        assert assert_consistent(ref, cache, stage) == "missing", point  # never fresh, never half-done
+        kept = kept_progress(ref, cache, stage)
+        assert kept == expected, (point, kept)
+        assert p.pid in lock_note_pids(cache)  # the dead holder's note is left...
     p = Proc(args)  # ...and the kernel freed its flock: the rerun proceeds
     assert p.wait() == 0, p.output
-    assert "Traceback" not in p.output
-    if graph_for(ref.data, cache).record(stage) and f"▶ {stage}" not in p.output:
-        pass  # the last kill came after the record: nothing to redo
-    elif stage == "enhance" and kept:
-        assert f"keeping {kept} finished shard(s)" in p.output, p.output
-    elif stage in ("teacher", "student") and kept:
-        assert (f"resuming from epoch {kept}/3" in p.output
-                or kept == 3 and "already trained (3/3 epochs)" in p.output), p.output
+    assert "Traceback" not in p.output and f"▶ {stage}: running" in p.output
+    assert_resumed(ref, p.output, stage, kept)
     assert assert_consistent(ref, cache, stage) == "fresh"
     assert_same_output(ref, cache, stage)
     out = out_dir(cache, stage, ref)
@@ -200,54 +208,34 @@ def test_kill_9_mid_stage_then_rerun_resumes_and_equals_an_uninterrupted_run(ref
 
 # ----------------------------------------------------------------------------- 6. Ctrl-C
 
-def descendants(pid: int) -> set[int]:
-    out, todo = set(), [pid]
-    while todo:
-        kids = Path(f"/proc/{todo.pop()}/task")
-        for task in (kids.iterdir() if kids.exists() else []):
-            try:
-                found = {int(c) for c in (task / "children").read_text().split()}
-            except OSError:
-                continue
-            todo += found - out
-            out |= found
-    return out
-
-
 @pytest.mark.slow
 def test_ctrl_c_during_enhance_stops_keeps_finished_shards_and_resumes(tmp_path):
-    """The one dask case: videos decoded and enhanced on a LocalCluster worker process."""
+    """The one dask case: Ctrl-C while this process enhances, with a LocalCluster worker process up."""
     data = make_video_dataset(tmp_path / "data", classes=2, train=8, test=2, frames=10, h=32, w=32)
     cache = tmp_path / "cache"
     args = [*base_args(data, cache, **{"enhance.workers": 1, "enhance.threads_per_worker": 1,
                                              "enhance.cluster_after": 0}), "enhance"]
-    p = Proc(args)
-    p.wait_for(r"▶ enhance: running")
-    deadline = time.monotonic() + 60
-    while len(list((cache / "clips" / "parts").glob("shard-*.json"))) < 3:  # a few shards are whole
-        assert time.monotonic() < deadline and p.p.poll() is None, p.output
-        time.sleep(0.005)
-    workers = descendants(p.pid)
-    assert workers or not Path(f"/proc/{p.pid}/task/{p.pid}/children").exists(), "dask runs the videos"
+    n = random.Random("ctrl-c-enhance").randint(1, 19)  # shards of 20 finished when Ctrl-C comes
+    p = at_failpoint(args, f"enhance:shard@{n}")
+    workers = wait_for_dask_workers(p, 1)  # the cluster starts in a thread meanwhile
     p.signal(SIGINT)
     t0 = time.monotonic()
     assert p.wait() == 130, p.output
     assert time.monotonic() - t0 < 10
     deadline = time.monotonic() + 20  # the cluster is shut down with it: no orphaned workers
-    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+    while any(w.is_running() and w.status() != "zombie" for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+    assert not [w for w in workers if w.is_running() and w.status() != "zombie"]
     out = p.output
     assert "Traceback" not in out
-    assert "enhance interrupted:" in out and "finished and kept" in out
+    assert f"enhance interrupted: {n} of 20 shard(s) finished and kept" in out, out
     assert "run the same command again to resume" in out
-    kept = len(list((cache / "clips" / "parts").glob("shard-*.json")))
-    assert 3 <= kept < 20
+    assert len(list((cache / "clips" / "parts").glob("shard-*.json"))) == n
     st = graph_for(data, cache).status("enhance")
     assert st.state == "missing" and "not finished" in st.reasons[0]
     r = invoke([*args[:-1], "--set", "enhance.workers=0", "enhance"])  # speed-only: the same fingerprint
     assert r.exit_code == 0, r.output
-    assert f"keeping {kept} finished shard(s) of 20" in r.stderr
+    assert f"keeping {n} finished shard(s) of 20" in r.stderr
     assert graph_for(data, cache).statuses(["enhancer", "enhance"], verify=True)["enhance"].state == "fresh"
     clean = tmp_path / "clean"  # in-process, no dask: the same shards
     assert invoke([*base_args(data, clean), "enhance"]).exit_code == 0
@@ -258,18 +246,19 @@ def test_ctrl_c_during_enhance_stops_keeps_finished_shards_and_resumes(tmp_path)
 def test_ctrl_c_during_teacher_training_stops_and_resumes_from_the_checkpoint(ref, tmp_path):
     cache = copy_cache(ref.cache, tmp_path / "cache", drop=("teacher", "soft-labels", "student"), data=ref.data)
     args = [*base_args(ref.data, cache, **{"teacher.epochs": 8}), "teacher"]
-    p = Proc(args)
-    p.wait_for(r"teacher epoch 1/8")
+    rng, steps = random.Random("ctrl-c-teacher"), ref.steps["teacher"]
+    point, kept = rng.choice([*((f"train:step@{n}", (n - 1) // steps) for n in range(steps + 1, 7 * steps + 1)),
+                              *((f"train:epoch@{n}", n) for n in range(1, 8))])
+    p = at_failpoint(args, point)
     p.signal(SIGINT)
     t0 = time.monotonic()
     assert p.wait() == 130, p.output
     assert time.monotonic() - t0 < 5
     out = p.output
     assert "Traceback" not in out
-    assert "teacher interrupted: checkpoint of epoch" in out and "the rerun resumes from it" in out
+    assert f"teacher interrupted: checkpoint of epoch {kept}/8 kept; the rerun resumes from it" in out, (point, out)
     assert "run the same command again to resume" in out
-    kept = load_checkpoint(cache / "teacher" / "checkpoint.pt")["epoch"]
-    assert 1 <= kept < 8
+    assert load_checkpoint(cache / "teacher" / "checkpoint.pt")["epoch"] == kept
     g = graph_for(ref.data, cache, **{"teacher.epochs": 8})
     assert g.status("teacher").state == "missing"  # never "fresh" with a half-trained model
     r = invoke(args)
@@ -286,14 +275,15 @@ def test_ctrl_c_during_teacher_training_stops_and_resumes_from_the_checkpoint(re
 def test_second_run_on_a_busy_cache_fails_fast_naming_the_holder_or_waits(ref, tmp_path):
     cache = copy_cache(ref.cache, tmp_path / "cache", data=ref.data)  # left to do: baseline, evaluate
     args = [*base_args(ref.data, cache), "run"]
-    first = Proc(args)
-    first.wait_for(r"▶ baseline: running")
+    first = at_failpoint(args, "train:step@1")  # paused inside baseline, holding its lock
+    assert "▶ baseline: running" in first.output
     t0 = time.monotonic()
     second = invoke(args)
     line = assert_one_line_error(second, f"cache {cache}: baseline is in use by pid {first.pid}", " run",
                                  "since ", "(writing it)", "--wait")
     assert time.monotonic() - t0 < 10, "fails fast, does not wait by default"
     assert "dlkdd" in line
+    first.signal(SIGUSR1)  # the first goes on
     third = invoke([*args, "--wait", "300"])  # waits for the first, then finds everything fresh
     assert first.wait() == 0, first.output
     assert third.exit_code == 0, third.output
@@ -304,15 +294,14 @@ def test_second_run_on_a_busy_cache_fails_fast_naming_the_holder_or_waits(ref, t
 def test_lock_of_a_killed_run_is_taken_over(ref, tmp_path):
     cache = copy_cache(ref.cache, tmp_path / "cache", drop=("student",), data=ref.data)
     args = [*base_args(ref.data, cache), "student"]
-    p = Proc(args)
-    p.wait_for(r"student epoch 1/3")
+    p = at_failpoint(args, "train:epoch@1")
     p.signal(SIGKILL)
     p.wait()
     holder = json.loads(next((cache / "locks").glob(f"student@{ref.student}.*-{p.pid}-*.json")).read_text())
     assert holder["pid"] == p.pid and "student" in holder["command"] and holder["mode"] == "exclusive"
     r = invoke(args)
     assert r.exit_code == 0, r.output
-    assert "resuming from epoch" in r.stderr
+    assert "resuming from epoch 1/3" in r.stderr
     assert_same_output(ref, cache, "student")
 
 

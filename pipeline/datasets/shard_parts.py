@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import atomic
+from ..engine import atomic, failpoints
 from ..engine.digest import file_digest
 from ..names import CLIP_ERRORS, CLIP_INDEX
 from .moments import input_statistics
@@ -110,6 +110,7 @@ class ShardWriter:
             part.update(size=path.stat().st_size, sha256=file_digest(path, checksum=True))
         atomic.write_json(part_path(self.out, i), part)  # after the shard: the part file marks it whole
         self.written += 1
+        failpoints.reached("enhance:shard")  # tests: a stop after a finished shard
 
 
 def _rows_and_errors(results: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import failpoints
+
 
 def tmp_path(path: Path) -> Path:
     """The temporary sibling a writer fills before renaming it onto `path`."""
@@ -31,6 +33,7 @@ def commit(tmp: Path, path: Path) -> None:
     """fsync `tmp`, rename it onto `path` and fsync the directory so the rename survives a crash."""
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+    failpoints.reached(f"write:{Path(path).name}")  # tests: a stop just before the rename
     os.replace(tmp, path)
     fsync_dir(Path(path).parent)
 
