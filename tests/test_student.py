@@ -126,7 +126,9 @@ def test_student_sees_the_logits_of_the_view_it_was_given(tmp_path):
     for epoch in range(3):
         train_set.set_epoch(epoch)
         for i in range(0, len(train_set), 3):
-            x, y, extra = train_set[i]
+            windows, y, extra = train_set[i]
+            assert windows.pixels.shape == (4, 20, 20, 3)  # the short-side square that holds the box
+            x = train_set.view_maker.one(windows)  # made as the loop makes it on the device
             cid = train_set.clips.clip_ids[i]
             c, v, code = extra.tolist()
             assert (c, code) == (cid, 10 * cid + v)
@@ -135,17 +137,18 @@ def test_student_sees_the_logits_of_the_view_it_was_given(tmp_path):
             assert meta["split"] == "train" and y == meta["label"]
             clip = read_clip(ctx.dir_of("enhance") / meta["shard"], meta["row"], "original")
             want = apply_view(clip, view_params(cid, int(v), 20, 24, cfg.data), cfg.data.crop)
-            assert torch.equal(x, normalize(want, train_set.stats))
+            torch.testing.assert_close(x, normalize(want, train_set.stats), rtol=0, atol=1e-5)
             seen_views.add(int(v))
     assert seen_views == set(range(V))  # random views really are drawn, not only the centre crop
-    x, y, _ = val_set[0]
+    windows, y, _ = val_set[0]
+    x = val_set.view_maker.one(windows)
     cid = val_set.clips.clip_ids[0]
     meta = by_id[cid]
     assert meta["split"] == "val"  # validation is carved from train; test belongs to evaluate alone
     clip = read_clip(ctx.dir_of("enhance") / meta["shard"], meta["row"], "original")
     want = apply_view(clip, view_params(cid, 0, 20, 24, cfg.data), cfg.data.crop)
-    assert torch.equal(x, normalize(want, json.loads((ctx.dir_of("enhance") / "index.json").read_text())
-                                       ["normalize"]["original"]))
+    torch.testing.assert_close(x, normalize(want, json.loads((ctx.dir_of("enhance") / "index.json").read_text())
+                                            ["normalize"]["original"]), rtol=0, atol=1e-5)
 
 
 def _record(ctx, summary):

@@ -80,9 +80,10 @@ def test_view_datasets_for_the_student(cache):
     logits = np.random.default_rng(0).standard_normal((30, V, 3)).astype(np.float32)
     train_set, val_set = classifiers.view_datasets(context(graph, "student"), "original", seed=1, logits=logits)
     assert len(train_set) == 18 and len(val_set) == 12 and train_set.clips.which == "original"
-    x, y, extra = train_set[5]
+    windows, y, extra = train_set[5]
     cid = train_set.clips.clip_ids[5]
-    assert x.shape == (3, 4, 16, 16)
+    assert windows.pixels.dtype == torch.uint8 and windows.pixels.shape == (4, 20, 20, 3)
+    assert train_set.view_maker.one(windows).shape == (3, 4, 16, 16)
     assert torch.equal(extra, torch.from_numpy(logits[cid, train_set.view_of(5)]))
     assert val_set.view_of(0) == 0
 

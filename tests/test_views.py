@@ -6,10 +6,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 import dlkdd
 from dlkdd.pipeline.config import DataConfig
-from dlkdd.pipeline.datasets.views import View, apply_view, clip_views, multi_view_crops, view_params
+from dlkdd.pipeline.datasets.clips import ClipAllViews, ViewDataset
+from dlkdd.pipeline.datasets.shards import ClipDataset
+from dlkdd.pipeline.datasets.views import (
+    View,
+    apply_view,
+    box_row,
+    clip_views,
+    make_views,
+    multi_view_crops,
+    normalize,
+    view_params,
+    window,
+)
+from tests.cachefix import make_clip_cache
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W = 3, 12, 16
@@ -121,3 +135,82 @@ def test_multi_view_crops():
     assert odd[1] == view_params(0, 0, 12, 19, cfg()) and odd[2].x0 + odd[2].w == 19
     with pytest.raises(ValueError):
         multi_view_crops(H, W, 0)
+
+
+# --------------------------------------------------------------------------- views made in batch
+
+STATS = {"mean": [0.1, 0.12, 0.09], "std": [0.05, 0.06, 0.04]}  # dark clips: small std, errors grow by 1 / std
+
+
+def test_make_views_equals_the_per_clip_reference():
+    """The batched path (uint8 windows + boxes -> views) against apply_view + normalize: within 1e-6 of
+    pixel / 255, so within 1e-6 / std once standardised; downscaled, upscaled, same-size and flipped boxes."""
+    c = cfg(crop=8, views=8, min_scale=0.5)
+    for h, w in ((H, W), (W, H), (H, H)):
+        clips = [torch.from_numpy(np.random.default_rng(k).integers(0, 256, (T, h, w, 3), dtype=np.uint8))
+                 for k in range(6)]
+        views = [(clip, v) for k, clip in enumerate(clips) for v in clip_views(k, h, w, c)]
+        views += [(clips[0], View(0, 0, 8, 8, True)), (clips[1], View(1, 2, 5, 5, False))]  # same size, upscaled
+        assert {v.h > 8 for _, v in views} == {True, False} and {v.flip for _, v in views} == {True, False}
+        shipped = [window(clip, v) for clip, v in views]
+        pixels, boxes = torch.stack([s.pixels for s in shipped]), torch.stack([s.boxes for s in shipped])
+        for stats, atol in ((None, 1e-6), (STATS, 1e-6 / 0.04)):
+            got = make_views(pixels, boxes, 8, stats)
+            want = torch.stack([normalize(apply_view(clip, v, 8), stats) for clip, v in views])
+            assert got.shape == want.shape == (len(views), 3, T, 8, 8) and got.dtype == torch.float32
+            torch.testing.assert_close(got, want, rtol=0, atol=atol)
+
+
+def test_make_views_of_several_views_per_clip():
+    clips = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, T, H, W, 3), dtype=np.uint8))
+    views = [clip_views(k, H, W, cfg()) for k in range(2)]
+    boxes = torch.tensor([[box_row(v) for v in vs] for vs in views])
+    got = make_views(clips, boxes, 8, STATS)
+    assert got.shape == (2, 6, 3, T, 8, 8)
+    for k in range(2):
+        for j, v in enumerate(views[k]):
+            want = normalize(apply_view(clips[k], v, 8), STATS)
+            torch.testing.assert_close(got[k, j], want, rtol=0, atol=1e-6 / 0.04)
+
+
+def test_window_is_the_short_side_square_that_holds_the_box():
+    clip = torch.from_numpy(random_clip())
+    for v in [*clip_views(2, H, W, cfg(views=6)), View(0, 4, 12, 12, False), View(3, 7, 9, 9, True)]:
+        shipped = window(clip, v)
+        y0, x0, h, w, flip = shipped.boxes.tolist()
+        assert shipped.pixels.shape == (T, H, H, 3) and (h, w, flip) == (v.h, v.w, int(v.flip))
+        assert torch.equal(shipped.pixels[:, y0:y0 + h, x0:x0 + w], clip[:, v.y0:v.y0 + v.h, v.x0:v.x0 + v.w])
+    square = clip[:, :, :H]
+    assert window(square, View(1, 1, 8, 8, False)).pixels.data_ptr() == square.data_ptr()  # its own window
+    with pytest.raises(ValueError, match="does not fit"):
+        window(clip, View(8, 0, 8, 8, False))
+
+
+def test_make_views_refuses_what_does_not_fit():
+    pixels = torch.zeros(2, T, 8, 8, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="does not fit"):
+        make_views(pixels, torch.tensor([[0, 0, 8, 8, 0], [1, 0, 8, 8, 0]]), 4)
+    with pytest.raises(ValueError, match="uint8"):
+        make_views(pixels.float(), torch.tensor([[0, 0, 8, 8, 0]] * 2), 4)
+    with pytest.raises(ValueError, match="boxes"):
+        make_views(pixels, torch.tensor([[0, 0, 8, 8, 0]]), 4)
+
+
+def test_teachers_view_k_and_students_view_k_are_the_same_pixels(tmp_path):
+    """What soft-labels feeds the teacher for (clip, view k), in a batch of clips x all views, is
+    bit for bit what the student is fed when it draws view k of that clip, on either stream."""
+    index = make_clip_cache(tmp_path / "clips", T=T, H=H, W=W)
+    c = cfg(crop=8, views=4, min_scale=0.5)
+    for which in ("original", "enhanced"):
+        clips = ClipDataset.from_index(tmp_path / "clips" / "index.json", "train", which)
+        teacher_set = ClipAllViews(clips, c, STATS)
+        batch, cids = next(iter(DataLoader(teacher_set, batch_size=5)))
+        teacher = teacher_set.view_maker(batch)  # (5, V, 3, T, crop, crop), as soft-labels makes them
+        for k in range(c.views):
+            student_set = ViewDataset(clips, c, view=k, stats=STATS)
+            for i in range(5):
+                shipped, y, extra = student_set[i]
+                assert extra.tolist() == [int(cids[i]), k] and y == clips.labels[i]
+                assert torch.equal(student_set.view_maker.one(shipped), teacher[i, k]), (which, i, k)
+        clips.close()
+    assert len(index["clips"]) > 5

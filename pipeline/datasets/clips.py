@@ -1,9 +1,13 @@
-"""Datasets over the clip cache that apply views: what teacher, student and evaluation see.
+"""Datasets over the clip cache that draw views: what teacher, student and evaluation see.
 
 Training draws one cached temporal position (clip) per (seed, epoch, video) and one
 view per (seed, epoch, clip) — pure functions, so a resumed
 run and every DataLoader worker draw the same views — and the student gets the
 cached teacher logits of exactly that view.
+
+Items ship uint8 pixels and the view's box (`views.Windows`), not float views: the views are
+made in batch where the model runs (`views.make_views`, through the dataset's `view_maker`),
+so a DataLoader worker only reads, and the same function makes every stage's views.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from torch.utils.data import Dataset
 from ...errors import first_line
 from ..names import CLIP_INDEX
 from .shards import ClipDataset, ShardError
-from .views import apply_view, clip_views, multi_view_crops, normalize, view_params
+from .views import ViewMaker, Windows, box_row, clip_views, multi_view_crops, view_params, window
 
 
 def clips_index(cache_clips: Path) -> Path:
@@ -52,14 +56,17 @@ def split_statistics(index_path: Path, which: str, data_cfg) -> dict | None:
 
 
 class ViewDataset(Dataset):
-    """(x, y, extra) with x float (3, T, crop, crop): one seeded view of each clip per epoch.
+    """(x, y, extra) with x the `Windows` of one seeded view of each clip per epoch: the short-side
+    square of uint8 pixels that holds the view's box (T, S, S, 3), and the box (5,) within it;
+    `view_maker` turns a batch of them into float (B, 3, T, crop, crop).
 
     `logits` (N, V, K), rows by global clip id: extra is the teacher's logits for the
     drawn view (student); without logits extra is (clip id, view) (teacher).
     `view` fixes the view instead of drawing one (0 = centre crop, for validation).
     `per_video`: items are videos, and each epoch draws one of the video's cached temporal
     positions (clips) as well as a view: temporal jitter at the cost of one clip per video.
-    `stats` ({"mean", "std"}) standardises x (views.normalize).
+    `stats` ({"mean", "std"}) standardises the views (`view_maker` reads it when called, so it
+    may be set after construction).
     """
 
     def __init__(self, clips: ClipDataset, data_cfg, seed: int = 0, logits: np.ndarray | None = None,
@@ -88,19 +95,39 @@ class ViewDataset(Dataset):
         cid = self.clips.clip_ids[self.clip_of(i)]
         return self.fixed if self.fixed is not None else draw_view(self.seed, self.epoch, cid, self.cfg.views)
 
+    @property
+    def view_maker(self) -> ViewMaker:
+        return ViewMaker(self.cfg.crop, self.stats)
+
+    @property
+    def item_bytes(self) -> int:
+        """uint8 bytes one item reads (a whole clip): what `loaders` sizes a pass by."""
+        return clip_bytes(self.clips)
+
     def __getitem__(self, i: int):
         v = self.view_of(i)
         i = self.clip_of(i)
         clip, y, _ = self.clips[i]
         cid = self.clips.clip_ids[i]
-        x = normalize(apply_view(clip, view_params(cid, v, self.H, self.W, self.cfg), self.cfg.crop), self.stats)
+        x = window(clip, view_params(cid, v, self.H, self.W, self.cfg))
         if self.logits is not None:
             return x, y, torch.from_numpy(np.asarray(self.logits[cid, v], dtype=np.float32))
         return x, y, torch.tensor([cid, v])
 
 
+def clip_bytes(clips: ClipDataset) -> int:
+    T, H, W = clips.shape
+    return T * H * W * 3
+
+
+def all_boxes(views) -> torch.Tensor:
+    """(V, 5) `Windows` boxes of views of a whole clip."""
+    return torch.tensor([box_row(v) for v in views], dtype=torch.int64)
+
+
 class ClipAllViews(Dataset):
-    """All V views of one clip stacked, (V, 3, T, crop, crop): one clip read per item."""
+    """(x, clip id) with x the whole uint8 clip and the boxes of its V views (`Windows`, boxes (V, 5)):
+    one clip read per item; `view_maker` makes (B, V, 3, T, crop, crop) of a batch."""
 
     def __init__(self, clips: ClipDataset, data_cfg, stats: dict | None = None):
         self.clips, self.cfg, self.stats = clips, data_cfg, stats
@@ -109,29 +136,45 @@ class ClipAllViews(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    @property
+    def view_maker(self) -> ViewMaker:
+        return ViewMaker(self.cfg.crop, self.stats)
+
+    @property
+    def item_bytes(self) -> int:
+        return clip_bytes(self.clips)
+
     def __getitem__(self, i: int):
         clip, _, _ = self.clips[i]
         cid = self.clips.clip_ids[i]
-        views = clip_views(cid, self.H, self.W, self.cfg)
-        return normalize(torch.stack([apply_view(clip, v, self.cfg.crop) for v in views]), self.stats), cid
+        return Windows(clip, all_boxes(clip_views(cid, self.H, self.W, self.cfg))), cid
 
 
 class CropsDataset(Dataset):
-    """Evaluation: the `crops` spatial crops of each clip stacked, (crops, 3, T, crop, crop)."""
+    """Evaluation: (x, y, clip id) with x the whole uint8 clip and the boxes of its `crops` spatial
+    crops (`Windows`, boxes (crops, 5)); `view_maker` makes (B, crops, 3, T, crop, crop) of a batch."""
 
     def __init__(self, clips: ClipDataset, crop: int, crops: int, stats: dict | None = None,
                  scale: float = 1.0):
         self.clips, self.crop, self.stats = clips, crop, stats
         _, H, W = clips.shape
         self.views = multi_view_crops(H, W, crops, scale=scale)
+        self.boxes = all_boxes(self.views)
 
     def __len__(self) -> int:
         return len(self.clips)
 
+    @property
+    def view_maker(self) -> ViewMaker:
+        return ViewMaker(self.crop, self.stats)
+
+    @property
+    def item_bytes(self) -> int:
+        return clip_bytes(self.clips)
+
     def __getitem__(self, i: int):
         clip, y, _ = self.clips[i]
-        x = torch.stack([apply_view(clip, v, self.crop) for v in self.views])
-        return normalize(x, self.stats), y, self.clips.clip_ids[i]
+        return Windows(clip, self.boxes), y, self.clips.clip_ids[i]
 
 
 def read_logits(path: Path) -> tuple[np.ndarray, dict]:

@@ -7,10 +7,19 @@ is the centre square of side = short side, unflipped; views 1..V-1 are squares
 of side uniform(min_scale, 1) x short side at a uniform position, flipped with
 p = 0.5. Every view is then resized to crop x crop. The same geometry applies
 to original and enhanced clips, which are pixel-aligned.
+
+Views are drawn on the CPU (`view_params`) and made where the model runs: a dataset item
+ships the clip's uint8 pixels (`window`: the short-side square that holds the view's box,
+so items of one clip shape stack) and the box within them (`Windows`); after the batch is
+copied to the device, `make_views` cuts, resizes, flips and standardises every view of the
+batch. The CPU runs the same function, so teacher, soft labels, student and evaluation see
+the same pixels for the same (clip, view) on any device. `apply_view` is the per-clip
+reference that `make_views` is tested against (and what `predict` uses).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -121,3 +130,101 @@ def normalize(x: torch.Tensor, stats: dict | None) -> torch.Tensor:
     mean = torch.as_tensor(stats["mean"], dtype=x.dtype, device=x.device).reshape(shape)
     std = torch.as_tensor(stats["std"], dtype=x.dtype, device=x.device).reshape(shape)
     return (x - mean) / std
+
+
+# ----------------------------------------------------------------------------- views made in batch
+
+class Windows(NamedTuple):
+    """What a dataset item ships instead of a float view: uint8 pixels and the boxes to cut from them.
+    Batched by the DataLoader's collate (and pinned on CUDA) like a tuple of tensors."""
+    pixels: torch.Tensor  # uint8 (T, h, w, 3); batched (B, T, h, w, 3)
+    boxes: torch.Tensor  # int64 (5,) or (V, 5) rows (y0, x0, h, w, flip) within `pixels`; batched (B, ...)
+
+
+def box_row(view: View, dy: int = 0, dx: int = 0) -> list[int]:
+    """A view as a `Windows.boxes` row, its box moved by (-dy, -dx) into a window that starts there."""
+    return [view.y0 - dy, view.x0 - dx, view.h, view.w, int(view.flip)]
+
+
+def window(clip: torch.Tensor, view: View) -> Windows:
+    """The short-side square of a (T, H, W, 3) clip that holds `view`'s box, and the box within it.
+
+    Views are squares no larger than the short side, so the square always exists; it starts at
+    the box where it can (else it ends at the clip's edge), and every clip of one shape gives
+    windows of one shape: a batch stacks. A square clip is its own window (no copy)."""
+    T, H, W, _ = clip.shape
+    side = min(H, W)
+    if view.y0 < 0 or view.x0 < 0 or view.y0 + view.h > H or view.x0 + view.w > W or max(view.h, view.w) > side:
+        raise ValueError(f"{view} does not fit in a {H}x{W} clip")
+    dy, dx = min(view.y0, H - side), min(view.x0, W - side)
+    return Windows(clip[:, dy:dy + side, dx:dx + side], torch.tensor(box_row(view, dy, dx), dtype=torch.int64))
+
+
+def _affine(stats: dict | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, bias), each (3, 1, 1, 1): pixel value v in 0..255 -> (v / 255 - mean) / std."""
+    mean = torch.tensor(stats["mean"] if stats else [0.0] * 3, dtype=torch.float64)
+    std = torch.tensor(stats["std"] if stats else [1.0] * 3, dtype=torch.float64)
+    scale, bias = 1.0 / (255.0 * std), -mean / std
+    return (scale.to(device, torch.float32).reshape(3, 1, 1, 1), bias.to(device, torch.float32).reshape(3, 1, 1, 1))
+
+
+def make_views(pixels: torch.Tensor, boxes: torch.Tensor, crop: int, stats: dict | None = None) -> torch.Tensor:
+    """uint8 pixels (B, T, h, w, 3) and boxes (B, 5) -> float32 views (B, 3, T, crop, crop), on the
+    pixels' device; boxes (B, V, 5) (V views of each clip) -> (B, V, 3, T, crop, crop).
+
+    Each view: its box cut out, resized to crop x crop (bilinear, align_corners=False, no
+    antialias: `apply_view`'s), mirrored left-right if flip, then (v / 255 - mean) / std with
+    `stats` (pixel / 255 without). The 255 and the statistics fold into one multiply-add after
+    the resize (they commute with it), so a view equals `apply_view` + `normalize` up to float32
+    rounding: within 1e-6 in pixel / 255 units, i.e. 1e-6 / std once standardised (tests/test_views.py;
+    the reference's clamp to [0, 1] after the resize only ever removed such rounding). `boxes` is read
+    on the CPU (keep it there: it is a few integers).
+
+    A loop over the views, each a slice, one uint8 -> float copy into channel-first order, one
+    `F.interpolate` and one multiply-add into the output, rather than one `grid_sample` of
+    the batch: on the CPU the loop measured ~4x faster (see benchmarks/RESULTS.md, issue 22), and
+    on a GPU its few small kernels per view are a small share of a training step.
+    """
+    pixels = torch.as_tensor(pixels)
+    boxes = torch.as_tensor(boxes).cpu()
+    if pixels.ndim != 5 or pixels.shape[-1] != 3 or pixels.dtype != torch.uint8:
+        raise ValueError(f"pixels: expected uint8 (B, T, h, w, 3), got {pixels.dtype} {tuple(pixels.shape)}")
+    if boxes.shape[0] != pixels.shape[0] or boxes.shape[-1] != 5 or boxes.ndim not in (2, 3):
+        raise ValueError(f"boxes: expected ({pixels.shape[0]}, [V,] 5), got {tuple(boxes.shape)}")
+    B, T, h, w, _ = pixels.shape
+    per_clip = boxes.shape[1] if boxes.ndim == 3 else 1
+    rows = boxes.reshape(-1, 5).tolist()
+    for y0, x0, bh, bw, _ in rows:
+        if y0 < 0 or x0 < 0 or bh < 1 or bw < 1 or y0 + bh > h or x0 + bw > w:
+            raise ValueError(f"box (y0={y0}, x0={x0}, h={bh}, w={bw}) does not fit in {h}x{w} pixels")
+    scale, bias = _affine(stats, pixels.device)
+    out = torch.empty(len(rows), 3, T, crop, crop, dtype=torch.float32, device=pixels.device)
+    for k, (y0, x0, bh, bw, flip) in enumerate(rows):
+        box = pixels[k // per_clip, :, y0:y0 + bh, x0:x0 + bw, :]
+        x = torch.empty(3, T, bh, bw, dtype=torch.float32, device=pixels.device)
+        x.copy_(box.permute(3, 0, 1, 2))  # channel-first: the frames' 3 x T planes, one resize
+        if (bh, bw) != (crop, crop):
+            x = F.interpolate(x.view(1, 3 * T, bh, bw), size=(crop, crop), mode="bilinear",
+                              align_corners=False, antialias=False).view(3, T, crop, crop)
+        if flip:
+            x = x.flip(-1)
+        torch.mul(x, scale, out=out[k]).add_(bias)  # (addcmul with these broadcasts measured 2x slower)
+    return out.view(B, per_clip, 3, T, crop, crop) if boxes.ndim == 3 else out
+
+
+@dataclass(frozen=True)
+class ViewMaker:
+    """What turns a batch of `Windows` into model input: the crop and the model's input statistics.
+    A dataset that ships `Windows` offers one as `view_maker`."""
+    crop: int
+    stats: dict | None = None
+
+    def __call__(self, windows: Windows, device=None) -> torch.Tensor:
+        """The batch's views on `device` (default: where the pixels are); the uint8 pixels cross to
+        it first (non-blocking from pinned memory), the boxes stay on the CPU."""
+        pixels = windows.pixels if device is None else windows.pixels.to(device, non_blocking=True)
+        return make_views(pixels, windows.boxes, self.crop, self.stats)
+
+    def one(self, windows: Windows) -> torch.Tensor:
+        """The view(s) of one dataset item (no batch dimension), on the CPU: for tests and checks."""
+        return make_views(windows.pixels[None], windows.boxes[None], self.crop, self.stats)[0]

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from ..config import Config
 
 # Settings that change how fast a stage runs, never what it writes.
-# (skip_missing too: which videos are missing is part of the inputs already.)
-SPEED_ONLY = {"num_workers", "workers", "threads_per_worker", "scheduler", "batch_frames", "strict",
-              "skip_missing", "cluster_after"}
+# (skip_missing too: which videos are missing is part of the inputs already.) Not enhance.threads_per_worker:
+# torch's float sums depend on the thread count, and a zero_dce++ shard made with 1 thread differs from one
+# made with 2 (a 1x1 conv's ~3e-6 difference flips a uint8 now and then), so it is a param of `enhance`:
+# a resumed stage never mixes shards made with different counts.
+SPEED_ONLY = {"num_workers", "workers", "scheduler", "batch_frames", "strict",
+              "skip_missing", "cluster_after", "compile", "channels_last"}
 
 ParamSpec = str | Callable[[Config], list]
 

@@ -11,7 +11,8 @@ Single-view: clip 0 of each test video, view 0 (the centre crop). Multi-view: ev
 cached test clip of a video x `evaluate.crops` spatial crops (boxes of side
 `evaluate.crop_scale` x the short side, spread along the long side, so they differ
 even on square clips), softmax probabilities averaged per video (ARID's protocol).
-Each model's inputs are standardised with its meta.json "normalize" statistics.
+Each model's inputs are standardised with its meta.json "normalize" statistics. The loaders ship
+uint8 clips and the crops' boxes; the crops are made on the device (`views.make_views`, as in training).
 Accuracies are percentages over videos. This is the one module that reads the test split.
 """
 from __future__ import annotations
@@ -24,17 +25,18 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure  # no pyplot: no global backend state, safe off the main thread
 from matplotlib.ticker import MaxNLocator
-from torch.utils.data import DataLoader
+from torch.utils.data import Subset
 
 from ...errors import StageError
 from ..datasets.clips import CropsDataset, clips_index
 from ..datasets.shards import ClipDataset
-from ..datasets.views import apply_view, multi_view_crops, normalize
+from ..datasets.views import multi_view_crops
 from ..engine import atomic
 from ..names import CONFUSION_PNG, CURVES_PNG, METRICS, RESULTS_JSON, RESULTS_MD
 from ..training.checkpoints import load_trained
-from ..training.device import autocast, resolve_device
+from ..training.device import autocast, fast_kernels, resolve_device
 from ..training.history import read_metrics
+from ..training.loaders import make_loader, view_maker_of
 
 ROWS = ("teacher", "teacher_on_original", "baseline", "student")
 # (row, the stage whose model it scores, the input it is fed; None: the one the model was trained on)
@@ -77,41 +79,38 @@ def test_split(index_path: Path, split: str = "test") -> TestSplit:
                      np.array([single[v] for v in range(len(order))], dtype=np.int64))
 
 
+def _probabilities(model, data, batch_size: int, device, num_workers) -> list[torch.Tensor]:
+    """Softmax probabilities (n, crops, K) per batch of a CropsDataset (or a Subset of one)."""
+    device = resolve_device(device)
+    fast_kernels(device)
+    model.eval()
+    views = view_maker_of(data)
+    out = []
+    for x, _, _ in make_loader(data, batch_size, device, num_workers, persistent=False):
+        x = views(x, device)  # (n, crops, 3, T, crop, crop), made on the device
+        n, c = x.shape[:2]
+        with autocast(device):
+            logits = model(x.flatten(0, 1))
+        out.append(torch.softmax(logits.float(), dim=1).reshape(n, c, -1).cpu())
+    return out
+
+
 @torch.inference_mode()
 def crop_probabilities(model, clips: ClipDataset, crop: int, crops: int, batch_size: int,
-                       device, stats: dict | None = None, scale: float = 1.0) -> np.ndarray:
+                       device, stats: dict | None = None, scale: float = 1.0, num_workers="auto") -> np.ndarray:
     """Softmax probabilities (N, crops, K) of every clip at each of its `crops` spatial crops."""
-    device = resolve_device(device)
-    model.eval()
     data = CropsDataset(clips, crop, crops, stats=stats, scale=scale)
     # batch_size counts network inputs (clips x crops) per forward pass.
-    loader = DataLoader(data, batch_size=max(1, batch_size // crops), shuffle=False, num_workers=0)
-    out = []
-    for x, _, _ in loader:
-        n, c = x.shape[:2]
-        x = x.flatten(0, 1).to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(x)
-        out.append(torch.softmax(logits.float(), dim=1).reshape(n, c, -1).cpu())
+    out = _probabilities(model, data, max(1, batch_size // crops), device, num_workers)
     return torch.cat(out).numpy() if out else np.zeros((0, crops, 0), np.float32)
 
 
 @torch.inference_mode()
 def centre_probabilities(model, clips: ClipDataset, positions: np.ndarray, crop: int, batch_size: int,
-                         device, stats: dict | None = None) -> np.ndarray:
+                         device, stats: dict | None = None, num_workers="auto") -> np.ndarray:
     """Softmax probabilities (len(positions), K) of the given clips at view 0 (the centre square)."""
-    device = resolve_device(device)
-    model.eval()
-    _, H, W = clips.shape
-    view = multi_view_crops(H, W, 1)[0]
-    out = []
-    for s in range(0, len(positions), batch_size):
-        x = normalize(torch.stack([apply_view(clips[int(i)][0], view, crop)
-                                   for i in positions[s:s + batch_size]]), stats)
-        with autocast(device):
-            logits = model(x.to(device))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(out).numpy()
+    data = Subset(CropsDataset(clips, crop, 1, stats=stats), [int(i) for i in positions])
+    return torch.cat(_probabilities(model, data, batch_size, device, num_workers))[:, 0].numpy()
 
 
 def topk_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -135,17 +134,18 @@ def score(single: np.ndarray, multi: np.ndarray, labels: np.ndarray, K: int) -> 
 
 
 def evaluate_model(model, clips: ClipDataset, split: TestSplit, crop: int, crops: int, batch_size: int,
-                   device, stats: dict | None = None, scale: float = 1.0) -> dict:
+                   device, stats: dict | None = None, scale: float = 1.0, num_workers="auto") -> dict:
     """Single-view and multi-view scores of one model on one input (original or enhanced);
     `stats` is the model's meta.json "normalize", `scale` the multi-view crops' share of the short side."""
-    probs = crop_probabilities(model, clips, crop, crops, batch_size, device, stats, scale)  # (N, crops, K)
+    probs = crop_probabilities(model, clips, crop, crops, batch_size, device, stats, scale,
+                               num_workers)  # (N, crops, K)
     K = probs.shape[2]
     centre = multi_view_crops(*clips.shape[1:], 1)[0]
     views = multi_view_crops(*clips.shape[1:], crops, scale=scale)
     if centre in views:  # odd crop counts at scale 1 include view 0: reuse it instead of a second pass
         single = probs[split.single, views.index(centre)]
     else:
-        single = centre_probabilities(model, clips, split.single, crop, batch_size, device, stats)
+        single = centre_probabilities(model, clips, split.single, crop, batch_size, device, stats, num_workers)
     V = len(split.videos)
     multi = np.zeros((V, K), dtype=np.float64)
     np.add.at(multi, split.clip_video, probs.sum(axis=1))
@@ -195,7 +195,8 @@ def score_rows(cfg, folders: dict[str, Path], device, console) -> dict:
                           f"({len(split.videos)} videos, {len(inputs[which])} clips x {crops} crops)",
                           markup=False, highlight=False)
             scores = evaluate_model(model, inputs[which], split, meta.get("crop", cfg.data.crop), crops,
-                                    cfg.evaluate.batch_size, device, meta.get("normalize"), cfg.evaluate.crop_scale)
+                                    cfg.evaluate.batch_size, device, meta.get("normalize"), cfg.evaluate.crop_scale,
+                                    cfg.evaluate.num_workers)
             results[row] = _row_result(stage, which, meta, scores)
     finally:
         for x in inputs.values():

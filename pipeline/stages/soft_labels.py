@@ -1,7 +1,8 @@
 """The `soft-labels` stage: run the teacher once over every (clip, view) and cache the logits.
 
-Every train and validation clip is read once and all V views are cut from it
-(`ClipAllViews`); B clips x V views go through the teacher in one forward pass.
+Every train and validation clip is read once and all V views are cut from it on the device
+(`ClipAllViews` ships the uint8 clip and the V boxes; `views.make_views`, the function that makes
+the student's views too); B clips x V views go through the teacher in one forward pass.
 Rows of `logits.h5` follow the clip ids of `clips/index.json` (0..N-1), so the
 student looks up `logits[clip_id, view]` for the view it drew. Test clips are
 never read here (the test split belongs to `evaluate` alone): their rows are NaN. The file is
@@ -21,17 +22,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from ...errors import StageError, UserError, first_line
-from ..datasets.clips import ClipAllViews, clips_index
+from ..datasets.clips import ClipAllViews, all_boxes, clips_index
 from ..datasets.shards import ClipDataset
-from ..datasets.views import apply_view, normalize, view_params
+from ..datasets.views import make_views, view_params
+from ..engine import failpoints
 from ..engine.atomic import atomic_path
 from ..engine.progress import progress_bar
 from ..names import LOGITS_FILE
 from ..training.checkpoints import load_trained
-from ..training.device import exact_float32
+from ..training.device import exact_float32, fast_kernels
+from ..training.loaders import make_loader
 
 # Relative to the logits' scale: what batching, kernel choice and another BLAS may change in a
 # logit (a float32 sum's error grows with its magnitude), never less than the stored dtype resolves.
@@ -62,17 +64,20 @@ def all_clips(clips_dir: Path, which: str = "enhanced") -> tuple[ClipDataset, li
 
 
 @torch.inference_mode()
-def teacher_logits(model, clips: ClipDataset, data_cfg, batch_size: int, device="cpu", num_workers: int = 0,
+def teacher_logits(model, clips: ClipDataset, data_cfg, batch_size: int, device="cpu", num_workers="auto",
                    stats: dict | None = None):
     """Yield (first clip id, logits (B, V, K) float32 numpy) over all clips, in order; inputs are
-    standardised with `stats` (the teacher's meta.json "normalize")."""
+    standardised with `stats` (the teacher's meta.json "normalize"). `batch_size` clips per batch,
+    each with its V views; `num_workers` as `loaders.worker_count` reads it."""
     device = torch.device(device)
-    loader = DataLoader(ClipAllViews(clips, data_cfg, stats), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    fast_kernels(device)
+    data = ClipAllViews(clips, data_cfg, stats)
+    loader, views = make_loader(data, batch_size, device, num_workers, persistent=False), data.view_maker
     with exact_float32():
         for x, cids in loader:
+            x = views(x, device)  # (B, V, 3, T, crop, crop), made on the device
             b, v = x.shape[:2]
-            z = model(x.to(device, non_blocking=True).flatten(0, 1)).float()
+            z = model(x.flatten(0, 1)).float()
             yield int(cids[0]), z.reshape(b, v, -1).cpu().numpy()
 
 
@@ -121,6 +126,7 @@ def run_stage(ctx) -> dict:
                 logits[ids[pos:pos + len(block)]] = block
                 pos += len(block)
                 update(pos)
+                failpoints.reached("soft-labels:batch")  # tests: a stop between teacher batches
     write_logits(ctx.out / LOGITS_FILE, [(0, logits)], n, V, K, attrs)
     seconds = time.perf_counter() - t0
     clips.close()
@@ -201,9 +207,9 @@ def _verify(model, meta, clips, n_index, logits_path, data_cfg, k, device, seed,
             for pos, vs in by_clip.items():
                 clip, _, _ = clips[pos]
                 c = clips.clip_ids[pos]
-                x = normalize(torch.stack([apply_view(clip, view_params(c, v, H, W, views_cfg), views_cfg.crop)
-                                           for v in vs]), meta.get("normalize"))
-                z = model(x.to(device)).float().cpu().numpy()
+                boxes = all_boxes([view_params(c, v, H, W, views_cfg) for v in vs])
+                x = make_views(clip[None].to(device), boxes[None], views_cfg.crop, meta.get("normalize"))[0]
+                z = model(x).float().cpu().numpy()
                 for v, fresh in zip(vs, z):
                     d = float(np.abs(_read_entry(dset, logits_path, c, v) - fresh).max())
                     tol = tolerance(fresh, dset.dtype)

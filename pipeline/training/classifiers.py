@@ -1,8 +1,9 @@
 """What the `teacher`, `student` and `baseline` stages share: one way to train a video classifier.
 
 Each draws one seeded view per train clip per epoch (`ViewDataset`: the finite set
-of views `soft-labels` caches logits for), validates on the validation split's centre
-view (view 0), starts from a seeded initialisation, trains with `loop.train` and
+of views `soft-labels` caches logits for; its items are uint8 windows, the views are made
+on the training device by the same `views.make_views` as soft-labels'), validates on the
+validation split's centre view (view 0), starts from a seeded initialisation, trains with `loop.train` and
 describes the result in `meta.json`. The stages differ only in the clips they read
 ("enhanced" or "original"), their config section and their loss.
 """
@@ -52,7 +53,8 @@ def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss
     classes = class_names(train_set.clips)
     # seeded from train_cfg.seed: baseline and student, built from the same settings, start identical
     model, init = initial_model(train_cfg, classes, cfg, ctx.cache, ctx.console)
-    # a pretrained source's statistics travel with its weights; else the train clips' own
+    # a pretrained source's statistics travel with its weights; else the train clips' own (the
+    # datasets' view_maker reads them when the views are made, on the device)
     train_set.stats = val_set.stats = input_normalization(init, train_set.stats)
     ctx.console.print(f"  {desc} {train_cfg.model}: {len(train_set)} train videos ({which}, {len(train_set.clips)} "
                       f"clips, {cfg.data.views} views{about}), {len(val_set)} validation clips (view 0)",

@@ -1,4 +1,5 @@
-"""Where models run: the one place "auto" becomes a device and mixed precision is chosen."""
+"""Where models run: the one place "auto" becomes a device, mixed precision is chosen and the CUDA
+speed settings (cudnn.benchmark, torch.compile) are applied."""
 from __future__ import annotations
 
 import contextlib
@@ -28,6 +29,20 @@ def autocast(device: torch.device, dtype=None):
     if device.type != "cuda":
         return nullcontext()
     return torch.autocast("cuda", dtype=dtype or amp_dtype(device))
+
+
+def fast_kernels(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the fastest
+    (`cudnn.benchmark`): clips of one shape repeat every step. The choice may differ between runs,
+    so results agree to float rounding, as between GPUs; nothing changes on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def compiled(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` under torch.compile (`train.compile`): the same weights, shared with `module`, so
+    its state dict and checkpoints are unchanged; it needs a C++ compiler on the CPU, Triton on CUDA."""
+    return torch.compile(module)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,9 @@
 
 Shaped like torchvision's references/video_classification/train.py: `train_one_epoch`,
 `evaluate`, and `train` (their `main`). Datasets yield `(x, y, extra)`; `loss_fn(logits,
-y, extra)` sees the batched `extra` (the student's cached teacher logits, say). A run
+y, extra)` sees the batched `extra` (the student's cached teacher logits, say). x is a float
+tensor, or the uint8 `Windows` of the clip datasets, whose views are made on the device after
+the copy (`loaders.model_input`). The train and validation loaders are built once per run. A run
 resumes from its folder (`run_folder`), reseeds every epoch (`loaders`), and runs under
 torchrun as DistributedDataParallel (`ddp`); only rank 0 writes or prints.
 """
@@ -16,17 +18,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ...errors import first_line
 from ..config import TrainConfig
+from ..engine import failpoints
 from ..engine.progress import make_console, progress_bar, say
 from ..names import CHECKPOINT
 from .checkpoints import CheckpointError
 from .ddp import setup_distributed
-from .device import amp_dtype, autocast, resolve_device
+from .device import amp_dtype, autocast, compiled, fast_kernels, resolve_device
 from .history import epoch_line, epoch_row, summarize_history
-from .loaders import begin_epoch, train_loader, val_share
+from .loaders import begin_epoch, enter_epoch, input_fn, make_loader, train_loader, val_loader, val_share
 from .optim import Schedule, make_optimizer
 from .run_folder import NO_BEST, RunFolder
 
@@ -84,14 +87,17 @@ class _Meter:
 
 
 def train_one_epoch(model, loader, optimizer, loss_fn, *, step: int, lr_fn: Callable[[int], float],
-                    device, scaler, dtype, grad_clip: float, console=None, desc: str = "train") -> tuple[dict, int]:
+                    device, scaler, dtype, grad_clip: float, console=None, desc: str = "train",
+                    to_input: Callable | None = None) -> tuple[dict, int]:
     """One pass over `loader`; sets the LR every step. Returns local sums and the next step number.
-    A live bar (`desc`, running loss, accuracy, clips/s) shows on a terminal `console`."""
+    A live bar (`desc`, running loss, accuracy, clips/s) shows on a terminal `console`. `to_input`
+    makes a batch's x the model's input on `device` (default: `loaders.input_fn` of the loader's dataset)."""
     model.train()
+    to_input = to_input or input_fn(loader.dataset, device)
     meter, lr = _Meter(device), lr_fn(step)
     with progress_bar(console, desc, len(loader)) as update:
         for batches, (x, y, extra) in enumerate(loader, 1):
-            x, y, extra = to_device(x, device), to_device(y, device), to_device(extra, device)
+            x, y, extra = to_input(x), to_device(y, device), to_device(extra, device)
             lr = lr_fn(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -108,21 +114,22 @@ def train_one_epoch(model, loader, optimizer, loss_fn, *, step: int, lr_fn: Call
             step += 1
             meter.add(loss, logits, y)
             update(batches, meter.text(last=batches == len(loader)))
+            failpoints.reached("train:step")  # tests: a stop after an optimizer step
     return {**meter.sums(), "lr": lr}, step
 
 
 # ---------------------------------------------------------------------------- evaluation
 
 @torch.inference_mode()
-def _evaluate_sums(model, dataset, batch_size: int, device, num_workers: int = 0) -> dict:
+def _evaluate_sums(model, loader, device, to_input: Callable | None = None) -> dict:
+    """Loss and top-k sums of `model` over `loader`'s batches (its dataset's items in order)."""
     model.eval()
     device = torch.device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    to_input = to_input or input_fn(loader.dataset, device)
     loss_sum, c1, c5, n = 0.0, 0, 0, 0
     all_logits, all_labels = [], []
     for x, y, _ in loader:
-        x, y = to_device(x, device), to_device(y, device)
+        x, y = to_input(x), to_device(y, device)
         with autocast(device):
             logits = model(x)
         logits = logits.float()
@@ -136,9 +143,10 @@ def _evaluate_sums(model, dataset, batch_size: int, device, num_workers: int = 0
     return {"loss_sum": loss_sum, "c1": c1, "c5": c5, "n": n, "logits": logits, "labels": labels}
 
 
-def evaluate(model, dataset, batch_size: int, device="cpu", num_workers: int = 0) -> dict:
+def evaluate(model, dataset, batch_size: int, device="cpu", num_workers=0) -> dict:
     """Cross-entropy, top-1 and top-5 (percent) over `dataset`, plus its logits (N, K) and labels (N,), in order."""
-    s = _evaluate_sums(model, dataset, batch_size, device, num_workers)
+    loader = make_loader(dataset, batch_size, device, num_workers, persistent=False)
+    s = _evaluate_sums(model, loader, device)
     n = max(1, s["n"])
     return {"loss": s["loss_sum"] / n, "top1": 100.0 * s["c1"] / n, "top5": 100.0 * s["c5"] / n,
             "logits": s["logits"], "labels": s["labels"]}
@@ -174,8 +182,12 @@ class _Trainer:
 
 def _restore_trainer(model, state: dict | None, cfg: TrainConfig, device: torch.device,
                      folder: RunFolder) -> _Trainer:
-    """Model on its device, optimizer and grad scaler: fresh, or as the checkpoint `state` left them."""
+    """Model on its device, optimizer and grad scaler: fresh, or as the checkpoint `state` left them.
+    `cfg.channels_last` stores its weights channels_last_3d, `cfg.compile` compiles the module a train
+    step calls (speed only: the weights and the checkpoint are the model's own)."""
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
     optimizer = make_optimizer(model, cfg)
     dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -190,7 +202,8 @@ def _restore_trainer(model, state: dict | None, cfg: TrainConfig, device: torch.
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
         best, step = folder.best_so_far(state), state["scheduler"]["step"]
-    return _Trainer(model, folder.ddp.wrap(model, device), optimizer, scaler, dtype, dict(best), step)
+    net = folder.ddp.wrap(model, device)
+    return _Trainer(model, compiled(net) if cfg.compile else net, optimizer, scaler, dtype, dict(best), step)
 
 
 @contextlib.contextmanager
@@ -224,26 +237,32 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, cfg: Tra
         if state and start_epoch >= cfg.epochs and folder.load_final(model):
             folder.say(f"{desc}: already trained ({start_epoch}/{cfg.epochs} epochs); nothing to do")
             return summarize_history(history, cfg.epochs, 0, start_epoch)
+        fast_kernels(device)
         t = _restore_trainer(model, state, cfg, device, folder)
         if state:
             folder.say(f"{desc}: resuming from epoch {start_epoch}/{cfg.epochs}")
         loader = train_loader(train_set, cfg, device, ddp.rank, ddp.world)
-        val_part, schedule = val_share(val_set, ddp.rank, ddp.world), Schedule.for_run(cfg, len(loader))
+        val_batches = val_loader(val_share(val_set, ddp.rank, ddp.world), cfg, device)  # once per run
+        schedule = Schedule.for_run(cfg, len(loader))
+        train_input = input_fn(train_set, device, cfg.channels_last)
+        val_input = input_fn(val_set, device, cfg.channels_last)
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             begin_epoch(loader, epoch)
             stats, t.step = train_one_epoch(
                 t.net, loader, t.optimizer, loss_fn or cross_entropy, step=t.step, lr_fn=schedule, device=device,
                 scaler=t.scaler, dtype=t.dtype, grad_clip=cfg.grad_clip, console=console if verbose else None,
-                desc=f"{desc} {epoch + 1}/{cfg.epochs}")
+                desc=f"{desc} {epoch + 1}/{cfg.epochs}", to_input=train_input)
             ddp.sync_buffers(model)
-            val = _evaluate_sums(model, val_part, cfg.batch_size, device, cfg.num_workers)
+            enter_epoch(val_batches, epoch)
+            val = _evaluate_sums(model, val_batches, device, val_input)
             history.append(epoch_row(epoch, stats, val, ddp, time.perf_counter() - t0))
             improved = t.record(history[-1])
             if ddp.main:
                 folder.save_epoch(history, t.state_dict(schedule), save_best=improved and cfg.keep == "best")
             folder.say(epoch_line(desc, history[-1], cfg.epochs))
-        del loader  # stops persistent workers now rather than at garbage collection
+            failpoints.reached("train:epoch")  # tests: a stop after an epoch's checkpoint
+        del loader, val_batches  # stops persistent workers now rather than at garbage collection
         folder.save_final(model, history)  # keep=best: the best epoch's weights
         return summarize_history(history, cfg.epochs, cfg.epochs - start_epoch, start_epoch if state else None)
 
