@@ -237,26 +237,48 @@ def _status_tables(cache, rows: list[dict], variants: list[dict]) -> None:
         Console().print(vt)
 
 
+SAMPLE_ONLY = ("videos_per_class", "test_per_class", "day_videos_per_class", "day_test_per_class")
+LIKE_ONLY = ("recordings_per_class", "clips_per_recording")
+
+
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--like", type=click.Choice(["sample", "arid", "dark48"]), default="sample", show_default=True,
+              help="sample: the bundled sample's layout (square .mp4, splits/, classes.txt, a day/ set). arid: "
+                   "ARID v1.0's (320x240 MPEG-4 .avi at 30 fps, Class/Class_A_B.avi, list_cvt/ARID_split{1,2,3}_"
+                   "{train,test}.txt). dark48: Dark-48's naming (Class/<youtube-id>_N.mp4, MMAction2 lists).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same bytes.")
-@click.option("--classes", type=int, default=6, show_default=True, help="Number of action classes.")
-@click.option("--videos-per-class", type=int, default=47, show_default=True, help="Dark videos per class.")
-@click.option("--test-per-class", type=int, default=17, show_default=True,
-              help="Dark videos per class in the test split.")
-@click.option("--day-videos-per-class", type=int, default=50, show_default=True,
-              help="Normal-light videos per class, in OUT_DIR/day (0 = no day set).")
-@click.option("--day-test-per-class", type=int, default=10, show_default=True,
-              help="Normal-light videos per class in the day set's test split.")
-@click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels (even).")
-def sample(out_dir, seed, classes, videos_per_class, test_per_class, day_videos_per_class,
-           day_test_per_class, size):
+@click.option("--classes", type=int, default=None,
+              help="Number of action classes [default: 6; arid: ARID's 11; dark48: 6, at most 11: Dark-48 has "
+                   "48 classes, the generator draws 11 motions].")
+@click.option("--videos-per-class", type=int, default=None, help="sample: dark videos per class [default: 47].")
+@click.option("--test-per-class", type=int, default=None,
+              help="sample: dark videos per class in the test split [default: 17].")
+@click.option("--day-videos-per-class", type=int, default=None,
+              help="sample: normal-light videos per class, in OUT_DIR/day (0 = no day set) [default: 50].")
+@click.option("--day-test-per-class", type=int, default=None,
+              help="sample: normal-light videos per class in the day set's test split [default: 10].")
+@click.option("--recordings-per-class", type=int, default=None,
+              help="arid: recordings (Class_A) per class, at least 3, each split tests another; dark48: YouTube "
+                   "videos per class, a quarter of them test [default: 4].")
+@click.option("--clips-per-recording", type=int, default=None,
+              help="arid: clips cut from each recording (Class_A_B); dark48: clips per YouTube video "
+                   "(<youtube-id>_N) [default: 2].")
+@click.option("--size", type=int, default=None,
+              help="Frame size in pixels, even [default: 64, square; arid: 240 rows at 4:3 (320x240); "
+                   "dark48: 180 rows at 16:9 (320x180)].")
+def sample(out_dir, like, seed, size, **counts):
     """Generate the synthetic dark-action sample (ARID-format lists) into OUT_DIR, and its
-    normal-light counterpart (other scenes, same classes) into OUT_DIR/day."""
-    from .pipeline.datasets.sample import make_sample  # deferred: loads decord
-    stats = make_sample(out_dir, seed=seed, classes=classes, videos_per_class=videos_per_class, size=size,
-                        test_per_class=test_per_class, day_videos_per_class=day_videos_per_class,
-                        day_test_per_class=day_test_per_class)
+    normal-light counterpart (other scenes, same classes) into OUT_DIR/day; or, with --like,
+    dark data shaped like ARID or Dark-48 (their frame size, container, naming and split lists;
+    no day set). A few MB at the default sizes."""
+    from .pipeline.datasets.sample import make_like  # deferred: loads numpy and decord
+    given = {k: v for k, v in counts.items() if v is not None}
+    wrong = [k for k in (LIKE_ONLY if like == "sample" else SAMPLE_ONLY) if k in given]
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise click.UsageError(f"{flags}: not an option of --like {like}")
+    stats = make_like(like, out_dir, seed=seed, **({"size": size} if size is not None else {}), **given)
     click.echo(json.dumps(stats, indent=2))
 
 

@@ -3,6 +3,10 @@
 The R(2+1)D-BERT family (Kalfaoglu et al. 2020, and DarkLight / R(2+1)D-GCN+BERT that
 build on it) replaces the backbone's temporal average pool by a learned CLS token that
 attends over one feature vector per time step. Spatial positions are still averaged.
+
+The R(2+1)D backbones halve time in layer2..4, so a clip of T frames gives T / 8 steps: at 16 frames
+2, at 8 a single one, over which attention is the identity. The configuration refuses a `_bert`
+model below 16 frames (`BERT_MIN_FRAMES` in pipeline/config.py); the head itself runs at any length.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from ..errors import UserError
 from .published import check_source
@@ -29,8 +29,11 @@ class ConfigError(UserError, ValueError):
 class DataConfig:
     root: str = ""  # dataset root; "" means the bundled sample (set by --data)
     format: str = "auto"  # split-list format: auto | arid | arid15 | mmaction | folders
+    dataset: str = ""  # the real set a preset is written for: "" (any folder) | arid | arid15 | dark48; checked
+    #   before any stage: its split lists, in its format, and its class names (configs/README.md)
     train_list: str = "splits/train.txt"  # train split list, relative to root (ignored for folders)
     test_list: str = "splits/test.txt"  # test split list, relative to root (ignored for folders)
+    split: int = 1  # which of the dataset's splits: "{split}" in train_list / test_list becomes it (ARID: 1, 2, 3)
     test_fraction: float = 0.25  # folders format only: share of each class held out for test
     val_fraction: float = 0.2  # share of each class of the train split held out for validation (stable hash)
     val_list: str = ""  # explicit validation list, relative to root: videos of the train list ("" = val_fraction)
@@ -82,8 +85,12 @@ class EnhancerConfig:
 class EnhanceConfig:
     shard_size: int = 256  # clips per HDF5 shard
     batch_frames: int = 8  # frames per enhancer forward pass (larger thrashes memory on CPU: measured)
-    workers: int = 1  # dask LocalCluster worker processes (0 = decode in this process, no dask)
-    threads_per_worker: int = 2  # threads per worker; torch threads are set to this
+    workers: str | int = "auto"  # auto | 0 (this process, no dask) | N (a LocalCluster of N workers, forced).
+    #   auto: this process unless the cores give a LocalCluster 2+ workers ((cores - 1) // threads_per_worker) and the
+    #   work left outlasts cluster_after; one worker beside this process only loses (sample, zero_dce++, 2 cores:
+    #   dask 1 worker ~WORKER_RATIO the in-process time, benchmarks/enhance_paths.py)
+    threads_per_worker: int = 2  # torch threads of a worker (and of this process): in the fingerprint, as float
+    #                              sums depend on it (zero_dce++ shards made with 1 and 2 threads differ)
     cluster_after: float = 5.0  # start the LocalCluster only once the work left would take this many
     #                             seconds in this process (its start-up, measured: ~5 s); 0 = at once
     scheduler: str = ""  # address of an existing dask scheduler ("" = start a LocalCluster)
@@ -103,8 +110,15 @@ class Schedule:
     weight_decay: float = 1e-4  # decoupled (AdamW) or L2 (SGD) weight decay
     momentum: float = 0.9  # SGD momentum
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    backbone_lr_mult: float = 1.0  # every layer but the classifier (fc, BERT head) learns at lr x this: 1 (one
+    #   rate) from scratch, where nothing is pretrained; < 1 to fine-tune published weights (configs/: 0.1)
     grad_clip: float = 5.0  # gradient-norm clip (0 = off)
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: str | int = "auto"  # DataLoader worker processes: auto (cores - 1, at most 8; 0 when a pass
+    #   reads under 128 MiB, where starting workers costs more than it saves: training/loaders.py) | N
+    compile: bool = False  # torch.compile the model a train step runs (speed only; needs a C++ compiler on the
+    #   CPU, where it only adds start-up time on the sample's small models: off by default)
+    channels_last: bool = False  # weights and inputs in channels_last_3d memory (speed only; for CUDA, where it
+    #   can be faster: measure first; on the CPU an r2plus1d_small step measured 5-15 % slower with it)
     keep: str = "last"  # last | best (best validation-split top-1, evaluated each epoch; never test)
     seed: int = 0  # seed of initialisation, shuffling and view draws
 
@@ -158,6 +172,7 @@ class EvaluateConfig:
     crops: int = 3  # multi-view evaluation: spatial crops per clip (left/centre/right)
     crop_scale: float = 0.85  # multi-view crops: box side as a share of the short side (< 1: the boxes differ)
     batch_size: int = 32  # clips per forward pass
+    num_workers: str | int = "auto"  # DataLoader worker processes reading the test clips: as [teacher]'s
 
 
 @dataclass
@@ -192,7 +207,7 @@ def pretrain_data(cfg: Config) -> Config:
     enhancer: what decoding and training read for the normal-light footage."""
     p = cfg.pretrain
     data = dataclasses.replace(cfg.data, root=p.root, format=p.format, train_list=p.train_list,
-                               test_list=p.test_list, test_fraction=p.test_fraction)
+                               test_list=p.test_list, test_fraction=p.test_fraction, dataset="")
     return dataclasses.replace(cfg, data=data, enhancer=dataclasses.replace(cfg.enhancer, kind="none"))
 
 
@@ -211,6 +226,14 @@ def _split_key(cfg: Config, dotted: str):
 
 def _coerce(dotted: str, value: Any, typ: type) -> Any:
     """Convert a TOML value or a --set string to the field's type, or raise ConfigError."""
+    if len(get_args(typ)) > 1:  # str | int (enhance.workers: "auto" or a count): a number where it is one
+        value = value.strip() if isinstance(value, str) else value
+        for option in sorted(get_args(typ), key=lambda t: t is str):
+            try:
+                return _coerce(dotted, value, option)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{dotted}: expected {' or '.join(t.__name__ for t in get_args(typ))}, got {value!r}")
     if isinstance(value, str) and typ is not str:
         text = value.strip()
         if typ is bool:
@@ -276,6 +299,7 @@ def load_toml(cfg: Config, path: Path) -> None:
 
 CHOICES = {
     "data.format": ("auto", "arid", "arid15", "mmaction", "folders"),
+    "data.dataset": ("", "arid", "arid15", "dark48"),  # datasets.expected.NAMES (a test keeps them equal)
     "enhancer.mode": ("fit", "finetune", "import"),
     "enhancer.init": ("he", "authors"),
     "enhance.compression": ("none", "lz4"),
@@ -291,6 +315,7 @@ CHOICES = {
 }
 POSITIVE = (
     "data.frames", "data.clips_per_video", "data.test_clips", "data.short_side", "data.crop", "data.views",
+    "data.split",
     "enhancer.steps", "enhancer.batch_size", "enhancer.crop", "enhancer.frames_per_video",
     "enhancer.scale_factor", "enhancer.gamma", "enhancer.exposure",
     "enhance.shard_size", "enhance.batch_frames", "enhance.threads_per_worker",
@@ -300,13 +325,15 @@ POSITIVE = (
     "evaluate.crops", "evaluate.batch_size",
     "pretrain.epochs", "pretrain.batch_size", "pretrain.lr",
 )
+LOADER_WORKERS = ("teacher.num_workers", "student.num_workers", "pretrain.num_workers", "evaluate.num_workers")
 NON_NEGATIVE = (
-    "data.max_long_side", "enhance.workers", "enhance.cluster_after", "enhancer.lr", "enhancer.weight_decay",
+    "data.max_long_side", "enhance.cluster_after", "enhancer.lr", "enhancer.weight_decay",
     "enhancer.grad_clip",
-    "teacher.weight_decay", "teacher.warmup_epochs", "teacher.grad_clip", "teacher.num_workers",
-    "student.weight_decay", "student.warmup_epochs", "student.grad_clip", "student.num_workers",
+    "teacher.weight_decay", "teacher.warmup_epochs", "teacher.grad_clip",
+    "student.weight_decay", "student.warmup_epochs", "student.grad_clip",
     "teacher.momentum", "student.momentum",
-    "pretrain.weight_decay", "pretrain.warmup_epochs", "pretrain.grad_clip", "pretrain.num_workers",
+    "teacher.backbone_lr_mult", "student.backbone_lr_mult", "pretrain.backbone_lr_mult",
+    "pretrain.weight_decay", "pretrain.warmup_epochs", "pretrain.grad_clip",
     "pretrain.momentum",
 )
 
@@ -323,6 +350,15 @@ def validate(cfg: Config) -> None:
     for key in NON_NEGATIVE:
         if cfg.get(key) < 0:
             raise ConfigError(f"{key}: must be >= 0, got {cfg.get(key)!r}")
+    for key in LOADER_WORKERS:
+        n = cfg.get(key)
+        if (isinstance(n, str) and n != "auto") or (isinstance(n, int) and n < 0):
+            raise ConfigError(f"{key}: {n!r} is not auto or a number of workers (>= 0)")
+    workers = cfg.enhance.workers
+    if isinstance(workers, str) and workers != "auto":
+        raise ConfigError(f"enhance.workers: {workers!r} is not auto or a number of workers")
+    if isinstance(workers, int) and workers < 0:
+        raise ConfigError(f"enhance.workers: must be >= 0, got {workers!r}")
     if not 0.0 < cfg.data.min_scale <= 1.0:
         raise ConfigError(f"data.min_scale: must be in (0, 1], got {cfg.data.min_scale!r}")
     if not 0.0 < cfg.data.test_fraction < 1.0:
@@ -345,6 +381,13 @@ def validate(cfg: Config) -> None:
     if cfg.data.crop > cfg.data.short_side:
         raise ConfigError(
             f"data.crop: {cfg.data.crop} is larger than data.short_side {cfg.data.short_side}")
+    for section in ("teacher", "student"):  # pretrain trains these two models on the same clips
+        model = getattr(cfg, section).model
+        if model.endswith("_bert") and cfg.data.frames < BERT_MIN_FRAMES:
+            raise ConfigError(
+                f"{section}.model = {model!r}: the BERT head needs data.frames >= {BERT_MIN_FRAMES}, got "
+                f"{cfg.data.frames} (the backbone halves time three times: {max(1, cfg.data.frames // 8)} step(s) "
+                f"would be left to attend over); use {model[:-len('_bert')]!r} or more frames")
     if not 0.0 < cfg.pretrain.test_fraction < 1.0:
         raise ConfigError(f"pretrain.test_fraction: must be in (0, 1), got {cfg.pretrain.test_fraction!r}")
     for section in ("teacher", "student"):
@@ -359,10 +402,31 @@ def has_validation(cfg: Config) -> bool:
     return bool(cfg.data.val_list) or cfg.data.val_fraction > 0
 
 
+# A `_bert` model's head attends over the backbone's time steps, frames / 8 of them (layer2..4 halve
+# time): at 16 frames 2 steps, at 8 a single one, over which attention is the identity.
+BERT_MIN_FRAMES = 16
+SPLIT_FIELD = "{split}"  # in data.train_list / data.test_list: replaced by data.split
+
+
+def resolve_split(cfg: Config) -> None:
+    """Write data.split into the split lists' names ("list_cvt/ARID_split{split}_train.txt"), so the
+    lists a stage reads, and its fingerprint, are the split's; a split asked of lists that have no
+    "{split}" would silently read split 1's, so that is refused."""
+    d = cfg.data
+    if d.split < 1:
+        raise ConfigError(f"data.split: must be >= 1, got {d.split!r}")
+    if d.split != 1 and SPLIT_FIELD not in d.train_list + d.test_list:
+        raise ConfigError(f"data.split = {d.split}: data.train_list ({d.train_list!r}) and data.test_list "
+                          f"({d.test_list!r}) hold no {SPLIT_FIELD} to put it in")
+    d.train_list = d.train_list.replace(SPLIT_FIELD, str(d.split))
+    d.test_list = d.test_list.replace(SPLIT_FIELD, str(d.split))
+
+
 def build_config(config_file: Path | None = None, overrides: list[str] = ()) -> Config:
     cfg = Config()
     if config_file is not None:
         load_toml(cfg, Path(config_file))
     apply_overrides(cfg, list(overrides))
+    resolve_split(cfg)
     validate(cfg)
     return cfg

@@ -110,10 +110,10 @@ MOTIONS = {"Drink": _drink, "Jump": _jump, "Pick": _pick, "Pour": _pour,
 
 # ---------------------------------------------------------------- rendering
 
-def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a (h, w, c) grid to (size, size, c)."""
+def _upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a (h, w, c) grid to (height, width, c)."""
     h, w = grid.shape[:2]
-    ys, xs = np.linspace(0, h - 1, size), np.linspace(0, w - 1, size)
+    ys, xs = np.linspace(0, h - 1, height), np.linspace(0, w - 1, width)
     y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
     y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
     fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
@@ -137,19 +137,22 @@ def _ellipse_alpha(yy, xx, cy, cx, a, b, angle):
     return np.clip((1.0 - r) * min(a, b) + 0.5, 0.0, 1.0)[..., None]
 
 
-def _background(rng, size: int, level: float) -> np.ndarray:
-    """Smooth multi-octave noise, a gradient and a few static shapes."""
+def _background(rng, height: int, width: int, level: float) -> np.ndarray:
+    """Smooth multi-octave noise, a gradient and a few static shapes (sizes relative to the short side;
+    on a square frame the draws and the pixels are those of the square generator)."""
+    short, extent = min(height, width), np.array([height, width])
     tint = rng.uniform(0.7, 1.3, 3).astype(np.float32)
-    img = np.zeros((size, size, 3), np.float32)
+    img = np.zeros((height, width, 3), np.float32)
     for cells, amp in ((3, 0.12), (6, 0.08), (12, 0.05)):
-        img += amp * _upsample(rng.uniform(-1, 1, (cells, cells, 3)), size)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        img += amp * _upsample(rng.uniform(-1, 1, (cells, cells, 3)), height, width)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = yy / height, xx / width
     ang = rng.uniform(0, 2 * np.pi)
     img += (0.12 * ((xx - 0.5) * np.cos(ang) + (yy - 0.5) * np.sin(ang)))[..., None]
     for _ in range(rng.integers(2, 5)):
-        cy, cx = rng.uniform(0, size, 2)
-        a, b = rng.uniform(0.05, 0.2, 2) * size
-        alpha = _ellipse_alpha(yy * size, xx * size, cy, cx, a, b, rng.uniform(0, np.pi))
+        cy, cx = rng.uniform(0, 1, 2) * extent
+        a, b = rng.uniform(0.05, 0.2, 2) * short
+        alpha = _ellipse_alpha(yy * height, xx * width, cy, cx, a, b, rng.uniform(0, np.pi))
         img = img * (1 - alpha) + alpha * (img + rng.uniform(-0.15, 0.15))
     return np.clip(level * tint + img, 0.0, 1.0)
 
@@ -167,55 +170,64 @@ def _place(rng, offsets: np.ndarray, extent: float, size: int) -> float:
     return float(rng.uniform(lo, hi)) if hi > lo else (lo + hi) / 2
 
 
-def render_video(motion: str, rng: np.random.Generator, size: int, frames: int) -> np.ndarray:
-    """Render a clean (bright, noise-free) clip as float32 (T, H, W, 3) in [0, 1]."""
+def render_video(motion: str, rng: np.random.Generator, size: int, frames: int,
+                 width: int | None = None, motion_rng: np.random.Generator | None = None) -> np.ndarray:
+    """Render a clean (bright, noise-free) clip as float32 (T, H, W, 3) in [0, 1]: `size` x `size`, or
+    `size` rows by `width` columns (ARID's 320x240: size 240, width 320). Sizes and speeds are relative
+    to the short side, so a wide frame shows the same actor with more room around it.
+
+    The scene (background, actor, distractors, light) is drawn from `rng`; the camera shake, the
+    motion and where it starts from `motion_rng` when given (else `rng`): clips of one recording
+    share `rng`'s state and differ in `motion_rng`, as ARID's clips cut from one recording do."""
+    height, width = size, size if width is None else width
+    size = min(height, width)  # the short side: what actor sizes and motions are relative to
     t = np.arange(frames, dtype=np.float64)
     shake_px = max(1, round(SHAKE_PX * size / 64))
     # Appearance first, in the same draw order for every class.
     level = rng.uniform(0.25, 0.5)
-    bg = _background(rng, size + 2 * shake_px, level)
+    bg = _background(rng, height + 2 * shake_px, width + 2 * shake_px, level)
     contrast = rng.uniform(*CONTRAST) * (1 if rng.random() < 0.75 else -1)
     actor_rgb = _colour(rng, np.clip(level + contrast, 0.05, 0.95))
     a = rng.uniform(0.10, 0.16) * size
     b = a * rng.uniform(0.45, 0.7)
     angle0 = rng.uniform(0, np.pi)
     head_rgb = _colour(rng, np.clip(level + contrast * rng.uniform(0.6, 1.4), 0.05, 0.95))
-    distractors = _distractors(rng, level, size)
-    light = _light(rng, size)
+    distractors = _distractors(rng, level, height, width)
+    light = _light(rng, height, width)
+    rng = rng if motion_rng is None else motion_rng
     shake = _shake(rng, frames, shake_px) + shake_px
     # Then the class's motion.
     dx, dy, scale, rot = MOTIONS[motion](t, rng)
     extent = (a + 0.5 * b) * scale.max()  # body semi-axis plus head
-    cx = _place(rng, dx * size, extent, size) + dx * size
-    cy = _place(rng, dy * size, extent, size) + dy * size
+    cx = _place(rng, dx * size, extent, width) + dx * size
+    cy = _place(rng, dy * size, extent, height) + dy * size
 
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     front = [d for d in distractors if d["front"]]
     back = [d for d in distractors if not d["front"]]
-    video = np.empty((frames, size, size, 3), np.float32)
+    video = np.empty((frames, height, width, 3), np.float32)
+    bounds = np.array([height, width], np.float64)
     for i in range(frames):
         sy, sx = shake[i]
-        img = bg[sy:sy + size, sx:sx + size].copy()
+        img = bg[sy:sy + height, sx:sx + width].astype(np.float64)
         for d in back:
-            img = _draw_distractor(img, d, i, yy, xx, size)
+            img = _draw_distractor(img, d, i, yy, xx, bounds)
         ang = angle0 + rot[i]
         aa, bb = a * scale[i], b * scale[i]
-        body = _ellipse_alpha(yy, xx, cy[i], cx[i], aa, bb, ang)
-        img = img * (1 - body) + body * actor_rgb
+        _blend_ellipse(img, yy, xx, cy[i], cx[i], aa, bb, ang, actor_rgb)
         hy, hx = cy[i] + aa * np.sin(ang), cx[i] + aa * np.cos(ang)
-        head = _ellipse_alpha(yy, xx, hy, hx, 0.5 * bb, 0.5 * bb, 0.0)
-        img = img * (1 - head) + head * head_rgb
+        _blend_ellipse(img, yy, xx, hy, hx, 0.5 * bb, 0.5 * bb, 0.0, head_rgb)
         for d in front:
-            img = _draw_distractor(img, d, i, yy, xx, size)
+            img = _draw_distractor(img, d, i, yy, xx, bounds)
         video[i] = img * light
     return video
 
 
-def _distractors(rng, level: float, size: int) -> list[dict]:
+def _distractors(rng, level: float, height: int, width: int) -> list[dict]:
     """One or two shapes drifting and wobbling across the frame, in front of the actor or behind."""
-    distractors = []
+    distractors, size = [], min(height, width)
     for _ in range(int(rng.integers(1, 3))):
-        pos = rng.uniform(0.1, 0.9, 2) * size
+        pos = rng.uniform(0.1, 0.9, 2) * np.array([height, width])
         speed = rng.uniform(0.0, 0.02) * size
         heading = rng.uniform(0, 2 * np.pi)
         distractors.append(dict(
@@ -227,26 +239,49 @@ def _distractors(rng, level: float, size: int) -> list[dict]:
     return distractors
 
 
-def _light(rng, size: int) -> np.ndarray:
-    """(size, size, 1) uneven lighting: a Gaussian pool over a floor, so shadows hide detail."""
-    light_c = rng.uniform(0.1, 0.9, 2) * size
-    light_s = rng.uniform(0.4, 0.9) * size
+def _light(rng, height: int, width: int) -> np.ndarray:
+    """(height, width, 1) uneven lighting: a Gaussian pool over a floor, so shadows hide detail."""
+    light_c = rng.uniform(0.1, 0.9, 2) * np.array([height, width])
+    light_s = rng.uniform(0.4, 0.9) * min(height, width)
     light_floor = rng.uniform(0.15, 0.45)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     return (light_floor + (1 - light_floor) * np.exp(-((yy - light_c[0]) ** 2 + (xx - light_c[1]) ** 2)
                                                      / (2 * light_s ** 2)))[..., None]
 
 
-def _draw_distractor(img, d, i, yy, xx, size):
+def _box(shape, cy: float, cx: float, reach: float) -> tuple[slice, slice]:
+    """The rows and columns within `reach` pixels of (cy, cx), clipped to the frame: a shape whose
+    coverage is exactly 0 beyond `reach` is blended there only (the same pixels, a fraction of the work
+    on a 320x240 frame)."""
+    h, w = shape[:2]
+    rows = slice(max(0, int(np.floor(cy - reach))), max(0, min(h, int(np.ceil(cy + reach)) + 1)))
+    cols = slice(max(0, int(np.floor(cx - reach))), max(0, min(w, int(np.ceil(cx + reach)) + 1)))
+    return rows, cols
+
+
+def _blend(img: np.ndarray, box: tuple[slice, slice], alpha: np.ndarray, rgb: np.ndarray) -> None:
+    """img = img * (1 - alpha) + alpha * rgb inside `box`, in place (alpha is 0 outside it)."""
+    img[box] = img[box] * (1 - alpha) + alpha * rgb
+
+
+def _blend_ellipse(img, yy, xx, cy, cx, a, b, angle, rgb) -> None:
+    # coverage is 0 once r > 1 + 0.5 / min(a, b), so beyond max(a, b) * (1 + 0.5 / min(a, b)) pixels
+    box = _box(img.shape, cy, cx, max(a, b) * (1 + 0.5 / max(min(a, b), 1e-6)) + 1)
+    _blend(img, box, _ellipse_alpha(yy[box], xx[box], cy, cx, a, b, angle), rgb)
+
+
+def _draw_distractor(img, d, i, yy, xx, bounds):
+    """Draw distractor `d` at frame i; `bounds` = (height, width) it bounces between."""
     pos = d["pos"] + d["vel"] * i
     pos = pos + d["wobble"] * np.sin(2 * np.pi * i / d["wobble_period"])
-    pos = size - np.abs(size - np.abs(pos) % (2 * size))  # bounce off the edges
+    pos = bounds - np.abs(bounds - np.abs(pos) % (2 * bounds))  # bounce off the edges
     if d["square"]:
-        dist = np.maximum(np.abs(yy - pos[0]), np.abs(xx - pos[1]))
-        alpha = np.clip(d["r"] - dist + 0.5, 0.0, 1.0)[..., None]
+        box = _box(img.shape, pos[0], pos[1], d["r"] + 1)
+        dist = np.maximum(np.abs(yy[box] - pos[0]), np.abs(xx[box] - pos[1]))
+        _blend(img, box, np.clip(d["r"] - dist + 0.5, 0.0, 1.0)[..., None], d["rgb"])
     else:
-        alpha = _ellipse_alpha(yy, xx, pos[0], pos[1], d["r"], d["r"], 0.0)
-    return img * (1 - alpha) + alpha * d["rgb"]
+        _blend_ellipse(img, yy, xx, pos[0], pos[1], d["r"], d["r"], 0.0, d["rgb"])
+    return img
 
 
 # Sensor exposures: the clean clip's mean is scaled to `mean` (share of full scale);

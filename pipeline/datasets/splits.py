@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+from .expected import check_classes, check_layout
 from .folders import read_folders
 from .index import DatasetError, DatasetIndex, VideoEntry, held_out_count, stable_key
 from .lists import effective_format, infer_classes, parse_list, read_classes
@@ -29,10 +30,12 @@ def read_dataset(cfg, root) -> DatasetIndex:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root not found (or not a directory)")
+    check_layout(cfg, root)  # data.dataset (a preset's): its lists, in its format, before they are parsed
     if cfg.format == "folders":
         index = read_folders(root, cfg.test_fraction)
     else:
         index = _read_lists(cfg, root)
+    check_classes(cfg, index)
     return carve_validation(index, cfg, root)
 
 
