@@ -317,10 +317,11 @@ def preview(settings: Settings, videos, clips, frames, out):
 @click.option("--timeline", "timeline_png", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --window: write a PNG of enhanced thumbnails above per-class probability curves "
                    "(one file per video: OUT-<video>.png when there are several).")
-@click.option("--clips", type=click.IntRange(1), default=2, show_default=True,
-              help="Temporal clips per whole video.")
+@click.option("--clips", type=click.IntRange(1), default=None,
+              help="Temporal clips per whole video. Default: data.test_clips, as evaluate.")
 @click.option("--crops", type=click.IntRange(1), default=None,
-              help="Spatial crops per clip. Default: 3 per whole video, 1 per window.")
+              help="Test views per clip (side evaluate.crop_scale x the short side when more than one). "
+                   "Default: evaluate.crops per whole video (then the probabilities are evaluate's), 1 per window.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--top", "topk", type=int, default=5, show_default=True, help="Classes to print (whole videos).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -342,8 +343,10 @@ def predict(settings: Settings, videos, list_file, window, stride, min_prob, tim
     paths = collect_videos(videos, list_file)
     if window is None:
         from .pipeline.inference.predict import predict_videos  # deferred: loads torch
-        results = predict_videos(settings.graph().out_dir("student"), paths, device=settings.device(), clips=clips,
-                                 crops=crops or 3, topk=topk)
+        cfg = settings.config()  # the test views evaluate scores: data.test_clips x evaluate.crops
+        results = predict_videos(settings.graph().out_dir("student"), paths, device=settings.device(),
+                                 clips=clips or cfg.data.test_clips, crops=crops or cfg.evaluate.crops, topk=topk,
+                                 scale=cfg.evaluate.crop_scale)
         _print_results(results, as_json, as_csv, "videos")
     else:
         results = _predict_windows(settings, paths, window, window if stride is None else stride, min_prob,

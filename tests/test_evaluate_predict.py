@@ -274,3 +274,46 @@ def test_export_bert_head(tmp_path):
     x = torch.rand(2, 3, 4, 16, 16)
     assert check_export(out, model, x) < 1e-5
     assert read_export_meta(out)["model"] == "r2plus1d_small_bert"
+
+
+@pytest.mark.slow
+def test_predict_gives_a_test_video_the_probabilities_evaluate_gives_it(tmp_path):
+    """One definition of the test views (`views.test_views`): `dlkdd predict` on a test video, at the
+    config's data.test_clips x evaluate.crops (side evaluate.crop_scale), averages the same softmax
+    that `evaluate` averages for it from the cache. Square frames: the three crops differ there too."""
+    from relfix import base_args, invoke
+    from videofix import make_video_dataset
+
+    from dlkdd.pipeline.datasets.shards import ClipDataset
+    from dlkdd.pipeline.stages.evaluate import evaluate_model, test_split
+    from dlkdd.pipeline.training.checkpoints import load_trained
+
+    data = make_video_dataset(tmp_path / "data", classes=2, train=2, test=2, frames=12, h=32, w=32)
+    cache = tmp_path / "cache"
+    r = invoke([*base_args(data, cache, **{"enhancer.kind": "gamma", "enhance.workers": 0, "data.frames": 4,
+                                           "data.short_side": 32, "data.crop": 16}), "enhance"])
+    assert r.exit_code == 0, r.output
+    index_path = cache / "clips" / "index.json"
+    index = json.loads(index_path.read_text())
+    cfg = Config()
+    cfg.data.frames, cfg.data.short_side, cfg.data.crop = 4, 32, 16
+    student = cache / "student" / "x"
+    fake_trained(student, "r3d_tiny", index["classes"], cfg.data, index["H"], index["W"], "original", seed=7)
+    model, meta = load_trained(student, "cpu")
+    split = test_split(index_path)
+    clips = ClipDataset.from_index(index_path, "test", "original")
+    try:
+        scores = evaluate_model(model, clips, split, 16, cfg.evaluate.crops, 8, "cpu", meta.get("normalize"),
+                                cfg.evaluate.crop_scale)
+    finally:
+        clips.close()
+    views = multi_view_crops(index["H"], index["W"], cfg.evaluate.crops, scale=cfg.evaluate.crop_scale)
+    assert index["H"] == index["W"] and len(set(views)) == cfg.evaluate.crops  # square, and the crops differ
+    K = len(index["classes"])
+    per_video = {c["video"] for c in index["clips"] if c["split"] == "test"}
+    test_clips = sum(c["split"] == "test" for c in index["clips"]) // len(per_video)  # as the cache was cut
+    predicted = predict_videos(student, [str(data / v) for v in split.videos], clips=test_clips,
+                               crops=cfg.evaluate.crops, topk=K, scale=cfg.evaluate.crop_scale)
+    for row, expected in zip(predicted, scores["video_probs"]):
+        got = {t["class"]: t["prob"] for t in row["top"]}
+        assert np.allclose([got[c] for c in index["classes"]], expected, atol=1e-5), (row, expected)

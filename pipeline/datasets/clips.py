@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ...errors import first_line
 from ..names import CLIP_INDEX
 from .shards import ClipDataset, ShardError
-from .views import ViewMaker, Windows, box_row, clip_views, multi_view_crops, view_params, window
+from .views import ViewMaker, Windows, box_row, clip_views, test_views, view_params, window
 
 
 def clips_index(cache_clips: Path) -> Path:
@@ -158,7 +158,7 @@ class CropsDataset(Dataset):
                  scale: float = 1.0):
         self.clips, self.crop, self.stats = clips, crop, stats
         _, H, W = clips.shape
-        self.views = multi_view_crops(H, W, crops, scale=scale)
+        self.views = test_views(H, W, crops, scale)
         self.boxes = all_boxes(self.views)
 
     def __len__(self) -> int:

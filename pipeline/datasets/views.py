@@ -117,6 +117,14 @@ def multi_view_crops(H: int, W: int, crops: int, crop: int | None = None, scale:
     return [View(s, (W - side) // 2, side, side, False) for s in starts]
 
 
+def test_views(H: int, W: int, crops: int, scale: float) -> list[View]:
+    """The test-time views, one definition for `evaluate`'s multi-view, soft labels' view 0, `predict`
+    and long-video windows: one crop is the centre square of the short side (view 0); more are
+    `multi_view_crops` of side `scale` x the short side (evaluate.crop_scale, < 1 by default, so
+    that on square frames too the crops differ)."""
+    return multi_view_crops(H, W, 1) if crops == 1 else multi_view_crops(H, W, crops, scale=scale)
+
+
 def normalize(x: torch.Tensor, stats: dict | None) -> torch.Tensor:
     """Standardise network inputs with the statistics a model was trained with.
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from ..config import EvaluateConfig
 from ..datasets.decode import VideoError, decode_clips
-from ..datasets.views import apply_view, fit_size, multi_view_crops, normalize
+from ..datasets.views import apply_view, fit_size, normalize, test_views
 from ..engine import atomic
 from ..names import META
 from ..training.checkpoints import load_trained
@@ -52,25 +53,28 @@ def load_student(student_dir, device="cpu") -> tuple[NormalizedInput, dict]:
     return NormalizedInput(model, meta.get("normalize")).eval(), meta
 
 
-def clip_inputs(frames, meta: dict, crops: int) -> torch.Tensor:
-    """(clips, T, H, W, 3) uint8 at the model's clip size -> (clips x crops, 3, T, crop, crop) in [0, 1]."""
-    views = multi_view_crops(int(meta["H"]), int(meta["W"]), crops)
+def clip_inputs(frames, meta: dict, crops: int, scale: float) -> torch.Tensor:
+    """(clips, T, H, W, 3) uint8 at the model's clip size -> (clips x crops, 3, T, crop, crop) in [0, 1]:
+    the test views `evaluate` scores (`views.test_views`; `scale` is evaluate.crop_scale)."""
+    views = test_views(int(meta["H"]), int(meta["W"]), crops, scale)
     return torch.stack([apply_view(clip, v, int(meta["crop"])) for clip in frames for v in views])
 
 
-def video_inputs(path, meta: dict, clips: int, crops: int) -> torch.Tensor:
+def video_inputs(path, meta: dict, clips: int, crops: int, scale: float) -> torch.Tensor:
     """(clips x crops, 3, T, crop, crop) float network inputs of one video; VideoError if unreadable."""
     H, W = int(meta["H"]), int(meta["W"])
     # Decode as the enhance stage did: short side at the cache's short side, then fit to (H, W).
     frames, _ = decode_clips(path, int(meta["frames"]), clips, min(H, W), 0)
-    return clip_inputs(fit_size(frames, (H, W)), meta, crops)
+    return clip_inputs(fit_size(frames, (H, W)), meta, crops, scale)
 
 
 @torch.inference_mode()
 def predict_videos(student_dir, paths, device="cpu", clips: int | None = None, crops: int | None = None,
-                   topk: int = 5) -> list[dict]:
+                   topk: int = 5, scale: float = EvaluateConfig.crop_scale) -> list[dict]:
     """Top-k classes of each video by the student: [{"video", "top": [{"class", "prob"}, ...]}],
-    or {"video", "error"} for a video that cannot be decoded."""
+    or {"video", "error"} for a video that cannot be decoded. `clips` temporal clips x `crops` test
+    views of side `scale` (data.test_clips, evaluate.crops, evaluate.crop_scale: then the
+    probabilities are those `evaluate` averages for the video)."""
     device = resolve_device(device)
     model, meta = load_student(student_dir, device)
     classes = list(meta["classes"])
@@ -79,7 +83,7 @@ def predict_videos(student_dir, paths, device="cpu", clips: int | None = None, c
     for path in paths:
         name = str(path)
         try:
-            x = video_inputs(name, meta, clips or 2, crops or 3)
+            x = video_inputs(name, meta, clips or 2, crops or 3, scale)
         except VideoError as e:
             out.append({"video": name, "error": _reason(e, name)})
             continue

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ...errors import UserError
+from ..config import EvaluateConfig
 from ..datasets.decode import (
     VideoError,
     decord_reason,
@@ -148,9 +149,11 @@ class VideoStream:
 @torch.inference_mode()
 def classify_windows(model, meta: dict, stream: VideoStream, windows: list[Window], crops: int = 1,
                      batch: int = 8, device="cpu", thumbnails: int = 0,
-                     advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+                     advance: Callable[[int], None] | None = None,
+                     scale: float = EvaluateConfig.crop_scale) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """(probabilities (windows, classes), {window: its middle frame} for `thumbnails` evenly spread
-    windows). Softmax is averaged over `crops` spatial crops; `advance(frames)` reports progress."""
+    windows). Softmax is averaged over `crops` test views (`views.test_views`, side `scale` x the
+    short side when crops > 1); `advance(frames)` reports progress."""
     T = int(meta["frames"])
     probs = np.empty((len(windows), int(meta["num_classes"])), np.float32)
     keep = set(np.linspace(0, len(windows) - 1, min(thumbnails, len(windows))).round().astype(int).tolist())
@@ -163,7 +166,7 @@ def classify_windows(model, meta: dict, stream: VideoStream, windows: list[Windo
         for k in range(len(group)):
             if first + k in keep:
                 thumbs[first + k] = frames[k, T // 2].copy()
-        x = clip_inputs(frames, meta, crops).to(device)
+        x = clip_inputs(frames, meta, crops, scale).to(device)
         p = torch.softmax(model(x).float(), dim=1).reshape(len(group), crops, -1).mean(dim=1)
         probs[first:first + len(group)] = p.cpu().numpy()
         if advance is not None:
@@ -215,7 +218,7 @@ def merge_segments(rows: list[dict], min_prob: float = 0.0) -> list[dict]:
 
 def predict_video_windows(model, meta: dict, path: str, window_s: float, stride_s: float,
                           min_prob: float = 0.0, crops: int = 1, batch: int = 8, device="cpu",
-                          thumbnails: int = 0, console=None) -> dict:
+                          thumbnails: int = 0, console=None, scale: float = EvaluateConfig.crop_scale) -> dict:
     """The timeline of one video: {"video", "fps", "frames", "duration", "window", "stride",
     "classes", "windows": [...], "segments": [...]}, plus "_thumbnails" ({window: frame}) for the
     picture (`public` drops it before printing). VideoError if unreadable."""
@@ -228,7 +231,8 @@ def predict_video_windows(model, meta: dict, path: str, window_s: float, stride_
         def advance(frames: int) -> None:
             done[0] += frames
             update(done[0])
-        probs, thumbs = classify_windows(model, meta, stream, windows, crops, batch, device, thumbnails, advance)
+        probs, thumbs = classify_windows(model, meta, stream, windows, crops, batch, device, thumbnails, advance,
+                                         scale)
     classes = list(meta["classes"])
     rows = window_rows(windows, probs, stream.fps, classes)
     return {"video": path, "fps": round(stream.fps, 4), "frames": stream.num_frames,
@@ -239,7 +243,7 @@ def predict_video_windows(model, meta: dict, path: str, window_s: float, stride_
 
 def predict_many_windows(student_dir, paths: list[str], window_s: float, stride_s: float,
                          min_prob: float = 0.0, crops: int = 1, batch: int = 8, device="cpu",
-                         thumbnails: int = 0, console=None):
+                         thumbnails: int = 0, console=None, scale: float = EvaluateConfig.crop_scale):
     """Yield each video's timeline, or {"video", "error"} for one that cannot be read (then go on).
     On a terminal `console`, a progress bar per video shows frames done, frames/s and the ETA."""
     if not window_s > 0 or not stride_s > 0:
@@ -249,7 +253,7 @@ def predict_many_windows(student_dir, paths: list[str], window_s: float, stride_
     for path in paths:
         try:
             yield predict_video_windows(model, meta, str(path), window_s, stride_s, min_prob, crops, batch,
-                                        device, thumbnails, console)
+                                        device, thumbnails, console, scale)
         except VideoError as e:
             yield {"video": str(path), "error": _reason(e, str(path))}
 

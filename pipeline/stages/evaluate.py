@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 from ...errors import StageError
 from ..datasets.clips import CropsDataset, clips_index
 from ..datasets.shards import ClipDataset
-from ..datasets.views import multi_view_crops
+from ..datasets.views import multi_view_crops, test_views
 from ..engine import atomic
 from ..names import CONFUSION_PNG, CURVES_PNG, METRICS, RESULTS_JSON, RESULTS_MD
 from ..training.checkpoints import load_trained
@@ -141,7 +141,7 @@ def evaluate_model(model, clips: ClipDataset, split: TestSplit, crop: int, crops
                                num_workers)  # (N, crops, K)
     K = probs.shape[2]
     centre = multi_view_crops(*clips.shape[1:], 1)[0]
-    views = multi_view_crops(*clips.shape[1:], crops, scale=scale)
+    views = test_views(*clips.shape[1:], crops, scale)
     if centre in views:  # odd crop counts at scale 1 include view 0: reuse it instead of a second pass
         single = probs[split.single, views.index(centre)]
     else:
@@ -150,7 +150,8 @@ def evaluate_model(model, clips: ClipDataset, split: TestSplit, crop: int, crops
     multi = np.zeros((V, K), dtype=np.float64)
     np.add.at(multi, split.clip_video, probs.sum(axis=1))
     multi /= np.bincount(split.clip_video, minlength=V)[:, None] * probs.shape[1]
-    return {**score(single, multi, split.labels, K), "video_hits": multi.argmax(axis=1) == split.labels}
+    return {**score(single, multi, split.labels, K), "video_hits": multi.argmax(axis=1) == split.labels,
+            "video_probs": multi}
 
 
 # ----------------------------------------------------------------------------------- the stage

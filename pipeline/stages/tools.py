@@ -56,7 +56,8 @@ def predict_timelines(cfg: Config, cache: Path, paths: list[str], window: float,
     enhance = _thumbnail_enhancer(cfg, cache, device, console) if timeline_png is not None else None
     pictures = iter(infer.timeline_paths(timeline_png, paths)) if timeline_png is not None else None
     for r in infer.predict_many_windows(student, paths, window, stride, min_prob or 0.0, crops, batch,
-                                        pick_device(device), THUMBNAILS if enhance else 0, console):
+                                        pick_device(device), THUMBNAILS if enhance else 0, console,
+                                        cfg.evaluate.crop_scale):
         png = next(pictures) if pictures is not None else None
         if "error" in r or png is None:
             yield infer.public(r), None
