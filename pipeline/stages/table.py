@@ -124,7 +124,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
           doc=f"Make the low-light enhancer (enhancer.kind: {', '.join(enhancers.names())}): fitted on the "
               "dataset's own dark training frames, imported as the authors' weights, or built from its keys."),
     Stage(name="enhance", run="dlkdd.pipeline.stages.enhance:run_stage", upstream=("enhancer",),
-          params=(*DATA_KEYS, "enhance.shard_size", "enhance.compression", "enhance.precision"),
+          # threads_per_worker: torch's float sums depend on the thread count (zero_dce++ shards differ)
+          params=(*DATA_KEYS, "enhance.shard_size", "enhance.compression", "enhance.precision",
+                  "enhance.threads_per_worker"),
           inputs=all_videos, outputs="clips",
           doc="Decode, sample, resize and enhance every video into HDF5 shards of original and enhanced clips."),
     Stage(name="teacher", run="dlkdd.pipeline.stages.teacher:run_stage",
