@@ -4,6 +4,7 @@ one training stage on every rank. Output locks keep other commands from rewritin
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import shutil
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ...errors import StageError
 from ..config import Config
-from . import atomic, ranks
+from . import atomic, progress, ranks
 from .graph import Graph
 from .stage import Stage, upstream_closure
 from .status import Reason, StageStatus
@@ -50,32 +51,52 @@ def load_runner(stage: Stage) -> Callable[[Context], dict]:
 
 
 def execute(graph: Graph, target: str, device: Device, console, force: bool = False,
-            dry_run: bool = False, options: dict | None = None, locks=None) -> list[str]:
+            dry_run: bool = False, options: dict | None = None, locks=None, run_line: bool = False) -> list[str]:
     """Bring `target` and its upstream up to date; return the names of stages that ran.
 
     `locks` (a lock.OutputLocks) is held shared on every output read and exclusive on the
     one being written, so other commands may read the same fresh upstream meanwhile.
+    `run_line`: on a terminal, one line for the whole run under the stages' bars (stage k of n,
+    elapsed, ETA); nothing in a log.
     """
     ran: list[str] = []
     states: dict[str, StageStatus] = {}
-    for name in upstream_closure(target, graph.stages, graph.cfg):
-        st = graph.status(name, states)
-        if locks is not None and not dry_run:
-            st = _lock_output(graph, name, st, states, locks, forced=force and name == target)
-        st = states[name] = _forced(st, force and name == target)
-        if st.state == "fresh":
-            restamped = graph.checksum and not dry_run and graph.restamp(name)
-            console.print(f"[green]✓[/] {name}: fresh" + (" (same content, new mtimes recorded)" * restamped))
-        elif dry_run:
-            console.print(f"[yellow]•[/] {name}: would run ({'; '.join(st.reasons)})")
-        else:
-            console.print(f"[cyan]▶[/] {name}: running ({'; '.join(st.reasons)})")
-            run_one(graph, st, device, console, options)
-            if locks is not None:
-                locks.share(output_key(graph, name))  # written: downstream stages (and others) read it
-            states[name] = graph.status(name, states)
-            ran.append(name)
+    line = _run_line(graph, target, console, force) if run_line and not dry_run else progress.RunLine(console, [])
+    with line:
+        for name in upstream_closure(target, graph.stages, graph.cfg):
+            st = graph.status(name, states)
+            if locks is not None and not dry_run:
+                st = _lock_output(graph, name, st, states, locks, forced=force and name == target)
+            st = states[name] = _forced(st, force and name == target)
+            if st.state == "fresh":
+                line.skip(name)
+                restamped = graph.checksum and not dry_run and graph.restamp(name)
+                console.print(f"[green]✓[/] {name}: fresh" + (" (same content, new mtimes recorded)" * restamped))
+            elif dry_run:
+                console.print(f"[yellow]•[/] {name}: would run ({'; '.join(st.reasons)})")
+            else:
+                console.print(f"[cyan]▶[/] {name}: running ({'; '.join(st.reasons)})")
+                line.begin(name)
+                run_one(graph, st, device, console, options)
+                line.end(name)
+                if locks is not None:
+                    locks.share(output_key(graph, name))  # written: downstream stages (and others) read it
+                states[name] = graph.status(name, states)
+                ran.append(name)
     return ran
+
+
+def _run_line(graph: Graph, target: str, console, force: bool) -> progress.RunLine:
+    """The run's line (shown on a terminal only): the stages expected to run, each with what it
+    took when it last ran here. Planned like --dry-run, by size and mtime even under --checksum
+    (hashing every output twice for a progress line would cost more than the line is worth)."""
+    if not progress.shows_live(console):
+        return progress.RunLine(console, [])
+    plan = copy.copy(graph)
+    plan.checksum = False
+    states = plan.statuses(upstream_closure(target, graph.stages, graph.cfg))
+    todo = [n for n, st in states.items() if st.state != "fresh" or (force and n == target)]
+    return progress.RunLine(console, todo, {n: (states[n].record or {}).get("seconds") for n in todo})
 
 
 def output_key(graph: Graph, name: str) -> str:

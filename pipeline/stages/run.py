@@ -84,7 +84,7 @@ def run_target(cfg: Config, cache: Path, target: str, device: str, console, forc
     fetch_weights(graph, target, force, console)
     with OutputLocks(cache, wait=wait) as locks:  # shared on what it reads, exclusive on what it writes
         ran = execute(graph, target, lambda: pick_device(device), console, force=force, options=options,
-                      locks=locks)
+                      locks=locks, run_line=True)  # on a terminal, one line for the whole run under the bars
     if not ran:
         console.print(f"nothing to do: {target} and everything upstream of it are fresh")
     return ran

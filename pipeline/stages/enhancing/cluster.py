@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 
+import dask
 from distributed import Client, LocalCluster, as_completed
 from distributed.scheduler import KilledWorker
 
@@ -85,10 +86,14 @@ class Cluster:
 
     def _start(self, workers: int, args: dict, threads: int) -> None:
         try:
-            # passive OpenMP waits: spinning threads starve each other on a busy machine (measured)
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=40,
-                                        env={"OMP_WAIT_POLICY": "PASSIVE"})
+            # passive OpenMP waits: spinning threads starve each other on a busy machine (measured).
+            # Without dask's MALLOC_TRIM_THRESHOLD_=65536 for its workers: glibc then hands every freed
+            # tensor back to the kernel and faults it in again, and the enhancer ran 2.2x slower for it
+            # (the same in this process with that variable set; benchmarks/RESULTS.md, issue 22).
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, silence_logs=40,
+                                            env={"OMP_WAIT_POLICY": "PASSIVE"})
             self.client = Client(self.cluster)
             if not self.abandoned:  # a run already done or interrupted needs no warm workers
                 self.client.run(_warm_up, threads, **args)

@@ -29,6 +29,7 @@ from .plan import (
     check_free_space,
     clip_size,
     clips_per_split,
+    cluster_workers,
     list_jobs,
     missing_errors,
     task_plan,
@@ -56,7 +57,8 @@ def make_clips(data, enhance, root: Path, out: Path, enhancer_file: Path, finger
     if done:
         console.print(f"  keeping {len(done)} finished shard(s) of {len(plan)}; enhancing the other {len(todo)}")
     scheduler = options.get("scheduler") or enhance.scheduler
-    if todo and not scheduler and (enhance.workers == 0 or enhance.cluster_after > 0):
+    workers = cluster_workers(enhance)  # auto: how many the cores hold, 0 (this process) below two
+    if todo and not scheduler and (workers == 0 or enhance.cluster_after > 0):
         # this process enhances the first tasks before any cluster starts: torch and the enhancer
         # load now, so the summary's seconds and videos_per_s are the pace of the work. (A cluster
         # started at once, cluster_after = 0, starts first and this process loads them meanwhile.)
@@ -69,7 +71,7 @@ def make_clips(data, enhance, root: Path, out: Path, enhancer_file: Path, finger
     strict = options.get("strict") or enhance.strict
     try:
         with progress_bar(console, "  enhance", videos, "videos") as update:
-            for n, result in enumerate(_results(tasks, args, enhance, scheduler), 1):
+            for n, result in enumerate(_results(tasks, args, enhance, workers, scheduler), 1):
                 if "error" in result and strict:
                     raise EnhanceError(f"{result['error']} (--strict)")
                 writer.add(result)
@@ -85,8 +87,8 @@ def make_clips(data, enhance, root: Path, out: Path, enhancer_file: Path, finger
     return _finish(out, root, data, plan, classes, size, console, videos / max(seconds, 1e-6), seconds)
 
 
-def _results(tasks: list[list], args: dict, enhance, scheduler: str):
-    """Yield one result per video: in-process (workers = 0), or on a dask cluster.
+def _results(tasks: list[list], args: dict, enhance, workers: int, scheduler: str):
+    """Yield one result per video: in-process (`workers` = 0), or on a dask cluster.
 
     Without a scheduler to connect to, this process first works through the tasks itself and
     starts a LocalCluster only once the work left, at the pace measured so far, would take
@@ -97,7 +99,7 @@ def _results(tasks: list[list], args: dict, enhance, scheduler: str):
     if not tasks:
         return
     it, threads = iter(tasks), enhance.threads_per_worker
-    if enhance.workers == 0 and not scheduler:
+    if workers == 0 and not scheduler:
         yield from run_here(it, args, threads)
         return
     if not scheduler and enhance.cluster_after > 0:
@@ -105,7 +107,7 @@ def _results(tasks: list[list], args: dict, enhance, scheduler: str):
         if not worth_it:
             return
     from .cluster import run_on_cluster  # deferred: dask takes a second or two to import; small sets never need it
-    yield from run_on_cluster(it, enhance.workers, scheduler, args, threads)
+    yield from run_on_cluster(it, workers, scheduler, args, threads)
 
 
 def _finish(out: Path, root: Path, data, plan: list[list], classes: list[str], size: tuple[int, int], console,

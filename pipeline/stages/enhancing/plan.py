@@ -4,6 +4,7 @@ errors the stage stops with.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,30 @@ class EnhanceError(StageError):
 
 class ClusterLost(EnhanceError):
     """The dask scheduler, or every worker it had, is gone (one line naming the scheduler)."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a container's or a batch job's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cluster_workers(enhance, cores: int | None = None) -> int:
+    """`enhance.workers` as a number: 0 = this process only, N = a LocalCluster of N workers.
+
+    auto: the workers the cores hold beside this process, which writes every shard, at
+    `threads_per_worker` each, at most 8; 0 when that is fewer than two. In this process the next
+    task decodes while the present one is enhanced, so it already keeps `threads_per_worker` + 1
+    cores busy: one worker does the same work serially and adds its start-up, the transfer of
+    every clip and a process that idles while it works (measured on the sample: see
+    benchmarks/RESULTS.md, `enhance_paths.py`).
+    """
+    if enhance.workers != "auto":
+        return int(enhance.workers)
+    n = min(8, ((cores or usable_cores()) - 1) // enhance.threads_per_worker)
+    return n if n >= 2 else 0
 
 
 def list_jobs(data, root: Path) -> tuple[list[Job], list[str]]:
