@@ -88,7 +88,7 @@ class EnhanceConfig:
     workers: str | int = "auto"  # auto | 0 (this process, no dask) | N (a LocalCluster of N workers, forced).
     #   auto: this process unless the cores give a LocalCluster 2+ workers ((cores - 1) // threads_per_worker) and the
     #   work left outlasts cluster_after; one worker beside this process only loses (sample, zero_dce++, 2 cores:
-    #   dask 1 worker ~WORKER_RATIO the in-process time, benchmarks/enhance_paths.py)
+    #   the dask path 62.2 s vs 27.8 s in this process, issue 22, idle; benchmarks/enhance_paths.py measures it)
     threads_per_worker: int = 2  # torch threads of a worker (and of this process): in the fingerprint, as float
     #                              sums depend on it (zero_dce++ shards made with 1 and 2 threads differ)
     cluster_after: float = 5.0  # start the LocalCluster only once the work left would take this many
