@@ -53,14 +53,14 @@ def load_student(student_dir, device="cpu") -> tuple[NormalizedInput, dict]:
     return NormalizedInput(model, meta.get("normalize")).eval(), meta
 
 
-def clip_inputs(frames, meta: dict, crops: int, scale: float) -> torch.Tensor:
+def clip_inputs(frames, meta: dict, crops: int, scale: float = EvaluateConfig.crop_scale) -> torch.Tensor:
     """(clips, T, H, W, 3) uint8 at the model's clip size -> (clips x crops, 3, T, crop, crop) in [0, 1]:
     the test views `evaluate` scores (`views.test_views`; `scale` is evaluate.crop_scale)."""
     views = test_views(int(meta["H"]), int(meta["W"]), crops, scale)
     return torch.stack([apply_view(clip, v, int(meta["crop"])) for clip in frames for v in views])
 
 
-def video_inputs(path, meta: dict, clips: int, crops: int, scale: float) -> torch.Tensor:
+def video_inputs(path, meta: dict, clips: int, crops: int, scale: float = EvaluateConfig.crop_scale) -> torch.Tensor:
     """(clips x crops, 3, T, crop, crop) float network inputs of one video; VideoError if unreadable."""
     H, W = int(meta["H"]), int(meta["W"])
     # Decode as the enhance stage did: short side at the cache's short side, then fit to (H, W).
