@@ -231,12 +231,13 @@ def test_ctrl_c_during_enhance_stops_keeps_finished_shards_and_resumes(tmp_path)
     assert f"enhance interrupted: {n} of 20 shard(s) finished and kept" in out, out
     assert "run the same command again to resume" in out
     assert len(list((cache / "clips" / "parts").glob("shard-*.json"))) == n
-    st = graph_for(data, cache).status("enhance")
+    same = {"enhance.threads_per_worker": 1}  # a param (float sums depend on it); workers are speed only
+    st = graph_for(data, cache, **same).status("enhance")
     assert st.state == "missing" and "not finished" in st.reasons[0]
     r = invoke([*args[:-1], "--set", "enhance.workers=0", "enhance"])  # speed-only: the same fingerprint
     assert r.exit_code == 0, r.output
     assert f"keeping {n} finished shard(s) of 20" in r.stderr
-    assert graph_for(data, cache).statuses(["enhancer", "enhance"], verify=True)["enhance"].state == "fresh"
+    assert graph_for(data, cache, **same).statuses(["enhancer", "enhance"], verify=True)["enhance"].state == "fresh"
     clean = tmp_path / "clean"  # in-process, no dask: the same shards
     assert invoke([*base_args(data, clean), "enhance"]).exit_code == 0
     assert_same_shards(clean, cache)
