@@ -55,7 +55,24 @@ def split_statistics(index_path: Path, which: str, data_cfg) -> dict | None:
     return (json.loads(Path(index_path).read_text()).get("normalize") or {}).get(which)
 
 
-class ViewDataset(Dataset):
+class ShipsUint8:
+    """A clip dataset whose items ship uint8 pixels and boxes (`views.Windows`): `view_maker` turns a
+    batch into float views of side `crop` standardised with `stats`; `item_bytes` is what one item
+    reads (a whole clip), what `loaders` sizes a pass by."""
+    clips: ClipDataset
+    crop: int
+    stats: dict | None
+
+    @property
+    def view_maker(self) -> ViewMaker:
+        return ViewMaker(self.crop, self.stats)
+
+    @property
+    def item_bytes(self) -> int:
+        return clip_bytes(self.clips)
+
+
+class ViewDataset(ShipsUint8, Dataset):
     """(x, y, extra) with x the `Windows` of one seeded view of each clip per epoch: the short-side
     square of uint8 pixels that holds the view's box (T, S, S, 3), and the box (5,) within it;
     `view_maker` turns a batch of them into float (B, 3, T, crop, crop).
@@ -72,7 +89,7 @@ class ViewDataset(Dataset):
     def __init__(self, clips: ClipDataset, data_cfg, seed: int = 0, logits: np.ndarray | None = None,
                  view: int | None = None, per_video: bool = False, stats: dict | None = None):
         self.clips, self.cfg, self.seed, self.logits, self.fixed = clips, data_cfg, seed, logits, view
-        self.stats = stats
+        self.stats, self.crop = stats, data_cfg.crop
         self.groups = video_groups(clips) if per_video else [[i] for i in range(len(clips))]
         T, H, W = clips.shape
         self.H, self.W = H, W
@@ -95,15 +112,6 @@ class ViewDataset(Dataset):
         cid = self.clips.clip_ids[self.clip_of(i)]
         return self.fixed if self.fixed is not None else draw_view(self.seed, self.epoch, cid, self.cfg.views)
 
-    @property
-    def view_maker(self) -> ViewMaker:
-        return ViewMaker(self.cfg.crop, self.stats)
-
-    @property
-    def item_bytes(self) -> int:
-        """uint8 bytes one item reads (a whole clip): what `loaders` sizes a pass by."""
-        return clip_bytes(self.clips)
-
     def __getitem__(self, i: int):
         v = self.view_of(i)
         i = self.clip_of(i)
@@ -125,24 +133,16 @@ def all_boxes(views) -> torch.Tensor:
     return torch.tensor([box_row(v) for v in views], dtype=torch.int64)
 
 
-class ClipAllViews(Dataset):
+class ClipAllViews(ShipsUint8, Dataset):
     """(x, clip id) with x the whole uint8 clip and the boxes of its V views (`Windows`, boxes (V, 5)):
     one clip read per item; `view_maker` makes (B, V, 3, T, crop, crop) of a batch."""
 
     def __init__(self, clips: ClipDataset, data_cfg, stats: dict | None = None):
-        self.clips, self.cfg, self.stats = clips, data_cfg, stats
+        self.clips, self.cfg, self.stats, self.crop = clips, data_cfg, stats, data_cfg.crop
         _, self.H, self.W = clips.shape
 
     def __len__(self) -> int:
         return len(self.clips)
-
-    @property
-    def view_maker(self) -> ViewMaker:
-        return ViewMaker(self.cfg.crop, self.stats)
-
-    @property
-    def item_bytes(self) -> int:
-        return clip_bytes(self.clips)
 
     def __getitem__(self, i: int):
         clip, _, _ = self.clips[i]
@@ -150,7 +150,7 @@ class ClipAllViews(Dataset):
         return Windows(clip, all_boxes(clip_views(cid, self.H, self.W, self.cfg))), cid
 
 
-class CropsDataset(Dataset):
+class CropsDataset(ShipsUint8, Dataset):
     """Evaluation: (x, y, clip id) with x the whole uint8 clip and the boxes of its `crops` spatial
     crops (`Windows`, boxes (crops, 5)); `view_maker` makes (B, crops, 3, T, crop, crop) of a batch."""
 
@@ -163,14 +163,6 @@ class CropsDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.clips)
-
-    @property
-    def view_maker(self) -> ViewMaker:
-        return ViewMaker(self.crop, self.stats)
-
-    @property
-    def item_bytes(self) -> int:
-        return clip_bytes(self.clips)
 
     def __getitem__(self, i: int):
         clip, y, _ = self.clips[i]
