@@ -80,7 +80,7 @@ def test_auto_on_two_cores_never_starts_dask_even_when_told_to_start_at_once(vid
     def no_cluster(*a, **k):
         raise AssertionError("auto started a LocalCluster on a machine where one worker only loses")
     monkeypatch.setattr(cluster, "Cluster", no_cluster)
-    monkeypatch.setattr(plan, "usable_cores", lambda: 2)
+    monkeypatch.setattr(plan, "machine_cores", lambda: 2)
     cfg = small_config(videos, **{"enhance.cluster_after": 0})
     assert execute(pipeline_graph(cfg, tmp_path), "enhance", "cpu", Console(quiet=True)) == ["enhancer", "enhance"]
     assert len(sorted((tmp_path / "clips").glob("shard-*.h5"))) == 4
@@ -94,10 +94,10 @@ def test_auto_with_cores_to_spare_and_work_left_goes_to_dask_and_a_count_forces_
         for task in it:  # the tasks a cluster would get, done here
             yield from process_videos(task, **args)
     monkeypatch.setattr(cluster, "run_on_cluster", fake_cluster)
-    monkeypatch.setattr(plan, "usable_cores", lambda: 16)
+    monkeypatch.setattr(plan, "machine_cores", lambda: 16)
     cfg = small_config(videos, **{"enhance.cluster_after": 0})  # no small-job threshold: straight to dask
     execute(pipeline_graph(cfg, tmp_path / "auto16"), "enhance", "cpu", Console(quiet=True))
-    monkeypatch.setattr(plan, "usable_cores", lambda: 2)
+    monkeypatch.setattr(plan, "machine_cores", lambda: 2)
     cfg = small_config(videos, **{"enhance.cluster_after": 0, "enhance.workers": 1})
     execute(pipeline_graph(cfg, tmp_path / "forced"), "enhance", "cpu", Console(quiet=True))
     assert asked == [7, 1]  # 16 cores: (16 - 1) // 2 workers; 1 forced on 2 cores

@@ -46,14 +46,14 @@ class Sized(torch.utils.data.Dataset):
 
 
 def test_auto_workers_follow_the_cores_and_skip_small_passes(monkeypatch):
-    monkeypatch.setattr(loaders, "usable_cores", lambda: 16)
+    monkeypatch.setattr(loaders, "cores_per_rank", lambda: 16)
     big = Sized(1000, item_bytes=AUTO_MIN_BYTES // 100)
     assert worker_count("auto", big) == MAX_WORKERS == 8  # cores - 1, capped
-    monkeypatch.setattr(loaders, "usable_cores", lambda: 4)
+    monkeypatch.setattr(loaders, "cores_per_rank", lambda: 4)
     assert worker_count("auto", big) == 3
     assert worker_count("auto", Sized(99, item_bytes=AUTO_MIN_BYTES // 100)) == 0  # a pass under 128 MiB
     assert worker_count("auto", Sized(10)) == 0  # no item_bytes: counted as real-size clips, still small
-    monkeypatch.setattr(loaders, "usable_cores", lambda: 1)
+    monkeypatch.setattr(loaders, "cores_per_rank", lambda: 1)
     assert worker_count("auto", big) == 0  # one core: this process alone
     assert worker_count(2, Sized(3)) == 2 and worker_count("5", Sized(3)) == 5  # a count is kept as given
 
@@ -61,9 +61,9 @@ def test_auto_workers_follow_the_cores_and_skip_small_passes(monkeypatch):
 def test_cores_are_shared_among_torchrun_ranks(monkeypatch):
     monkeypatch.setattr(loaders.os, "sched_getaffinity", lambda pid: set(range(12)))
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert loaders.usable_cores() == 12
+    assert loaders.cores_per_rank() == 12
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert loaders.usable_cores() == 3
+    assert loaders.cores_per_rank() == 3
 
 
 def test_loader_options_pin_on_cuda_and_keep_workers():

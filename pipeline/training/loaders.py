@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from ..config import TrainConfig
 from ..datasets.views import Windows
+from ..engine.ranks import cores_per_rank
 
 _MAIN, _WORKER, _SHUFFLE, _VAL_WORKER = 0, 1, 2, 3  # independent seed streams per (seed, epoch)
 
@@ -110,15 +111,6 @@ class EpochSampler(Sampler):
         return len(self.shard) if self.shard is not None else self.n
 
 
-def usable_cores() -> int:
-    """The cores this process may run on, shared among the ranks torchrun started on this machine."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-
-
 def worker_count(setting, dataset: Dataset) -> int:
     """DataLoader workers for `setting`: a count is kept as given; "auto" is cores - 1 (this process
     makes the views and runs the model), at most MAX_WORKERS, and 0 when a pass over `dataset` reads
@@ -127,7 +119,7 @@ def worker_count(setting, dataset: Dataset) -> int:
         return int(setting)
     if len(dataset) * int(wrapped_attr(dataset, "item_bytes") or ITEM_BYTES) < AUTO_MIN_BYTES:
         return 0
-    return max(0, min(MAX_WORKERS, usable_cores() - 1))
+    return max(0, min(MAX_WORKERS, cores_per_rank() - 1))
 
 
 def loader_options(dataset: Dataset, num_workers, device: torch.device, persistent: bool = True) -> dict:

@@ -30,7 +30,7 @@ from .ddp import setup_distributed
 from .device import amp_dtype, autocast, compiled, fast_kernels, resolve_device
 from .history import epoch_line, epoch_row, summarize_history
 from .loaders import begin_epoch, enter_epoch, input_fn, make_loader, train_loader, val_loader, val_share
-from .optim import Schedule, make_optimizer
+from .optim import LrSchedule, make_optimizer
 from .run_folder import NO_BEST, RunFolder
 
 
@@ -172,7 +172,7 @@ class _Trainer:
         self.best = {"top1": row["val_top1"], "epoch": row["epoch"]}
         return True
 
-    def state_dict(self, schedule: Schedule) -> dict:
+    def state_dict(self, schedule: LrSchedule) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": {"step": self.step, **schedule.lengths()}, "best": self.best}
         if self.scaler.is_enabled():
@@ -243,7 +243,7 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, cfg: Tra
             folder.say(f"{desc}: resuming from epoch {start_epoch}/{cfg.epochs}")
         loader = train_loader(train_set, cfg, device, ddp.rank, ddp.world)
         val_batches = val_loader(val_share(val_set, ddp.rank, ddp.world), cfg, device)  # once per run
-        schedule = Schedule.for_run(cfg, len(loader))
+        schedule = LrSchedule.for_run(cfg, len(loader))
         train_input = input_fn(train_set, device, cfg.channels_last)
         val_input = input_fn(val_set, device, cfg.channels_last)
         for epoch in range(start_epoch, cfg.epochs):

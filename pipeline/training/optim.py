@@ -82,14 +82,14 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class LrSchedule:
     """`lr_at` over a whole run, by optimizer step (the checkpoint records its two lengths)."""
     total_steps: int
     warmup_steps: int
     peak: float
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
+    def for_run(cls, cfg: TrainConfig, steps_per_epoch: int) -> LrSchedule:
         return cls(cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch), cfg.lr)
 
     def __call__(self, step: int) -> float:

@@ -4,7 +4,6 @@ errors the stage stops with.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from ....errors import StageError
 from ...datasets.decode import VideoError, probe, resize_shape
 from ...datasets.shard_parts import Job
 from ...datasets.splits import read_dataset
+from ...engine.ranks import machine_cores
 
 TASK_FRAMES = 256  # frames decoded per task (several videos, enhanced together) ...
 TASK_BYTES = 32 << 20  # ... and at most this many bytes of them: bounds memory per task in flight
@@ -23,14 +23,6 @@ class EnhanceError(StageError):
 
 class ClusterLost(EnhanceError):
     """The dask scheduler, or every worker it had, is gone (one line naming the scheduler)."""
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity: a container's or a batch job's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
 
 
 def cluster_workers(enhance, cores: int | None = None) -> int:
@@ -45,7 +37,7 @@ def cluster_workers(enhance, cores: int | None = None) -> int:
     """
     if enhance.workers != "auto":
         return int(enhance.workers)
-    n = min(8, ((cores or usable_cores()) - 1) // enhance.threads_per_worker)
+    n = min(8, ((cores or machine_cores()) - 1) // enhance.threads_per_worker)
     return n if n >= 2 else 0
 
 
