@@ -92,8 +92,8 @@ def _results(tasks: list[list], args: dict, enhance, workers: int, scheduler: st
 
     Without a scheduler to connect to, this process first works through the tasks itself and
     starts a LocalCluster only once the work left, at the pace measured so far, would take
-    longer than `enhance.cluster_after` seconds (what starting one costs), so a small dataset
-    never pays for dask. The cluster starts in the background while this process goes on;
+    longer than `enhance.cluster_after` seconds (about what starting one costs), so a dataset
+    with less work than that never starts one. The cluster starts in the background while this process goes on;
     once its workers are up (torch imported, the enhancer loaded) the remaining tasks go to them.
     """
     if not tasks:
