@@ -7,13 +7,15 @@ top, type-checked; unknown keys and bad values are one-line `ConfigError`s.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from ..errors import UserError
-from .published import check_source
+from .names import META
+from .published import NAMES, PRETRAIN, check_source
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,7 +52,11 @@ class DataConfig:
     views: int = 4  # V: view 0 is the centre crop, 1..V-1 seeded random crops and flips
     min_scale: float = 0.7  # smallest crop side of a random view, as a share of the short side
     view_seed: int = 0  # seed of the views; any process recomputes the same views from it
-    normalize: bool = True  # standardise inputs with the train clips' per-stream mean/std (in meta.json)
+    normalize: str = "stream"  # what standardises every model's inputs (the mean/std travel in its meta.json):
+    #   stream (each stream, original / enhanced, with its own train clips' statistics; registered weights with
+    #   theirs) | source (the pretrained source's statistics for both streams; random weights: the original
+    #   stream's) | none (pixel / 255). stream: the behaviour before the modes, until a study picks the default.
+    #   The old switch reads true as stream, false as none
     skip_missing: bool = False  # listed videos not on disk: go on without them (errors.json) instead of failing
 
 
@@ -137,6 +143,8 @@ class TrainConfig(Schedule):
 class TeacherConfig(TrainConfig):
     model: str = "r2plus1d_small"  # the larger of the two sample models
     input: str = "enhanced"  # enhanced (DL-KDD) | original: the dual-light ablation's teacher on dark clips
+    ensemble: int = 1  # K teachers (seeds seed + 1000 k) whose logits soft-labels averages; 1: one teacher, as
+    #   the paper trains, and K members cost K trainings. At 1 the stages leave the key out of their params
 
 
 @dataclass
@@ -258,9 +266,30 @@ def _coerce(dotted: str, value: Any, typ: type) -> Any:
     return value
 
 
+NORMALIZE_MODES = ("stream", "source", "none")  # data.normalize
+LEGACY_NORMALIZE = {"true": "stream", "false": "none"}  # data.normalize was a switch: its old values
+
+
+def normalize_mode(value: Any) -> str:
+    """data.normalize as a mode; the old switch's booleans read as theirs (true: stream, false: none)."""
+    return LEGACY_NORMALIZE[str(value).lower()] if isinstance(value, bool) else value
+
+
+def _normalize_value(dotted: str, value: Any) -> str:
+    text = str(value).strip().lower() if isinstance(value, (str, bool)) else None
+    if text in NORMALIZE_MODES:
+        return text
+    if text in LEGACY_NORMALIZE:
+        return LEGACY_NORMALIZE[text]
+    raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(NORMALIZE_MODES)} (true and false, "
+                      f"the old switch, read as stream and none)")
+
+
 def set_value(cfg: Config, dotted: str, value: Any) -> None:
     section, key = _split_key(cfg, dotted)
     typ = get_type_hints(type(section))[key]
+    if section is cfg.data and key == "normalize":
+        value = _normalize_value(dotted, value)
     setattr(section, key, _coerce(dotted, value, typ))
     explicit_keys(cfg).add(f"{dotted.split('.')[0].replace('-', '_')}.{key}")
 
@@ -300,6 +329,7 @@ def load_toml(cfg: Config, path: Path) -> None:
 CHOICES = {
     "data.format": ("auto", "arid", "arid15", "mmaction", "folders"),
     "data.dataset": ("", "arid", "arid15", "dark48"),  # datasets.expected.NAMES (a test keeps them equal)
+    "data.normalize": NORMALIZE_MODES,
     "enhancer.mode": ("fit", "finetune", "import"),
     "enhancer.init": ("he", "authors"),
     "enhance.compression": ("none", "lz4"),
@@ -376,6 +406,9 @@ def validate(cfg: Config) -> None:
         if train.keep == "best" and not has_validation(cfg):
             raise ConfigError(f"{section}.keep = best: the validation split is empty (data.val_fraction = 0, "
                               f"no data.val_list); epochs are never selected on test")
+    k = cfg.teacher.ensemble
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"teacher.ensemble: must be an integer >= 1 (the number of teachers), got {k!r}")
     if not 0.0 <= cfg.student.alpha <= 1.0:
         raise ConfigError(f"student.alpha: must be in [0, 1], got {cfg.student.alpha!r}")
     if cfg.data.crop > cfg.data.short_side:
@@ -395,6 +428,22 @@ def validate(cfg: Config) -> None:
         problem = check_source(train.pretrained, train.model)
         if problem:
             raise ConfigError(f"{section}.pretrained: {problem}")
+        if cfg.data.normalize == "source" and train.pretrained not in ("", PRETRAIN, *NAMES) \
+                and source_file_statistics(train.pretrained) is None:
+            raise ConfigError(f"{section}.pretrained: {train.pretrained}: no input statistics come with this file "
+                              f"(no {META} with \"normalize\" beside it), which data.normalize = \"source\" "
+                              f"standardises with; set data.normalize = \"stream\" or \"none\"")
+
+
+def source_file_statistics(path: str) -> dict | None:
+    """The input statistics a weights file was trained with: the "normalize" of the dlkdd meta.json
+    beside it (as a trained model's folder holds them), or None without one."""
+    try:
+        meta = json.loads((Path(path).parent / META).read_text())
+    except (OSError, ValueError):
+        return None
+    stats = meta.get("normalize") if isinstance(meta, dict) else None
+    return stats if isinstance(stats, dict) and stats else None
 
 
 def has_validation(cfg: Config) -> bool:

@@ -110,9 +110,10 @@ def test_report_files(evaluated):
     table = [l for l in lines if l.startswith("|")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
     assert header[:8] == list(TABLE1)
-    assert len(table) == 2 + 4  # header, rule, four rows
+    assert len(table) == 2 + 5  # header, rule, five rows (the teacher on original clips with two statistics)
     assert "| r3d_tiny | teacher | enhanced | enhanced |" in first
-    assert "| r3d_tiny | teacher | enhanced | original |" in first
+    assert "| r3d_tiny | teacher | enhanced | original (teacher's statistics) |" in first
+    assert "| r3d_tiny | teacher | enhanced | original (original stream's statistics) |" in first
     assert "| r3d_tiny | baseline (CE) | original | original |" in first
     assert "| r3d_tiny | DL-KDD (alpha=0.5, T=4) | original (+ teacher soft labels) | original |" in first
     heads = [l for l in md.splitlines() if l.startswith("## ")]

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ...errors import first_line
+from ..config import normalize_mode
 from ..names import CLIP_INDEX
 from .shards import ClipDataset, ShardError
 from .views import ViewMaker, Windows, box_row, clip_views, test_views, view_params, window
@@ -49,8 +50,9 @@ def video_groups(clips: ClipDataset) -> list[list[int]]:
 
 def split_statistics(index_path: Path, which: str, data_cfg) -> dict | None:
     """The train clips' mean/std of stream `which` ("original" | "enhanced") from the clip index,
-    or None when data.normalize is off (or the index predates the statistics)."""
-    if not getattr(data_cfg, "normalize", False):
+    or None when data.normalize is "none" (or the index predates the statistics). Which statistics a
+    model is standardised with under each mode is `training.weights.input_normalization`'s choice."""
+    if normalize_mode(getattr(data_cfg, "normalize", "none")) == "none":
         return None
     return (json.loads(Path(index_path).read_text()).get("normalize") or {}).get(which)
 

@@ -85,7 +85,9 @@ def run_stage(ctx) -> dict:
     if len(train_clips) == 0:
         raise StageError(f"{index}: the normal-light train split has no clips")
     classes = class_names(train_clips)
-    # Trained from random weights: standardised with the footage's own train statistics.
+    # Trained from random weights: standardised with the footage's own train statistics under
+    # data.normalize = stream and source alike (its meta.json carries them: `source` standardises the
+    # task's two streams with them), none under none (pixel / 255).
     stats = split_statistics(index, "original", cfg.data)
     train_set = ViewDataset(train_clips, cfg.data, seed=cfg.pretrain.seed, per_video=True, stats=stats)
     val_set = ViewDataset(val_clips, cfg.data, view=0, stats=stats)

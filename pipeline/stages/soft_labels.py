@@ -10,6 +10,11 @@ written to a temporary sibling and renamed: it is whole or absent.
 
 Logits are computed in float32 with TF32 off, so `verify` can recompute any
 entry and expect agreement to 1e-4 whatever the batch size.
+
+A teacher of K > 1 members (`teacher.ensemble`) is labelled as one: each batch of views goes
+through every member and the file holds the mean of their logits (`training.ensemble.Ensemble`,
+which says why logits and not probabilities), in the same file, shape and rows, so the student
+reads it as it reads one teacher's; the file's `teacher_ensemble` attribute says K (absent for one).
 """
 from __future__ import annotations
 
@@ -31,8 +36,8 @@ from ..engine import failpoints
 from ..engine.atomic import atomic_path
 from ..engine.progress import progress_bar
 from ..names import LOGITS_FILE
-from ..training.checkpoints import load_trained
 from ..training.device import exact_float32, fast_kernels
+from ..training.ensemble import load_teacher
 from ..training.loaders import make_loader
 
 # Relative to the logits' scale: what batching, kernel choice and another BLAS may change in a
@@ -106,14 +111,18 @@ def write_logits(path: Path, batches, n: int, views: int, classes: int, attrs: d
 
 def run_stage(ctx) -> dict:
     cfg = ctx.cfg
-    model, meta = load_trained(ctx.dir_of("teacher"), ctx.device)
+    model, meta = load_teacher(ctx.dir_of("teacher"), ctx.device)
+    members = meta.get("ensemble", 1)
+    if members != cfg.teacher.ensemble:
+        raise StageError(f"{ctx.dir_of('teacher')}: holds a teacher of {members} member(s), teacher.ensemble is "
+                         f"{cfg.teacher.ensemble}; run `dlkdd teacher`")
     clips, splits, n = all_clips(ctx.dir_of("enhance"), meta.get("input", "enhanced"))
     V, K = cfg.data.views, meta["num_classes"]
     record = ctx.graph.record("teacher")
     attrs = {"teacher_fingerprint": (record or {}).get("outputs_digest", "unknown"),
              "views": V, "view_seed": cfg.data.view_seed, "crop": cfg.data.crop,
              "min_scale": cfg.data.min_scale, "classes": json.dumps(meta["classes"]), "clip_ids": n,
-             "teacher_model": meta["model"]}
+             "teacher_model": meta["model"], **({"teacher_ensemble": members} if members > 1 else {})}
     logits = np.full((n, V, K), np.nan, dtype=np.float32)
     val = np.array([s == "val" for s in splits])
     labels, ids = np.array(clips.labels), np.array(clips.clip_ids, dtype=np.int64)
@@ -134,9 +143,11 @@ def run_stage(ctx) -> dict:
     agreement = 100.0 * float(hits.mean()) if len(hits) else None
     summary = {"clips": len(clips), "views": V, "classes": K, "seconds": round(seconds, 2),
                "clips_per_s": round(len(clips) / max(seconds, 1e-9), 2),
-               "teacher_top1_val_view0": None if agreement is None else round(agreement, 2)}
+               "teacher_top1_val_view0": None if agreement is None else round(agreement, 2),
+               **({"teacher_ensemble": members} if members > 1 else {})}  # top-1 of the mean logits
     ctx.console.print(f"  {len(clips)} train and validation clips x {V} views -> {ctx.out / LOGITS_FILE} in "
-                      f"{seconds:.1f} s ({summary['clips_per_s']:.1f} clips/s); teacher top-1 on validation "
+                      f"{seconds:.1f} s ({summary['clips_per_s']:.1f} clips/s); teacher "
+                      + (f"(mean of {members}) " if members > 1 else "") + "top-1 on validation "
                       "(view 0): " + ("n/a" if agreement is None else f"{agreement:.1f}%"))
     return summary
 
@@ -166,7 +177,7 @@ def verify(logits_path: Path, teacher_dir: Path, clips_dir: Path, data_cfg, k: i
     entry (in (clip, view) order) that differs by more than `tolerance`; returns the number checked.
     """
     logits_path = Path(logits_path)
-    model, meta = load_trained(teacher_dir, device)
+    model, meta = load_teacher(teacher_dir, device)  # an ensemble: the mean of its members' logits
     clips, _, n = all_clips(clips_dir, meta.get("input", "enhanced"))
     try:
         return _verify(model, meta, clips, n, logits_path, data_cfg, k, device, seed, console)

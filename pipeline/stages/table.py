@@ -19,6 +19,7 @@ from ..engine.graph import Graph
 from ..engine.stage import Stage, section_keys, upstream_closure
 from ..published import NAMES, PRETRAIN, source_identity, uses_pretrain
 from ..training.digest import content_digest
+from ..training.weights import statistics_identity
 
 # This module decides whether a stage runs, never what it writes: never part of a stage's code.
 TABLE_FILE = Path(__file__).resolve().relative_to(SOURCE).as_posix()
@@ -74,10 +75,23 @@ def pretrain_upstream(section: str):
 
 def pretrained_source(section: str):
     """`<section>.pretrained` in the fingerprint by what it starts from (`published.source_identity`):
-    random, the pretrain stage, which registered weights, or a file (by content, as an input)."""
+    random, the pretrain stage, which registered weights, or a file (by content, as an input); and
+    data.normalize by the statistics it gives that model (`weights.statistics_identity`), so a mode
+    that standardises it alike (source or stream, for registered weights) keeps it."""
     def derived(cfg: Config) -> dict:
-        return {f"{section}.pretrained": source_identity(cfg, section)}
+        return {f"{section}.pretrained": source_identity(cfg, section),
+                "data.normalize": statistics_identity(cfg, section)}
     return derived
+
+
+def teacher_statistics(cfg: Config) -> dict:
+    """soft-labels apply the teacher's statistics (its meta.json): data.normalize as the teacher means it."""
+    return {"data.normalize": statistics_identity(cfg, "teacher")}
+
+
+def pretrain_statistics(cfg: Config) -> dict:
+    """The pretrain stage standardises the day footage with its own statistics under stream and source alike."""
+    return {"data.normalize": "none" if cfg.data.normalize == "none" else "own train clips"}
 
 
 def pretrained_weights(section: str):
@@ -108,6 +122,12 @@ def dataset_inputs(cfg: Config, splits: tuple[str, ...]) -> dict:
     return ins
 
 
+def teacher_ensemble(cfg: Config) -> list[str]:
+    """`teacher.ensemble` where it is not 1: a one-teacher config keeps the params (and the fingerprint,
+    folder and checkpoints) it had before the key existed."""
+    return ["teacher.ensemble"] if cfg.teacher.ensemble != 1 else []
+
+
 def student_folder(cfg: Config) -> str:
     """One folder per (alpha, T, the rest, its pretrained source): a sweep keeps every variant."""
     s = cfg.student
@@ -116,7 +136,7 @@ def student_folder(cfg: Config) -> str:
 
 STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
     Stage(name="pretrain", run="dlkdd.pipeline.stages.pretrain:run_stage",
-          params=(pretrain_params,), inputs=pretrain_videos, trains=True,
+          params=(pretrain_params,), derived=pretrain_statistics, inputs=pretrain_videos, trains=True,
           doc="Train the teacher's and the student's architectures on labelled normal-light footage "
               "([pretrain] root)."),
     Stage(name="enhancer", run="dlkdd.pipeline.stages.enhancer:run_stage",
@@ -131,12 +151,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
           doc="Decode, sample, resize and enhance every video into HDF5 shards of original and enhanced clips."),
     Stage(name="teacher", run="dlkdd.pipeline.stages.teacher:run_stage",
           upstream=("enhance", pretrain_upstream("teacher")),
-          params=("teacher.*", *VIEW_KEYS), derived=pretrained_source("teacher"), inputs=pretrained_weights("teacher"),
-          trains=True,
-          doc="Train the teacher on enhanced clips, views as augmentation."),
+          params=("teacher.*", "-teacher.ensemble", teacher_ensemble, *VIEW_KEYS), derived=pretrained_source("teacher"),
+          inputs=pretrained_weights("teacher"), trains=True,
+          doc="Train the teacher on enhanced clips, views as augmentation (teacher.ensemble members, "
+              "seeds teacher.seed + 1000 k)."),
     Stage(name="soft-labels", run="dlkdd.pipeline.stages.soft_labels:run_stage", upstream=("teacher", "enhance"),
-          params=VIEW_KEYS,
-          doc="Run the teacher once over every (clip, view) and cache its logits."),
+          params=(teacher_ensemble, *VIEW_KEYS), derived=teacher_statistics,
+          doc="Run the teacher once over every (clip, view) and cache its logits (an ensemble's: their mean)."),
     Stage(name="baseline", run="dlkdd.pipeline.stages.student:run_baseline",
           upstream=("enhance", pretrain_upstream("student")),
           params=("student.*", "-student.alpha", "-student.temperature", *VIEW_KEYS),
@@ -149,7 +170,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
           doc="Train the student on original dark clips against the cached teacher logits."),
     Stage(name="evaluate", run="dlkdd.pipeline.stages.evaluate:run_stage",
           upstream=("teacher", "baseline", "student", "enhance"),
-          params=("evaluate.*", "-evaluate.batch_size", "data.crop"), outputs="report",
+          params=("evaluate.*", "-evaluate.batch_size", "data.crop", "data.normalize"), outputs="report",
           doc="Score teacher, baseline and student on the test split (top-1, top-5); write "
               "report/results.md and plots."),
 ]}

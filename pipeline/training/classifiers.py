@@ -10,6 +10,7 @@ describes the result in `meta.json`. The stages differ only in the clips they re
 from __future__ import annotations
 
 from ...errors import StageError
+from ..config import normalize_mode
 from ..datasets.clips import ViewDataset, clips_index, split_statistics
 from ..datasets.shards import ClipDataset
 from ..engine import ranks
@@ -23,8 +24,9 @@ def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset,
 
     `which` is "enhanced" (teacher) or "original" (student); `logits` (N, V, K), rows by
     clip id, makes the train set yield the teacher's logits of the drawn view. Both sets
-    standardise with the train statistics of `which` (their `stats`, for meta.json); the
-    test split is read by `evaluate` alone.
+    standardise with the train statistics of `which` (their `stats`, for meta.json; None under
+    data.normalize = none), which `train_classifier` replaces by the mode's choice for the model's
+    pretrained source; the test split is read by `evaluate` alone.
     """
     index = clips_index(ctx.dir_of("enhance"))
     train_clips = ClipDataset.from_index(index, "train", which)
@@ -44,6 +46,16 @@ def class_names(clips: ClipDataset) -> list[str]:
     return [str(k) for k in range(max(clips.labels, default=-1) + 1)]
 
 
+def model_statistics(ctx, init, own: dict | None) -> dict | None:
+    """What the model `init` starts is standardised with under data.normalize (`input_normalization`):
+    `own`, its stream's train statistics, the pretrained source's (they travel with its weights), the
+    original stream's (source, random weights), or None."""
+    mode = ctx.cfg.data.normalize
+    original = split_statistics(clips_index(ctx.dir_of("enhance")), "original", ctx.cfg.data) \
+        if normalize_mode(mode) == "source" else None
+    return input_normalization(init, own, mode, original)
+
+
 def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss_fn=None,
                      about: str = "", extra: dict | None = None) -> dict:
     """Train `train_cfg.model` on the `which` clips into ctx.out (model.pt, meta.json); returns the
@@ -53,9 +65,9 @@ def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss
     classes = class_names(train_set.clips)
     # seeded from train_cfg.seed: baseline and student, built from the same settings, start identical
     model, init = initial_model(train_cfg, classes, cfg, ctx.cache, ctx.console)
-    # a pretrained source's statistics travel with its weights; else the train clips' own (the
+    # before training, so a mode the source has no statistics for stops with nothing written (the
     # datasets' view_maker reads them when the views are made, on the device)
-    train_set.stats = val_set.stats = input_normalization(init, train_set.stats)
+    train_set.stats = val_set.stats = model_statistics(ctx, init, train_set.stats)
     ctx.console.print(f"  {desc} {train_cfg.model}: {len(train_set)} train videos ({which}, {len(train_set.clips)} "
                       f"clips, {cfg.data.views} views{about}), {len(val_set)} validation clips (view 0)",
                       markup=False, highlight=False)

@@ -6,8 +6,9 @@ network from it, the one place teacher, baseline and student get their starting 
 
 Registered names are published weights, downloaded once into torch's hub cache
 (`torch.hub.get_dir()/checkpoints`) and checked against the sha256 prefix in their file
-name, as torch.hub does. They carry the input normalisation they were trained with;
-`input_normalization` makes a training stage use it instead of its own data's statistics.
+name, as torch.hub does. They carry the input normalisation they were trained with, as the
+pretrain stage's weights and a file with a dlkdd meta.json do; `input_normalization` picks what a
+training stage standardises with under `data.normalize` (stream | source | none).
 
 Importing this module does not import torch (the CLI starts without it).
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import StageError, UserError, first_line
+from ..config import normalize_mode, source_file_statistics
 from ..engine.digest import sha256_of
 from ..names import META, MODEL
 from ..published import PRETRAIN, Published, check_source, pretraining_on, published
@@ -95,7 +97,7 @@ class Init:
     state: dict | None = None
     reinit_fc: bool = False  # the source's classes are not ours (by name): fresh classifier
     model_kwargs: dict = field(default_factory=dict)  # architecture options the weights need
-    normalize: dict | None = None  # input statistics the weights were trained with
+    normalize: dict | None = None  # input statistics the weights were trained with (None: none known)
     note: str = "random initialisation"
 
 
@@ -114,11 +116,9 @@ def resolve(train_cfg, classes: list[str], cfg, cache: Path, console=None) -> In
         return Init(source)
     if source == PRETRAIN:
         folder = pretrain_dir(cache, model)
-        init = _from_trained(source, folder / MODEL, folder / META, classes)
-        # Pretraining standardised the day footage with its own statistics; each stream here is
-        # standardised with its own in turn, so the filters see inputs at the scale they learnt on.
-        init.normalize = None
-        return init
+        # its meta.json's statistics are the day footage's: data.normalize = source standardises
+        # both streams with them, stream each stream with its own (`input_normalization`)
+        return _from_trained(source, folder / MODEL, folder / META, classes)
     weights = published(source, model)
     if weights is not None:
         path = download(url_of(weights), console)
@@ -184,7 +184,49 @@ def initial_model(train_cfg, classes: list[str], cfg, cache: Path, console=None)
     return model, init
 
 
-def input_normalization(init: Init, data_stats: dict | None) -> dict | None:
-    """The statistics a model's inputs are standardised with: those its pretrained source was trained
-    with when it has them (they travel with the weights), else its own data's."""
-    return init.normalize or data_stats
+def input_normalization(init: Init, data_stats: dict | None, mode="stream",
+                        original: dict | None = None) -> dict | None:
+    """The statistics a model's inputs are standardised with under `mode` (data.normalize):
+
+    - stream: those its pretrained source was trained with when they travel with the weights
+      (registered weights, a file with a dlkdd meta.json), else `data_stats`, the train clips' of the
+      stream it trains on; a model of the pretrain stage gets its own stream's too, so its filters see
+      each stream at the scale they learnt the day footage at.
+    - source: the source's, whichever stream: registered weights' published ones, the pretrain
+      stage's (the day footage's), a file's meta.json's; random weights have no source and get
+      `original`, the original (dark) stream's train statistics, as every stream then does.
+    - none: None (pixel / 255).
+    """
+    mode = normalize_mode(mode)
+    if mode == "none":
+        return None
+    if mode == "stream":
+        return data_stats if init.source == PRETRAIN else (init.normalize or data_stats)
+    if init.state is None:
+        return original
+    if not init.normalize:  # a file without metadata is refused with the config; this is a pretrain folder's
+        raise StageError(f"pretrained = {init.source!r}: no input statistics came with the {init.note} (no "
+                         f"\"normalize\" in its {META}), which data.normalize = \"source\" standardises with; "
+                         f"set data.normalize = \"stream\" or \"none\"")
+    return init.normalize
+
+
+def statistics_identity(cfg, section: str) -> str:
+    """What standardises the inputs of the model `<section>` ("teacher" | "student") trains, as its
+    stages' fingerprints compare data.normalize: `input_normalization`'s choice by name, "none",
+    "<stream> train clips" (the clip index's statistics of that stream) or "pretrained source" (those
+    that come with the weights, which `<section>.pretrained`'s own identity fixes). Modes that give a
+    model the same statistics give the same value: switching between them retrains nothing."""
+    mode = normalize_mode(cfg.data.normalize)
+    if mode == "none":
+        return "none"
+    train = getattr(cfg, section)
+    own = f"{getattr(train, 'input', 'original')} train clips"  # the student's section has no input: original
+    source = train.pretrained
+    if source == "" or (source == PRETRAIN and not pretraining_on(cfg)):
+        return own if mode == "stream" else "original train clips"
+    if source == PRETRAIN:
+        return own if mode == "stream" else "pretrained source"
+    if published(source, train.model) is not None or source_file_statistics(source) is not None:
+        return "pretrained source"
+    return own  # a file without statistics: stream mode (source refuses it with the config)
