@@ -409,20 +409,27 @@ def export(settings: Settings, out):
 @click.option("--jobs", type=int, default=1, show_default=True, help="Seeds trained side by side in processes.")
 @click.option("--ablate", is_flag=True,
               help="Also the rows that say where a gain comes from: models from scratch, the teacher on "
-                   "original or gamma clips, a teacher of the student's size (report/ablation.json).")
+                   "original or gamma clips, a teacher of the student's size, inputs standardised with the "
+                   "pretrained source's statistics or not at all (report/ablation.json and its forest plot "
+                   "ablation.png). An arm that changes the teacher trains a teacher per seed.")
+@click.option("--arms", "arm_names", default=None, metavar="NAME,NAME",
+              help="The ablation with only these arms beside the DL-KDD arm, in this order (from-scratch, "
+                   "teacher-original, teacher-gamma, teacher-small, normalize-source, normalize-none: those that "
+                   "apply to the config).")
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for another dlkdd process to release an output it needs.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="Score on the test split (the report) or the validation split (to tune settings with; "
                    "writes report/study-val.*).")
 @click.pass_obj
-def study(settings: Settings, seeds, teacher_seeds, chain, jobs, ablate, wait, split):
+def study(settings: Settings, seeds, teacher_seeds, chain, jobs, ablate, arm_names, wait, split):
     """Train baseline and DL-KDD student per seed against one cache, score each on the test split
     (multi-view), and write report/study.json, study.md and study.png: mean +- sd and the paired
-    difference with its 95 % CI. Fresh seeds are not retrained; a new seed trains only itself.
+    difference with its 95 % CI (a two-level bootstrap over seeds and test videos; the t-interval
+    over seeds beside it). Fresh seeds are not retrained; a new seed trains only itself.
     Tune with `--split val` (the validation split, report/study-val.*), then report on test."""
-    from .pipeline.study.arms import ARMS, ablation_arms  # deferred: the study loads torch
-    from .pipeline.study.report import report_names
+    from .pipeline.study.arms import ARMS, ArmError, ablation_arms, named_arms  # deferred: the study loads torch
+    from .pipeline.study.report import SPLIT_TEXT, report_names
     from .pipeline.study.runner import parse_seeds, run_study
     seed_list = parse_seeds(seeds)
     cfg = settings.config()
@@ -430,13 +437,18 @@ def study(settings: Settings, seeds, teacher_seeds, chain, jobs, ablate, wait, s
     if chain and teacher_seeds:
         raise click.UsageError("--chain reseeds the teacher already: give --chain or --teacher-seeds")
     scope = "chain" if chain else "teacher" if teacher_seeds else "student"
+    try:
+        arms = named_arms(cfg, arm_names) if arm_names is not None else ablation_arms(cfg) if ablate else ARMS
+    except ArmError as e:
+        raise click.UsageError(str(e)) from None
     result = run_study(cfg, settings.cache, seed_list, settings.device(), make_console(), scope=scope,
-                       jobs=jobs, arms=ablation_arms(cfg) if ablate else ARMS, command=command, wait=wait,
-                       split=split)
-    d = result["difference"]
-    lo, hi = d["ci95"]
-    click.echo(f"student - baseline over {len(seed_list)} seed(s): {d['mean']:+.2f} points"
-               + (f", 95 % CI [{lo:+.2f}, {hi:+.2f}]" if lo is not None else ""))
+                       jobs=jobs, arms=arms, command=command, wait=wait, split=split)
+    b, t = result["difference_bootstrap2"], result["difference"]
+    click.echo(f"student - baseline over {len(seed_list)} seed(s): {b['mean']:+.2f} points, 95 % CI "
+               f"[{b['ci95'][0]:+.2f}, {b['ci95'][1]:+.2f}] (two-level bootstrap over seeds and "
+               f"{SPLIT_TEXT[split]} videos)"
+               + (f"; paired t-interval over seeds [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}]"
+                  if t["ci95"][0] is not None else ""))
     click.echo(f"report: {settings.cache / 'report' / report_names(split, scope)[1]}")
 
 

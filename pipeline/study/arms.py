@@ -10,12 +10,18 @@ or the whole chain (`chain`: every seed `--seed` sets, so pretraining, the enhan
 views, teacher, soft labels, student and baseline are all drawn per seed). Under `chain` a
 stage whose params (its own and upstream) equal the config's as given keeps its usual folder,
 shared with `dlkdd run` on the same cache; the others live in `chain/seed<N>/...`.
+
+The scope is per arm (`arm_scope`): an arm that changes the teacher (its input, enhancer,
+normalisation, model, prior: any param of the teacher or its soft labels, own or upstream) runs
+at least at scope `teacher` whatever the study's, so its interval counts the teacher's seed-to-seed
+variation instead of one teacher's draw.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
 
+from ...errors import UserError
 from .. import enhancers
 from ..config import Config, apply_overrides, validate
 from ..engine.fingerprint import hash_json
@@ -37,7 +43,17 @@ class Arm:
 ARMS = (Arm("dlkdd"),)  # the paper's comparison: DL-KDD student vs baseline, the config as given
 ARM_TEXT = {"dlkdd": "DL-KDD as configured", "from-scratch": "teacher and student from random weights",
             "teacher-original": "teacher on original (dark) clips", "teacher-gamma": "teacher on gamma-corrected clips",
-            "teacher-small": "teacher of the student's architecture"}
+            "teacher-small": "teacher of the student's architecture",
+            "normalize-source": "inputs standardised with the pretrained source's statistics",
+            "normalize-none": "inputs not standardised (pixel / 255)",
+            "normalize-stream": "each stream standardised with its own train statistics"}
+# arm -> data.normalize: the modes the config does not use
+NORMALIZE_ARMS = {"normalize-stream": "stream", "normalize-source": "source", "normalize-none": "none"}
+TEACHER_STAGES = ("teacher", "soft-labels")  # an arm that changes these trains a teacher per seed
+
+
+class ArmError(UserError):
+    """An arm name that does not exist, or does not apply to this config (one line: lists the arms)."""
 
 
 def ablation_arms(cfg: Config) -> tuple[Arm, ...]:
@@ -49,7 +65,11 @@ def ablation_arms(cfg: Config) -> tuple[Arm, ...]:
       dual-light question (does the enhanced view add anything beyond a pretrained teacher?);
     - teacher-gamma: the teacher's input enhanced by gamma correction instead of the configured
       enhancer (when that is not gamma already);
-    - teacher-small: a teacher of the student's architecture instead of the larger one.
+    - teacher-small: a teacher of the student's architecture instead of the larger one;
+    - normalize-stream / normalize-source / normalize-none: every model's inputs standardised
+      with its own stream's train statistics, with the statistics of its pretrained source (both
+      streams alike), or not at all, instead of the configured `data.normalize` (each only when the
+      config has another value).
     """
     def from_prior(section: str) -> bool:
         source = getattr(cfg, section).pretrained
@@ -63,17 +83,51 @@ def ablation_arms(cfg: Config) -> tuple[Arm, ...]:
         arms.append(Arm("teacher-gamma", ("enhancer.kind=gamma",)))
     if cfg.teacher.model != cfg.student.model:
         arms.append(Arm("teacher-small", (f"teacher.model={cfg.student.model}",)))
+    for name, value in NORMALIZE_ARMS.items():
+        if cfg.data.normalize != value:
+            arms.append(Arm(name, (f"data.normalize={value}",)))
     return tuple(arms)
 
 
-def seed_config(cfg: Config, arm: Arm, seed: int, scope: str = "student") -> Config:
-    """The arm's config for one seed: student.seed = seed, teacher.seed too for scope teacher, and
-    every seed `--seed` sets for scope chain."""
+def named_arms(cfg: Config, names: str) -> tuple[Arm, ...]:
+    """`--arms NAME,NAME`: the base arm and the named ablation arms, in the given order."""
+    available = {a.name: a for a in ablation_arms(cfg)[1:]}
+    wanted = list(dict.fromkeys(n.strip() for n in str(names).split(",") if n.strip()))
+    bad = [n for n in wanted if n not in available]
+    if bad or not wanted:
+        why = "; ".join(f"{n}: {'not applicable to this config' if n in ARM_TEXT else 'no such arm'}" for n in bad)
+        raise ArmError(f"--arms {names!r}: {why or 'no arm named'} (available: {', '.join(available) or 'none'})")
+    return (ARMS[0], *(available[n] for n in wanted))
+
+
+def changes_teacher(cfg: Config, arm: Arm) -> bool:
+    """Whether the arm's overrides change a param of the teacher or its soft labels (own or upstream)."""
+    if not arm.overrides:
+        return False
+    base, arm_cfg = _with_overrides(cfg, ARMS[0]), _with_overrides(cfg, arm)
+    return any(_closure_params(STAGES, s, arm_cfg) != _closure_params(STAGES, s, base) for s in TEACHER_STAGES)
+
+
+def arm_scope(cfg: Config, arm: Arm, scope: str = "student") -> str:
+    """The scope an arm's seeds run at: the study's, raised to `teacher` for an arm that changes the
+    teacher (one teacher's draw would leave the teacher's variation out of that arm's interval)."""
     if scope not in SCOPES:
         raise ValueError(f"study scope {scope!r}: expected one of {', '.join(SCOPES)}")
+    return "teacher" if scope == "student" and changes_teacher(cfg, arm) else scope
+
+
+def _with_overrides(cfg: Config, arm: Arm) -> Config:
     out = copy.deepcopy(cfg)
     apply_overrides(out, list(arm.overrides))
     enhancers.apply_kind_defaults(out)  # an arm that changes enhancer.kind takes that kind's defaults
+    return out
+
+
+def seed_config(cfg: Config, arm: Arm, seed: int, scope: str = "student") -> Config:
+    """The arm's config for one seed: student.seed = seed, teacher.seed too for scope teacher (the
+    study's or the arm's own, `arm_scope`), and every seed `--seed` sets for scope chain."""
+    scope = arm_scope(cfg, arm, scope)
+    out = _with_overrides(cfg, arm)
     keys = {"student": ("student.seed",), "teacher": ("student.seed", "teacher.seed"), "chain": SEEDED}[scope]
     for key in keys:
         section, name = key.split(".")
@@ -83,7 +137,9 @@ def seed_config(cfg: Config, arm: Arm, seed: int, scope: str = "student") -> Con
 
 
 def stages_for(cfg: Config, arm: Arm, seed: int, scope: str = "student") -> dict[str, Stage]:
-    """The stage table of one arm of a study (per-seed folders; the arm's own folders)."""
+    """The stage table of one arm of a study (per-seed folders; the arm's own folders), at the arm's
+    scope (`arm_scope`): an arm that changes the teacher has a teacher folder per seed."""
+    scope = arm_scope(cfg, arm, scope)
     base = seed_config(cfg, ARMS[0], seed, scope)
     stages = chain_stages(cfg, base, seed) if scope == "chain" else study_stages(scope == "teacher")
     return arm_stages(stages, base, seed_config(cfg, arm, seed, scope), arm)

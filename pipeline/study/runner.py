@@ -3,7 +3,8 @@
 Against one cache (enhancer, clips and, unless `--teacher-seeds`, the teacher and its
 soft labels shared), each seed of each arm (`arms.py`) trains a baseline and a distilled
 student, each in a folder of its own, so a rerun retrains nothing fresh and a new seed
-trains only that seed. Every model is scored on the test split with `evaluate`'s
+trains only that seed. An arm that changes the teacher trains a teacher per seed too
+(`arms.arm_scope`). Every model is scored on the test split with `evaluate`'s
 multi-view protocol, and `report.py` writes `report/study.{json,md,png}`.
 
 The per-seed work, `run_seed`, takes and returns plain data so `--jobs N` can run seeds
@@ -37,7 +38,7 @@ from ..names import CLIP_INDEX, MODEL
 from ..stages.evaluate import evaluate_model, test_split
 from ..stages.table import TABLE_FILE, pipeline_graph
 from ..training.checkpoints import load_checkpoint, load_trained
-from .arms import ARMS, Arm, seed_config, stages_for
+from .arms import ARMS, Arm, arm_scope, seed_config, stages_for
 from .report import MODELS, SPLIT_TEXT, write_report
 
 SPLITS = ("test", "val")  # what a study scores on: test reports, val tunes (report/study-val.*)
@@ -144,7 +145,9 @@ def _print_scores(console, result: dict, split_name: str) -> None:
 def shared_upstream(cfg: Config, arm: Arm, seed: int, cache: Path, device: str, console,
                     scope: str, wait: float = 0.0) -> None:
     """Bring what every seed of an arm shares up to date once, before seeds (maybe in parallel) read it
-    (nothing under scope chain: each seed draws its whole chain)."""
+    (nothing under scope chain: each seed draws its whole chain; the clips only at scope teacher, the
+    study's or the arm's own)."""
+    scope = arm_scope(cfg, arm, scope)
     if scope == "chain":
         return
     graph = pipeline_graph(seed_config(cfg, arm, seed, scope), cache, stages=stages_for(cfg, arm, seed, scope))
@@ -174,7 +177,8 @@ def run_study(cfg: Config, cache: Path, seeds: list[int], device: str, console, 
                   "threads": max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0}
                  for arm in arms for s in seeds]
         results = _run_seeds(tasks, jobs, console, split)
-        return write_report(cache / "report", results, arms, command, split, scope)
+        return write_report(cache / "report", results, arms, command, split, scope,
+                            {a.name: arm_scope(cfg, a, scope) for a in arms})
 
 
 def _run_seeds(tasks: list[dict], jobs: int, console, split: str) -> list[dict]:
