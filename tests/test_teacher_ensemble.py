@@ -179,3 +179,14 @@ def test_a_member_finished_before_an_interruption_is_not_retrained(tmp_path, mon
     assert [(m["epochs_run"], m["resumed_from"]) for m in summary["members"]] == [(0, EPOCHS), (EPOCHS - 1, 1)]
     assert (out / MODEL).read_bytes() == first and (out / "member1" / MODEL).exists()
     assert (out / ENSEMBLE_FILE).exists()
+
+
+def test_evaluate_scores_the_ensemble_not_member_0(cache):
+    from dlkdd.pipeline.stages import evaluate
+    from dlkdd.pipeline.training.ensemble import Ensemble
+    graph, _ = cache
+    folders = {s: graph.out_dir(s) for s in ("teacher", "baseline", "student")}
+    classes = load_trained(graph.out_dir("teacher"))[1]["classes"]
+    row, stage, *_, model, meta = next(evaluate._models_in_turn(folders, classes, "cpu"))
+    assert (row, stage) == ("teacher", "teacher")
+    assert isinstance(model, Ensemble) and len(model.members) == K and meta["ensemble"] == K

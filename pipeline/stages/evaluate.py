@@ -42,6 +42,7 @@ from ..engine import atomic
 from ..names import CONFUSION_PNG, CURVES_PNG, METRICS, RESULTS_JSON, RESULTS_MD
 from ..training.checkpoints import load_trained
 from ..training.device import autocast, fast_kernels, resolve_device
+from ..training.ensemble import load_teacher
 from ..training.history import read_metrics
 from ..training.loaders import make_loader, view_maker_of
 
@@ -243,7 +244,8 @@ def _models_in_turn(folders: dict[str, Path], classes: list[str], device):
     for row, stage, which, stats_of in PLAN:
         if current is None or current[0] != stage:
             current = None  # one model in memory at a time
-            model, meta = load_trained(folders[stage], str(resolve_device(device)))
+            load = load_teacher if stage == "teacher" else load_trained  # an ensemble teacher: its mean logits
+            model, meta = load(folders[stage], str(resolve_device(device)))
             _check_classes(meta, classes, folders[stage])
             current = (stage, model, meta)
         _, model, meta = current

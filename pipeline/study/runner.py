@@ -38,6 +38,7 @@ from ..names import CLIP_INDEX, MODEL
 from ..stages.evaluate import evaluate_model, test_split
 from ..stages.table import TABLE_FILE, pipeline_graph
 from ..training.checkpoints import load_checkpoint, load_trained
+from ..training.ensemble import load_teacher
 from .arms import ARMS, Arm, arm_scope, seed_config, stages_for
 from .report import MODELS, SPLIT_TEXT, write_report
 
@@ -122,7 +123,7 @@ def score_seed(graph: Graph, arm: str, seed: int, device: str, console, split_na
 
 def _score_model(graph: Graph, model_stage: str, index: Path, split, device: str, split_name: str = "test"):
     cfg, folder = graph.cfg, graph.out_dir(model_stage)
-    model, meta = load_trained(folder, device)
+    model, meta = (load_teacher if model_stage == "teacher" else load_trained)(folder, device)  # ensemble: mean logits
     clips = ClipDataset.from_index(index, split_name, meta.get("input", "original"))
     try:
         scores = evaluate_model(model, clips, split, meta.get("crop", cfg.data.crop), cfg.evaluate.crops,
