@@ -1,102 +1,152 @@
 #!/usr/bin/env bash
-# GPU check (issue 12), under 5 minutes: on a generated set, run the enhance stage, one teacher
-# epoch (autocast, as training does on CUDA) and the soft-labels pass; print each one's
-# throughput and peak GPU memory (torch.cuda.max_memory_allocated).
+# GPU check (issues 12 and 22), under 5 minutes on one GPU, alone on the machine, writing one JSON file:
+#   - loader ratio: the full training data path (train loader + views on the GPU) over the raw uint8 read
+#   - teacher-epoch ratio: `dlkdd teacher`'s train clips/s over the model-only step rate (same model,
+#     batch, clip shape)
+#   - model-only bf16 step rate of r2plus1d_18 at 16x112x112, batch 16 (clips/s)
+#   - Zero-DCE enhance frames/s at 320x240 (bf16 and fp32)
+#   - and, through the CLI on a generated ARID-shaped set, the enhancer fit, enhance, teacher and
+#     soft-labels stages with their peak GPU memory.
+# benchmarks/gpu_check.py holds the stages and says exactly what each measures.
 #
-#   bash benchmarks/gpu_check.sh                                  # from the repo root, on CUDA
-#   GPU_CHECK_DEVICE=cpu GPU_CHECK_VIDEOS=2 bash benchmarks/gpu_check.sh   # dry run on a CPU, tiny
+#   BUNDLE=.gpu-bundle GPU_CHECK_JSON=$OUT/gpu_check.json bash benchmarks/gpu_check.sh      # on the GPU machine
+#   GPU_CHECK_DEVICE=cpu BUNDLE=DIR bash benchmarks/gpu_check.sh                             # dry run on a CPU, tiny
 #
-# Needs Python 3.11+ with these packages importable (nothing is installed; no network needed):
-#   torch (a CUDA build for the real check), numpy, decord, h5py, click, rich, av (writes the
-#   generated videos). dask/distributed are not needed: the stage runs in-process (workers = 0).
-# The script links the repo as `dlkdd` in a temp folder and puts that on PYTHONPATH, so no
-# `pip install` is needed. Environment knobs: PYTHON (interpreter, default python3),
-# GPU_CHECK_DEVICE (cuda|cpu, default cuda), GPU_CHECK_VIDEOS (videos per class, default 40),
-# GPU_CHECK_KIND (enhancer kind, default zero_dce++), GPU_CHECK_SIZE (frame side, default 112),
-# GPU_CHECK_DATA (an existing dataset to use instead of generating one: then av is not needed).
-set -euo pipefail
+# A machine with no network: `bash benchmarks/gpu_bundle.sh PYVER` builds here the wheels the check
+# needs beyond torch (decord, av, h5py, numpy, click, rich and its three, dlkdd itself); with
+# BUNDLE=DIR this script first installs, with `pip install --no-index --find-links`, those whose modules
+# the interpreter cannot import (and dlkdd, unless the wheel's files differ from this tree's: then the
+# tree is used) into a folder of its own put first on PYTHONPATH, so the machine's CUDA torch and
+# packages are kept. Without BUNDLE nothing is installed: the packages must be importable already.
+#
+# Every stage runs under its own `timeout` (a hung stage is killed and the next one runs), inside an
+# overall budget (GPU_CHECK_BUDGET, default 285 s; the script exits within it plus a few seconds),
+# and the JSON is rewritten after each stage, so a stopped check leaves what it measured. The data set
+# is rendered in the background (other cores) while the model-level stages run.
+#
+# Environment: PYTHON (interpreter, default python3), BUNDLE, GPU_CHECK_JSON (default ./gpu_check.json),
+# GPU_CHECK_BUDGET, GPU_CHECK_DEVICE (cuda | cpu), GPU_CHECK_DLKDD (wheel | tree: where dlkdd comes
+# from when the bundle has a wheel; default wheel if it matches the tree), GPU_CHECK_KEEP=1 (keep the
+# work folder), and the size knobs of benchmarks/gpu_check.py (GPU_CHECK_MODEL, _BATCH, _STEPS, ...;
+# on a CPU they default to tiny sizes).
+set -uo pipefail
 PY=${PYTHON:-python3}
-DEVICE=${GPU_CHECK_DEVICE:-cuda}
-PER_CLASS=${GPU_CHECK_VIDEOS:-40}
-KIND=${GPU_CHECK_KIND:-zero_dce++}
-SIZE=${GPU_CHECK_SIZE:-112}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-
-missing=()
-NEED="torch numpy decord h5py click rich"
-[ -n "${GPU_CHECK_DATA:-}" ] || NEED="$NEED av"  # av writes the generated videos
-for mod in $NEED; do
-    "$PY" -c "import $mod" >/dev/null 2>&1 || missing+=("$mod")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "gpu_check: missing Python package(s): ${missing[*]} (needs torch numpy decord h5py click rich av; $PY)" >&2
-    exit 2
-fi
-if [ "$DEVICE" = cuda ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "gpu_check: torch sees no CUDA device (set GPU_CHECK_DEVICE=cpu for a dry run)" >&2
-    exit 2
-fi
+export GPU_CHECK_DEVICE=${GPU_CHECK_DEVICE:-cuda}
+export GPU_CHECK_JSON=${GPU_CHECK_JSON:-$PWD/gpu_check.json}
+case $GPU_CHECK_JSON in /*) ;; *) GPU_CHECK_JSON=$PWD/$GPU_CHECK_JSON ;; esac
+BUDGET=${GPU_CHECK_BUDGET:-285}
+START=$(date +%s)
+DEADLINE=$((START + BUDGET))
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+CHECK="$REPO/benchmarks/gpu_check.py"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dlkdd-gpu-check.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/pp" && ln -s "$REPO" "$WORK/pp/dlkdd"
-export PYTHONPATH="$WORK/pp${PYTHONPATH:+:$PYTHONPATH}"
-
-"$PY" - "$WORK" "$DEVICE" "$PER_CLASS" "$KIND" "$SIZE" "${GPU_CHECK_DATA:-}" <<'EOF'
-import json, subprocess, sys, time
-from pathlib import Path
-work, device, per_class, kind, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-given = sys.argv[6]
-import torch
-from rich.console import Console
-from dlkdd.pipeline.config import Config, set_value, validate
-from dlkdd.pipeline.graph import Graph, execute
-
-t0 = time.perf_counter()
-data = Path(given).resolve() if given else work / "data"
-if not given:
-    subprocess.run([sys.executable, "-m", "dlkdd.cli", "sample", str(data), "--seed", "1",
-                    "--videos-per-class", str(per_class), "--test-per-class", str(max(1, per_class // 4)),
-                    "--day-videos-per-class", "0", "--size", str(size)], check=True, stdout=subprocess.DEVNULL)
-gen_s = time.perf_counter() - t0
-cfg = Config()
-for key, value in {"data.root": str(data), "data.short_side": size, "data.crop": min(112, size),
-                   "enhancer.kind": kind, "enhancer.steps": 50, "enhance.workers": 0,
-                   "teacher.epochs": 1, "teacher.batch_size": 16, "soft_labels.batch_size": 32}.items():
-    set_value(cfg, key, value)
-validate(cfg)
-graph = Graph(cfg, work / "cache")
-console = Console(quiet=True)
-cuda = device == "cuda"
-name = torch.cuda.get_device_name(0) if cuda else "cpu"
-print(f"gpu_check: {name}, torch {torch.__version__}, {per_class} videos/class of {size}px "
-      f"(generated in {gen_s:.1f} s), enhancer {kind}")
-rows = []
-for stage in ("enhancer", "enhance", "teacher", "soft-labels"):
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    execute(graph, stage, device, console)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
-    record = json.loads((work / "cache" / "stages" / f"{stage}.json").read_text())
-    summary = record.get("summary", {}) if isinstance(record, dict) else {}
-    rows.append((stage, seconds, peak, summary))
-index = json.loads((graph.out_dir("enhance") / "index.json").read_text())
-clips = len(index["clips"])
-train = sum(c["split"] == "train" for c in index["clips"])
-labelled = sum(c["split"] in ("train", "val") for c in index["clips"])  # soft labels: train + validation
-frames = clips * index["T"]
-views = cfg.data.views
-print(f"{'stage':<12} {'seconds':>8} {'throughput':>26} {'peak GPU MiB':>13}")
-for stage, seconds, peak, summary in rows:
-    rate = {"enhancer": f"{cfg.enhancer.steps / seconds:.1f} fit steps/s",
-            "enhance": f"{frames / seconds:.0f} frames/s ({clips} clips)",
-            "teacher": f"{train / seconds:.1f} train clips/s (1 epoch)",
-            "soft-labels": f"{labelled * views / seconds:.1f} clip-views/s"}[stage]
-    print(f"{stage:<12} {seconds:8.1f} {rate:>26} {peak:13.0f}")
-print(f"gpu_check: done in {time.perf_counter() - t0:.0f} s")
+BG_PID=
+cleanup() {
+    [ -n "$BG_PID" ] && kill -- "-$BG_PID" 2>/dev/null
+    if [ -n "${GPU_CHECK_KEEP:-}" ]; then echo "gpu_check: work folder kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+mkdir -p "$WORK/parts" "$WORK/status"
+"$PY" - "$WORK/header.json" "$BUDGET" <<'EOF' || { echo "gpu_check: $PY does not run" >&2; exit 2; }
+import json, os, socket, sys, time
+json.dump({"check": "benchmarks/gpu_check.sh", "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+           "device": os.environ["GPU_CHECK_DEVICE"], "budget_s": int(sys.argv[2]), "python": sys.executable},
+          open(sys.argv[1], "w"))
 EOF
+
+left() { echo $((DEADLINE - $(date +%s))); }
+
+# status NAME STATUS SECONDS: the script's word on a stage, for merge
+status() {
+    printf '{"status": "%s", "seconds_wall": %s}\n' "$2" "$3" > "$WORK/status/$1.json"
+}
+
+merge() { timeout -k 2 20 "$PY" "$CHECK" merge "$WORK" >/dev/null 2>&1 || echo "gpu_check: merge failed" >&2; }
+
+# stage NAME LIMIT CMD...: run CMD under min(LIMIT, the budget left) seconds; record how it ended
+stage() {
+    local name=$1 limit=$2; shift 2
+    local rest; rest=$(($(left) - 3))
+    if [ "$rest" -lt 5 ]; then
+        echo "gpu_check: $name skipped: the budget is spent"
+        status "$name" "skipped: budget spent" 0; merge; return 0
+    fi
+    [ "$limit" -gt "$rest" ] && limit=$rest
+    echo "gpu_check: -- $name (limit $limit s, $(left) s of the budget left)"
+    local t0 rc; t0=$(date +%s)
+    timeout -k 5 "$limit" "$@"
+    rc=$?
+    local secs=$(($(date +%s) - t0))
+    case $rc in
+        0) status "$name" ok "$secs" ;;
+        124|137) status "$name" "timeout after $limit s" "$secs"; echo "gpu_check: $name stopped at its $limit s limit" ;;
+        *) status "$name" "failed (exit $rc)" "$secs"; echo "gpu_check: $name failed (exit $rc)" ;;
+    esac
+    merge
+    return $rc
+}
+
+# ---- 1. install from the bundle, before anything else (gpu_check.py install needs only the standard library)
+SITE=$WORK/site
+mkdir -p "$SITE"
+if [ -n "${BUNDLE:-}" ]; then
+    export BUNDLE
+    stage install 90 "$PY" "$CHECK" install "$WORK" || {
+        echo "gpu_check: could not install from BUNDLE=$BUNDLE (see $GPU_CHECK_JSON: stages.install)" >&2; exit 2; }
+fi
+# dlkdd: the bundle's wheel when it was installed above, else this tree, linked as `dlkdd`
+if [ ! -d "$SITE/dlkdd" ]; then
+    mkdir -p "$WORK/pp" && ln -s "$REPO" "$WORK/pp/dlkdd"
+    export PYTHONPATH="$WORK/pp:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+else
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+# ---- 2. what runs here; stop if a package is missing or CUDA is not seen
+stage env 60 "$PY" "$CHECK" env "$WORK" || {
+    echo "gpu_check: the environment is not ready (see $GPU_CHECK_JSON: stages.env)" >&2; exit 2; }
+
+# ---- 3. the data set, rendered in the background while the model-level stages run
+rest=$(($(left) - 3))
+data_limit=$((rest < 170 ? rest : 170))
+echo "gpu_check: -- data, in the background (limit $data_limit s)"
+data_t0=$(date +%s)
+set -m  # its own process group, so a stop ends its generator processes too
+( timeout -k 5 "$data_limit" "$PY" "$CHECK" data "$WORK" > "$WORK/data.log" 2>&1; echo $? > "$WORK/data.rc" ) &
+BG_PID=$!
+set +m
+
+# ---- 4. model-level figures
+stage model 60 "$PY" "$CHECK" model "$WORK"
+stage enhancer 45 "$PY" "$CHECK" enhancer "$WORK"
+stage loader 75 "$PY" "$CHECK" loader "$WORK"
+
+# ---- 5. the pipeline through the CLI, on the generated set
+wait "$BG_PID" 2>/dev/null
+BG_PID=
+cat "$WORK/data.log"
+data_rc=$(cat "$WORK/data.rc" 2>/dev/null || echo 1)
+data_secs=$(($(date +%s) - data_t0))
+case $data_rc in
+    0) status data ok "$data_secs" ;;
+    124|137) status data "timeout after $data_limit s" "$data_secs" ;;
+    *) status data "failed (exit $data_rc)" "$data_secs" ;;
+esac
+merge
+# each verb needs the one before it: after a failure or a timeout the rest are marked, not run
+prev=data prev_rc=$data_rc
+for verb in enhance:90 teacher:90 soft-labels:45; do
+    name=cli-${verb%%:*}
+    if [ "$prev_rc" = 0 ]; then
+        stage "$name" "${verb#*:}" "$PY" "$CHECK" "$name" "$WORK"
+        prev_rc=$? prev=$name
+    else
+        status "$name" "not run: $prev did not finish" 0
+    fi
+done
+merge
+
+GPU_CHECK_FINAL=1 timeout -k 2 20 "$PY" "$CHECK" merge "$WORK"
+echo "gpu_check: done in $(($(date +%s) - START)) s (budget $BUDGET s)"
