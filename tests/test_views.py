@@ -14,6 +14,7 @@ from dlkdd.pipeline.datasets.clips import ClipAllViews, ViewDataset
 from dlkdd.pipeline.datasets.shards import ClipDataset
 from dlkdd.pipeline.datasets.views import (
     View,
+    _drawn_view,
     apply_view,
     box_row,
     clip_views,
@@ -75,6 +76,22 @@ def test_boxes_inside_frame_square_and_scaled():
             assert 0 <= v.y0 and v.y0 + v.h <= h and 0 <= v.x0 and v.x0 + v.w <= w
         assert {v.flip for v in views} == {True, False}
         assert len({(v.y0, v.x0, v.h) for v in views}) > 10
+
+
+def test_view_params_memo_follows_the_config_values():
+    """view_params is memoised on the values it reads, never on the config object: a config changed in
+    place draws anew, and every answer equals the draw made afresh (the memo's wrapped function)."""
+    c = cfg(view_seed=3)
+    keys = [(clip, v) for clip in range(8) for v in range(c.views)]
+    fresh = [_drawn_view.__wrapped__(3, 0.5, clip, v, H, W) for clip, v in keys]
+    assert [view_params(clip, v, H, W, c) for clip, v in keys] == fresh
+    assert [view_params(clip, v, H, W, c) for clip, v in keys] == fresh  # the memo's answers, the same
+    c.view_seed = 4
+    moved = [view_params(clip, v, H, W, c) for clip, v in keys]
+    assert moved == [_drawn_view.__wrapped__(4, 0.5, clip, v, H, W) for clip, v in keys] and moved != fresh
+    c.min_scale = 1.0
+    assert {view_params(clip, v, H, W, c).h for clip, v in keys} == {H}  # full-side squares only now
+    assert view_params(0, 1, W, H, c) == _drawn_view.__wrapped__(4, 1.0, 0, 1, W, H)  # the clip size is in the key
 
 
 def test_view_out_of_range():

@@ -18,6 +18,7 @@ reference that `make_views` is tested against (and what `predict` uses).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -41,14 +42,24 @@ def _centre_square(H: int, W: int) -> View:
 
 
 def view_params(clip_id: int, view: int, H: int, W: int, views_cfg) -> View:
-    """View `view` of clip `clip_id` for an H x W clip; `views_cfg` is a DataConfig."""
+    """View `view` of clip `clip_id` for an H x W clip; `views_cfg` is a DataConfig.
+
+    Memoised on the values it depends on (data.view_seed, data.min_scale, clip, view, H, W; never on
+    the config object, so a changed config draws anew): drawing costs ~60 us (a seeded generator per
+    call), a share of the loader's time per item when the views run on a GPU (benchmarks/loader.py)."""
     if not 0 <= view < views_cfg.views:
         raise ValueError(f"view {view} out of range: data.views = {views_cfg.views}")
+    return _drawn_view(int(views_cfg.view_seed), float(views_cfg.min_scale), int(clip_id), int(view), int(H), int(W))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # ~350 bytes an entry: 65536 (clip, view) pairs in ~23 MB per process
+def _drawn_view(view_seed: int, min_scale: float, clip_id: int, view: int, H: int, W: int) -> View:
+    """`view_params` without the range check or the memo (`_drawn_view.__wrapped__`: the draw itself)."""
     if view == 0:
         return _centre_square(H, W)
-    rng = np.random.default_rng([int(views_cfg.view_seed), int(clip_id), int(view)])
+    rng = np.random.default_rng([view_seed, clip_id, view])
     short = min(H, W)
-    scale = rng.uniform(views_cfg.min_scale, 1.0)
+    scale = rng.uniform(min_scale, 1.0)
     side = min(short, max(1, round(scale * short)))
     y0 = int(rng.integers(0, H - side + 1))
     x0 = int(rng.integers(0, W - side + 1))
@@ -192,6 +203,18 @@ def make_views(pixels: torch.Tensor, boxes: torch.Tensor, crop: int, stats: dict
     `F.interpolate` and one multiply-add into the output, rather than one `grid_sample` of
     the batch: on the CPU the loop measured ~4x faster (see benchmarks/RESULTS.md, issue 22), and
     on a GPU its few small kernels per view are a small share of a training step.
+
+    On one CPU core (16 x 128 x 128 windows, crop 112; `benchmarks/loader.py` prints the split) the
+    resize takes about half the time and the uint8 -> float copy, the multiply-add and the flips the
+    rest: a few passes over 2.4 MB of float32 per view; memory traffic and the resize bound it, not Python.
+    Measured and not used (issue 22, second round): torch's channels-last resize with the 3 x T planes
+    as its channels is ~4x faster than this one, but the pixels must be transposed to (h, w, 3T) and
+    the result back, which costs what it saves; H by that kernel and W by `linear`, ~1.05x; the
+    affine before the resize, the resize written into the output and the flip done on the uint8 box,
+    ~1.1x, but a flipped view then differs from the reference by up to 7e-6 (the mirrored sample
+    positions round differently); the uint8 (AVX2) resize, ~2.4x faster, is off by up to a whole grey
+    level (a fifth of its values by more than half a level), more than the 0.5 / 255 a view may be
+    allowed. So the views stay float32 and equal to the reference to float rounding.
     """
     pixels = torch.as_tensor(pixels)
     boxes = torch.as_tensor(boxes).cpu()
