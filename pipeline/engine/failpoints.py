@@ -83,7 +83,15 @@ def _fire(point: str, action: str) -> None:
 
 
 def _announce(point: str) -> None:
-    print(f"failpoint {point} reached (pid {os.getpid()})", file=sys.stderr, flush=True)
+    # one write(2) of the whole line: ranks that share a stderr pipe (torchrun) reach a point at the
+    # same moment, and print()'s text and newline could interleave with the other rank's
+    line = f"failpoint {point} reached (pid {os.getpid()})\n"
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), line.encode())
+    except (AttributeError, OSError, ValueError):  # a stderr with no descriptor (captured in-process)
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def _pause(point: str) -> None:
