@@ -53,14 +53,14 @@ from rich.console import Console  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from dlkdd.models import zero_dce  # noqa: E402
-from dlkdd.pipeline.config import Config, DataConfig, EnhanceConfig, EnhancerConfig, validate  # noqa: E402
+from dlkdd.pipeline.config import Config, DataConfig, EnhancerConfig, validate  # noqa: E402
 from dlkdd.pipeline.datasets.decode import VideoError, decode_clips  # noqa: E402
 from dlkdd.pipeline.datasets.index import DatasetError  # noqa: E402
 from dlkdd.pipeline.datasets.shards import ClipDataset  # noqa: E402
 from dlkdd.pipeline.datasets.splits import dataset_root, read_dataset  # noqa: E402
 from dlkdd.pipeline.datasets.views import fit_size  # noqa: E402
 from dlkdd.pipeline.engine.run import execute  # noqa: E402
-from dlkdd.pipeline.enhancers.apply import enhance_frames  # noqa: E402
+from dlkdd.pipeline.enhancers.apply import CPU_BATCH_FRAMES, enhance_frames  # noqa: E402
 from dlkdd.pipeline.enhancers.build import make_enhancer  # noqa: E402
 from dlkdd.pipeline.stages.enhancing.plan import clip_size, clips_per_split, list_jobs  # noqa: E402
 from dlkdd.pipeline.stages.enhancing.task import process_videos  # noqa: E402
@@ -747,7 +747,7 @@ def main(argv=None) -> None:
         return
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
-    batch = EnhanceConfig().batch_frames
+    batch = CPU_BATCH_FRAMES  # enhance.batch_frames = auto on a CPU
     quick = args.quick
     cmd = "python benchmarks/enhance.py" + (" --quick" if quick else "") + \
         (f" --videos {args.videos}" if args.videos != 16 else "")

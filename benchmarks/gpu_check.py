@@ -291,7 +291,7 @@ def stage_enhancer(work: Path, k: dict) -> int:
     import torch
 
     from dlkdd.pipeline.config import EnhanceConfig, EnhancerConfig
-    from dlkdd.pipeline.enhancers.apply import DTYPES, enhance_frames
+    from dlkdd.pipeline.enhancers.apply import DTYPES, enhance_frames, frames_per_batch
     from dlkdd.pipeline.enhancers.build import make_enhancer
     from dlkdd.pipeline.training.device import exact_float32
     device = torch.device(k["device"])
@@ -299,11 +299,13 @@ def stage_enhancer(work: Path, k: dict) -> int:
     frames = np.random.default_rng(0).integers(0, 60, (k["enh_frames"], ARID_H, ARID_W, 3), dtype=np.uint8)
     n = len(frames)
     rows = []
-    stage_batch = EnhanceConfig().batch_frames
-    head = {"kind": "zero_dce", "size": f"{ARID_W}x{ARID_H}", "frames": n, "stage_batch_frames": stage_batch}
+    head = {"kind": "zero_dce", "size": f"{ARID_W}x{ARID_H}", "frames": n}
     # bf16 first (the figure asked for); a CPU's bf16 convolutions run ~10-40x slower than fp32 (measured
     # on the dry run: 0.06 frames/s), so a CPU measures fp32 alone unless ENH_PRECISIONS says otherwise
     for precision in k["enh_precisions"].split(","):
+        # the batch the stage takes here (enhance.batch_frames = auto: sized to the device's memory)
+        stage_batch = frames_per_batch(module, (ARID_H, ARID_W), device, EnhanceConfig().batch_frames, precision)
+        head[f"stage_batch_frames_{precision}"] = stage_batch
         for batch in sorted({min(stage_batch, n), min(64, n)}):
             enhance_frames(module, frames[:batch], batch=batch, device=device, precision=precision)  # warm-up
             t0 = time.perf_counter()

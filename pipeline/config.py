@@ -91,7 +91,8 @@ class EnhancerConfig:
 @dataclass
 class EnhanceConfig:
     shard_size: int = 256  # clips per HDF5 shard
-    batch_frames: int = 8  # frames per enhancer forward pass (larger thrashes memory on CPU: measured)
+    batch_frames: str | int = "auto"  # frames per enhancer forward pass: auto (8 on a CPU, where larger batches
+    #   are slower: measured; on CUDA as many as a quarter of the device's memory holds, probed once) | N
     workers: str | int = "auto"  # auto | 0 (this process, no dask) | N (a LocalCluster of N workers, forced).
     #   auto: this process unless the cores give a LocalCluster 2+ workers ((cores - 1) // threads_per_worker) and the
     #   work left outlasts cluster_after; one worker beside this process only loses (sample, zero_dce++, 2 cores:
@@ -349,7 +350,7 @@ POSITIVE = (
     "data.split",
     "enhancer.steps", "enhancer.batch_size", "enhancer.crop", "enhancer.frames_per_video",
     "enhancer.scale_factor", "enhancer.gamma", "enhancer.exposure",
-    "enhance.shard_size", "enhance.batch_frames", "enhance.threads_per_worker",
+    "enhance.shard_size", "enhance.threads_per_worker",
     "teacher.epochs", "teacher.batch_size", "teacher.lr",
     "soft_labels.batch_size",
     "student.epochs", "student.batch_size", "student.lr", "student.temperature",
@@ -390,6 +391,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"enhance.workers: {workers!r} is not auto or a number of workers")
     if isinstance(workers, int) and workers < 0:
         raise ConfigError(f"enhance.workers: must be >= 0, got {workers!r}")
+    frames = cfg.enhance.batch_frames
+    if (isinstance(frames, str) and frames != "auto") or (isinstance(frames, int) and frames < 1):
+        raise ConfigError(f"enhance.batch_frames: {frames!r} is not auto or a number of frames (>= 1)")
     if not 0.0 < cfg.data.min_scale <= 1.0:
         raise ConfigError(f"data.min_scale: must be in (0, 1], got {cfg.data.min_scale!r}")
     if not 0.0 < cfg.data.test_fraction < 1.0:

@@ -28,7 +28,7 @@ def load_enhancer_once(path: str, device: str):
 
 
 def process_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], enhancer_path: str,
-                   batch_frames: int, device: str, precision: str = "fp32") -> list[dict]:
+                   batch_frames: int | str, device: str, precision: str = "fp32") -> list[dict]:
     """Decode, sample and resize each video; enhance the distinct frames of all of them together.
 
     One result per video; a failure comes back as {"job", "error": reason}. Frames of
@@ -59,14 +59,15 @@ def decode_videos(jobs: list[Job], T: int, clips: dict, size: tuple[int, int], *
     return {"results": results, "distinct": distinct, "inverses": inverses}
 
 
-def enhance_decoded(decoded: dict, enhancer_path: str, batch_frames: int, device: str, precision: str = "fp32",
+def enhance_decoded(decoded: dict, enhancer_path: str, batch_frames: int | str, device: str, precision: str = "fp32",
                     **_) -> list[dict]:
     """The enhancing half of `process_videos`, with each clip's statistics."""
-    from ...enhancers.apply import enhance_frames  # deferred: torch (see the module docstring)
+    from ...enhancers.apply import enhance_frames, frames_per_batch  # deferred: torch (module docstring)
     results, distinct, inverses = decoded["results"], decoded["distinct"], decoded["inverses"]
     if distinct:
-        enhanced = enhance_frames(load_enhancer_once(enhancer_path, device), np.concatenate(distinct),
-                                  batch=batch_frames, device=device, precision=precision)
+        module, frames = load_enhancer_once(enhancer_path, device), np.concatenate(distinct)
+        batch = frames_per_batch(module, frames.shape[1:3], device, batch_frames, precision)
+        enhanced = enhance_frames(module, frames, batch=batch, device=device, precision=precision)
         start = 0
         for r, d, inverse in zip([r for r in results if "error" not in r], distinct, inverses):
             r["enhanced"] = enhanced[start:start + len(d)][inverse].reshape(r["original"].shape)
