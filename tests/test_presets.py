@@ -218,6 +218,15 @@ def test_the_multiplier_survives_a_checkpoint():
     assert all("scheduled_lr" not in g for g in state["param_groups"])
 
 
+def test_a_fine_tuning_recipe_on_random_weights_is_warned_about():
+    from dlkdd.pipeline.training.weights import Init, recipe_warning
+    random, loaded = Init(""), Init("kinetics400", state={"fc.weight": torch.zeros(1)})
+    warning = recipe_warning(random, _cfg(backbone_lr_mult=0.1, lr=3.125e-4))
+    assert warning and "backbone_lr_mult = 0.1" in warning and "(3.13e-05)" in warning
+    assert recipe_warning(loaded, _cfg(backbone_lr_mult=0.1)) is None  # pretrained: the recipe fits
+    assert recipe_warning(random, _cfg(backbone_lr_mult=1)) is None  # from scratch, one rate
+
+
 def test_backbone_lr_mult_must_not_be_negative():
     with pytest.raises(ConfigError, match="student.backbone_lr_mult: must be >= 0"):
         build_config(None, ["student.backbone_lr_mult=-0.1"])

@@ -16,7 +16,7 @@ from ..datasets.shards import ClipDataset
 from ..engine import ranks
 from .checkpoints import write_meta
 from .loop import train
-from .weights import initial_model, input_normalization
+from .weights import initial_model, input_normalization, recipe_warning
 
 
 def view_datasets(ctx, which: str, seed: int, logits=None) -> tuple[ViewDataset, ViewDataset]:
@@ -65,6 +65,9 @@ def train_classifier(ctx, train_cfg, which: str, desc: str, *, logits=None, loss
     classes = class_names(train_set.clips)
     # seeded from train_cfg.seed: baseline and student, built from the same settings, start identical
     model, init = initial_model(train_cfg, classes, cfg, ctx.cache, ctx.console)
+    warning = recipe_warning(init, train_cfg)
+    if warning and ranks.is_main():
+        ctx.console.print(f"  [yellow]warning:[/] {desc}: {warning}", highlight=False)
     # before training, so a mode the source has no statistics for stops with nothing written (the
     # datasets' view_maker reads them when the views are made, on the device)
     train_set.stats = val_set.stats = model_statistics(ctx, init, train_set.stats)

@@ -184,6 +184,18 @@ def initial_model(train_cfg, classes: list[str], cfg, cache: Path, console=None)
     return model, init
 
 
+def recipe_warning(init: Init, train_cfg) -> str | None:
+    """A line for a fine-tuning recipe on random weights: `backbone_lr_mult` < 1 slows the layers it
+    exists to protect, and with nothing pretrained the backbone then barely leaves its init (measured:
+    configs/arid.toml's 0.1 at lr 3.125e-4 with `pretrained = ""` kept every model at chance, docs/results.md)."""
+    mult = float(getattr(train_cfg, "backbone_lr_mult", 1.0))
+    if init.state is not None or mult == 1.0:
+        return None
+    return (f"{train_cfg.model} starts from random weights, yet backbone_lr_mult = {mult:g} trains every layer "
+            f"but the classifier at {mult:g} x lr ({train_cfg.lr * mult:.3g}): a fine-tuning recipe with nothing "
+            f"pretrained to protect; from scratch, set backbone_lr_mult = 1 and a from-scratch lr")
+
+
 def input_normalization(init: Init, data_stats: dict | None, mode="stream",
                         original: dict | None = None) -> dict | None:
     """The statistics a model's inputs are standardised with under `mode` (data.normalize):
