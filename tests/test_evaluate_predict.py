@@ -21,7 +21,8 @@ from dlkdd.pipeline.engine.run import Context
 from dlkdd.pipeline.inference.predict import check_export, export_student, predict_videos, read_export_meta
 from dlkdd.pipeline.names import METRICS, MODEL
 from dlkdd.pipeline.stages import evaluate as ev
-from dlkdd.pipeline.stages.evaluate import ROWS, format_table, run_stage
+from dlkdd.pipeline.stages.evaluate import run_stage
+from dlkdd.pipeline.stages.results_page import ROWS, format_table
 from dlkdd.pipeline.stages.table import pipeline_graph
 from dlkdd.pipeline.training.checkpoints import write_meta
 from tests.cachefix import make_clip_cache

@@ -59,6 +59,7 @@ EDITS = [
     ("pipeline/stages/student.py", {"baseline", "student", "evaluate"}),
     ("pipeline/training/classifiers.py", TRAINED),  # shared by teacher and student
     ("pipeline/stages/evaluate.py", {"evaluate"}),
+    ("pipeline/stages/results_page.py", {"evaluate"}),
     ("pipeline/stages/pretrain.py", {"pretrain"}),  # upstream of no stage unless pretrain.root is set
     ("models/video_resnet.py", TRAINED),
     ("models/zero_dce.py", ALL),

@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..engine import atomic
-from ..stages.evaluate import save_figure
+from ..stages.results_page import save_figure
 from .arms import ARM_TEXT, Arm
 from .stats import mean_sd, paired_bootstrap, paired_difference, pearson, two_level_bootstrap
 
