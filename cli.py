@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .errors import UserError, os_error_line, user_message
 from .pipeline.engine import signals
 from .pipeline.engine.progress import make_console
+from .pipeline.engine.status_view import print_status
 from .pipeline.stages.run import cache_status, pick_device, resolve_config, run_target
 from .pipeline.stages.table import STAGES, pipeline_graph
 
@@ -82,10 +81,6 @@ class Settings:
 # example; a result is a study's mean +- sd over seeds with its paired interval.
 ONE_SEED_NOTE = ("one seed, so this table is a demonstration, not a result: `dlkdd study --seeds 0,1,2,3,4` gives "
                  "mean +- sd over seeds and the student - baseline difference with its 95 % CI")
-
-
-def _pct(x) -> str:
-    return f"{x:.1f}" if isinstance(x, (int, float)) else "-"
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -191,50 +186,10 @@ def status(settings: Settings, as_json, verify, checksum, skip_missing):
     """Show each stage as fresh, stale or missing, with the reason."""
     settings.skip_missing = skip_missing
     state = cache_status(settings.config(), settings.cache, checksum=checksum, verify=verify)
-    rows, variants = state["stages"], state["student_variants"]
     if as_json:
         click.echo(json.dumps(state, indent=2))
-    elif sys.stdout.isatty():
-        _status_tables(settings.cache, rows, variants)
-    else:  # a log or a pipe: one line per stage, nothing wrapped
-        click.echo(f"dlkdd cache {settings.cache}")
-        for r in rows:
-            why = "; ".join(r["reasons"]) or "-"
-            click.echo(f"{r['stage']:<12} {r['state']:<8} {_last_run(r) or '-':<25} {r['output']:<12} {why}")
-        for v in variants:
-            click.echo(f"student variant {v['variant']}  alpha {v['alpha']}  T {v['temperature']}  "
-                       f"top-1 {_pct(v['top1'])}  top-5 {_pct(v['top5'])}  trained {_when(v['started']) or '-'}")
-
-
-def _when(iso: str | None) -> str:
-    return iso[:16].replace("T", " ") if iso else ""
-
-
-def _last_run(r: dict) -> str:
-    return f"{_when(r['finished'])} ({r['seconds']:.0f} s)" if r["finished"] else ""
-
-
-def _status_tables(cache, rows: list[dict], variants: list[dict]) -> None:
-    """rich tables as wide as the terminal: only the reasons and folders wrap, never a timestamp."""
-    table = Table(title=f"dlkdd cache {cache}")
-    table.add_column("stage", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("why", overflow="fold", ratio=3)
-    table.add_column("output", overflow="fold", ratio=1)
-    table.add_column("last run", no_wrap=True)
-    colour = {"fresh": "green", "stale": "yellow", "missing": "red"}
-    for r in rows:
-        table.add_row(r["stage"], f"[{colour[r['state']]}]{r['state']}[/]", "\n".join(r["reasons"]),
-                      r["output"], _last_run(r))
-    Console().print(table)
-    if variants:
-        vt = Table(title="student variants in this cache (each in its own folder)")
-        for col in ("variant", "alpha", "T", "top-1", "top-5", "trained"):
-            vt.add_column(col, no_wrap=col != "variant", overflow="fold")
-        for v in variants:
-            vt.add_row(v["variant"], f"{v['alpha']}", f"{v['temperature']}", _pct(v["top1"]), _pct(v["top5"]),
-                       _when(v["started"]))
-        Console().print(vt)
+    else:
+        print_status(settings.cache, state, sys.stdout.isatty())
 
 
 SAMPLE_ONLY = ("videos_per_class", "test_per_class", "day_videos_per_class", "day_test_per_class")
@@ -333,7 +288,8 @@ def predict(settings: Settings, videos, list_file, window, stride, min_prob, tim
     on original frames (no enhancer). With --window, print a timeline per video: start, end,
     top class, probability and runner-up per window (or merged segments with --min-prob).
     An unreadable video is reported and skipped; the exit status is 1 if any was."""
-    from .pipeline.inference.windows import collect_videos  # deferred: loads torch
+    from .pipeline.inference.printed import print_results  # deferred: loads torch
+    from .pipeline.inference.windows import collect_videos
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
     if window is None and (stride is not None or min_prob is not None or timeline_png is not None):
@@ -347,11 +303,11 @@ def predict(settings: Settings, videos, list_file, window, stride, min_prob, tim
         results = predict_videos(settings.graph().out_dir("student"), paths, device=settings.device(),
                                  clips=clips or cfg.data.test_clips, crops=crops or cfg.evaluate.crops, topk=topk,
                                  scale=cfg.evaluate.crop_scale)
-        _print_results(results, as_json, as_csv, "videos")
+        print_results(results, as_json, as_csv, "videos")
     else:
         results = _predict_windows(settings, paths, window, window if stride is None else stride, min_prob,
                                    crops or 1, batch, timeline_png)
-        _print_results(results, as_json, as_csv, "segments" if min_prob is not None else "windows")
+        print_results(results, as_json, as_csv, "segments" if min_prob is not None else "windows")
     if any("error" in r for r in results):
         sys.exit(1)
 
@@ -368,24 +324,6 @@ def _predict_windows(settings, paths, window, stride, min_prob, crops, batch, ti
             click.echo(f"wrote {png}", err=True)
         results.append(r)
     return results
-
-
-def _print_results(results: list[dict], as_json: bool, as_csv: bool, kind: str) -> None:
-    from .pipeline.inference.windows import timeline_text, to_csv  # deferred: loads torch
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-    elif as_csv:
-        click.echo(to_csv(results, kind), nl=False)
-    for r in results:
-        if "error" in r:
-            if kind == "videos":  # windowed runs reported theirs as they happened
-                click.echo(f"{r['video']}: error: {r['error']}", err=True)
-        elif not (as_json or as_csv):
-            if kind == "videos":
-                ranked = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"])
-                click.echo(f"{r['video']}: {ranked}")
-            else:
-                click.echo(timeline_text(r, segments=kind == "segments"))
 
 
 @cli.command()
