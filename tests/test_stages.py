@@ -212,3 +212,16 @@ def test_an_upstream_only_some_configs_read(graph_factory, tmp_path):
     assert upstream_closure("down", fakes, low) == ["down"]
     assert upstream_closure("down", fakes, high) == ["up", "down"]
     assert execute(Graph(high, tmp_path / "c3", stages=fakes), "down", "cpu", quiet()) == ["up", "down"]
+
+
+def test_a_report_folder_holding_only_a_study_reads_as_never_evaluated_not_as_stopped(tmp_path):
+    """`dlkdd study` writes report/study*.{json,md,png} and ablation*: evaluate never ran there."""
+    cache = tmp_path / "cache"
+    report = cache / "report"
+    report.mkdir(parents=True)
+    for name in ("study-chain.md", "study-chain-val.json", "ablation-chain.png"):
+        (report / name).write_text("x")
+    graph = stages.pipeline_graph(Config(), cache)
+    assert graph.status("evaluate").reasons == ["never run in this cache"]
+    (report / "results.json").write_text("{")  # evaluate's own file, no record: it stopped
+    assert graph.status("evaluate").reasons == ["not finished: an earlier run stopped before writing its record"]

@@ -100,8 +100,7 @@ class Graph:
     def _unusable(self, name: str, rec: dict | None) -> Reason | None:
         """Why the record cannot be compared at all: there is none, it is unreadable or too old."""
         if rec is None:
-            out = self.out_dir(name)
-            started = out.is_dir() and any(out.iterdir())
+            started = bool(self.stages[name].own_files(self.out_dir(name)))
             return Reason("missing", detail="not finished: an earlier run stopped before writing its record"
                           if started else "never run in this cache")
         if rec.get("corrupt"):

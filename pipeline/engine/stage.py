@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
 
 from ..config import Config
 
@@ -34,6 +36,8 @@ class Stage:
     in the fingerprint by what they mean (a pretrained source's identity, not its path).
     trains: it trains a model, resuming from its folder: --force empties the folder first,
     and under torchrun it is the stage every process runs.
+    shared: name patterns (fnmatch) of files other commands keep in its folder (`dlkdd study`'s in
+    report/): a folder holding only those reads as never run, not as a run that stopped.
     """
     name: str
     run: str  # "dlkdd.pipeline.module:function", imported only when the stage runs
@@ -44,6 +48,7 @@ class Stage:
     inputs: Callable[[Config], dict] | None = None
     derived: Callable[[Config], dict] | None = None
     trains: bool = False
+    shared: tuple[str, ...] = ()
 
     def upstream_of(self, cfg: Config | None) -> tuple[str, ...]:
         """The upstream stages under `cfg` (without one: only those every config has)."""
@@ -69,6 +74,12 @@ class Stage:
         """{key: value} of the params the fingerprint compares (derived values replace raw ones)."""
         values = {k: cfg.get(k) for k in self.keys(cfg)}
         return {**values, **(self.derived(cfg) if self.derived is not None else {})}
+
+    def own_files(self, folder: Path) -> list[Path]:
+        """The entries of `folder` this stage wrote (all but the `shared` ones)."""
+        if not folder.is_dir():
+            return []
+        return [p for p in folder.iterdir() if not any(fnmatch(p.name, pat) for pat in self.shared)]
 
     def folder(self, cfg: Config) -> str:
         return self.outputs(cfg) if callable(self.outputs) else (self.outputs or self.name)

@@ -171,6 +171,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [  # in run order: upstream first
     Stage(name="evaluate", run="dlkdd.pipeline.stages.evaluate:run_stage",
           upstream=("teacher", "baseline", "student", "enhance"),
           params=("evaluate.*", "-evaluate.batch_size", "data.crop", "data.normalize"), outputs="report",
+          shared=("study*", "ablation*"),  # `dlkdd study` writes its report beside results.md
           doc="Score teacher, baseline and student on the test split (top-1, top-5); write "
               "report/results.md and plots."),
 ]}
