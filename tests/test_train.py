@@ -250,7 +250,9 @@ def test_ddp_two_processes_gloo(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.start_processes(_ddp_worker, args=(2, port, tmp_path), nprocs=2, start_method="fork")
+    # spawn, not fork: a child forked from a process whose OpenMP pool already ran can hang in its first
+    # torch call (seen: rank 0 stuck in torch.set_num_threads for 10 min, a full suite run on a fresh clone)
+    torch.multiprocessing.start_processes(_ddp_worker, args=(2, port, tmp_path), nprocs=2, start_method="spawn")
     rows = metrics(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
