@@ -176,3 +176,22 @@ def test_run_logged_to_a_file_keeps_every_epoch_on_one_line(videos, tmp_path):
     for stage in ("enhancer", "enhance", "teacher", "soft-labels", "baseline", "student", "evaluate"):
         assert sum(re.fullmatch(rf"▶ {stage}: running \(.+\)", line) is not None for line in lines) == 1, stage
         assert sum(re.fullmatch(rf"✓ {stage}: done in \d+\.\d s", line) is not None for line in lines) == 1, stage
+
+
+def test_status_prints_tables_on_a_terminal_and_one_line_per_stage_in_a_log(capsys, monkeypatch):
+    from dlkdd.pipeline.engine.status_view import print_status
+    monkeypatch.setenv("COLUMNS", "120")  # rich's width off a terminal: wide enough that no reason folds
+    state = {"stages": [{"stage": "teacher", "state": "stale", "reasons": ["teacher.lr changed: 0.003 -> 0.001"],
+                         "output": "teacher", "finished": "2026-12-04T19:04:00", "seconds": 45.0}],
+             "student_variants": [{"variant": "a0.5-T4-x", "alpha": 0.5, "temperature": 4.0, "top1": 25.0,
+                                   "top5": None, "started": "2026-12-04T19:05:00"}]}
+    print_status("/c", state, terminal=True)
+    table = capsys.readouterr().out
+    assert "┃ stage" in table and "teacher.lr" in table and "2026-12-04 19:04 (45 s)" in table
+    assert "student variants in this cache" in table and "a0.5-T4-x" in table
+    print_status("/c", state, terminal=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "dlkdd cache /c"
+    assert lines[1].split() == ["teacher", "stale", "2026-12-04", "19:04", "(45", "s)", "teacher", "teacher.lr",
+                                "changed:", "0.003", "->", "0.001"]
+    assert lines[2].startswith("student variant a0.5-T4-x") and "top-5 -" in lines[2]

@@ -32,10 +32,10 @@ def _last_run(r: dict) -> str:
 
 
 def _status_tables(cache, rows: list[dict], variants: list[dict]) -> None:
+    """rich tables as wide as the terminal: only the reasons and folders wrap, never a timestamp."""
     from rich.console import Console  # deferred: 0.1 s to import, and only a terminal shows tables
     from rich.table import Table
 
-    """rich tables as wide as the terminal: only the reasons and folders wrap, never a timestamp."""
     table = Table(title=f"dlkdd cache {cache}")
     table.add_column("stage", no_wrap=True)
     table.add_column("state", no_wrap=True)
